@@ -1,0 +1,238 @@
+//! Configuration: built-in defaults < `/etc/docker-image-cleaner.toml` < `DOCKER_IMAGE_CLEANER_*`
+//! environment < command-line flags, validated into one typed [`Config`]. Reads the file and the
+//! environment it is given; touches nothing else.
+
+mod load;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+
+pub use load::{DEFAULT_PATH, Flags, Loaded, Source, load};
+
+/// Exit code for a configuration error (EX_CONFIG), so that systemd's
+/// `RestartPreventExitStatus=78` stops a crash loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Smallest high watermark accepted in absolute mode, as the original tool required.
+pub const MIN_ABSOLUTE_HIGH_BYTES: u64 = 1 << 30;
+
+/// How usage is measured and compared with the watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThresholdType {
+    /// Percent of the filesystem used (`statvfs`), blocks or inodes, whichever is fuller.
+    Relative,
+    /// Bytes the trees occupy, counted like `du -sxB1`.
+    Absolute,
+}
+
+/// The validated watermarks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Watermarks {
+    /// Percentages of the fullest filesystem: clean at or above `high_pct` until below `low_pct`.
+    Relative {
+        /// Start cleaning at or above this percentage.
+        high_pct: f64,
+        /// Stop once below this percentage.
+        low_pct: f64,
+    },
+    /// Byte counts of the trees added up.
+    Absolute {
+        /// Start cleaning at or above this many bytes.
+        high_bytes: u64,
+        /// Stop once below this many bytes.
+        low_bytes: u64,
+    },
+}
+
+/// What a pass removes, and in which order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Stopped containers, dangling images, then unused images least recently used first, until
+    /// usage is below the low watermark.
+    Lru,
+    /// Exactly the original tool: container prune, dangling image prune, then prune every unused
+    /// image when no dangling image was found or usage is still above high.
+    Prune,
+}
+
+/// How the node is kept free of new pods while a pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CordonMode {
+    /// Set `spec.unschedulable`, as `kubectl cordon` does.
+    Cordon,
+    /// Add a NoSchedule taint of our own (for load balancers that drop cordoned nodes).
+    Taint,
+    /// Never touch the node.
+    None,
+}
+
+/// What to do when the node cannot be cordoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCordonFailure {
+    /// Clean uncordoned, with a warning: a full disk is worse.
+    Clean,
+    /// Wait for the next tick.
+    Skip,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// One line per decision (the default).
+    Info,
+    /// Every request.
+    Debug,
+    /// Everything, including the libraries' chatter.
+    Trace,
+}
+
+impl LogLevel {
+    /// The `log` crate's filter for this level.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// The validated configuration; the rest of the program sees only this.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Kubernetes node to cordon; `None` turns cordoning off.
+    pub node_name: Option<String>,
+    /// The trees to measure (`path_to_check`).
+    pub paths: Vec<PathBuf>,
+    /// Time between two passes.
+    pub interval: Duration,
+    /// Pause between two image removals.
+    pub delay: Duration,
+    /// When to start and stop cleaning.
+    pub watermarks: Watermarks,
+    /// Timeout of every Docker request.
+    pub timeout: Duration,
+    /// What a pass removes.
+    pub strategy: Strategy,
+    /// An image first seen or last used more recently than this is kept.
+    pub min_age: Duration,
+    /// A stopped container that finished more recently than this is kept.
+    pub container_min_age: Duration,
+    /// An image with a `repository:tag` matching any of these is kept.
+    pub keep: Vec<Regex>,
+    /// Remove nothing; print the plan.
+    pub dry_run: bool,
+    /// Where the last-use table and the lock live.
+    pub state_dir: PathBuf,
+    /// The Docker endpoint (`unix://`, `tcp://` or `http://`); `None` for the local socket.
+    pub docker_host: Option<String>,
+    /// The kubeconfig setting; `None` means the fallback chain (see `node`).
+    pub kubeconfig: Option<PathBuf>,
+    /// How the node is cordoned.
+    pub cordon_mode: CordonMode,
+    /// Longest time a pass keeps the node cordoned; it then goes on uncordoned.
+    pub max_cordon: Duration,
+    /// What to do when cordoning fails.
+    pub on_cordon_failure: OnCordonFailure,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+}
+
+impl Default for Config {
+    /// The built-in defaults, as documented in `conf/docker-image-cleaner.toml`.
+    fn default() -> Self {
+        Config {
+            node_name: None,
+            paths: vec![PathBuf::from("/var/lib/docker")],
+            interval: Duration::from_secs(300),
+            delay: Duration::from_secs(1),
+            watermarks: Watermarks::Relative {
+                high_pct: 80.0,
+                low_pct: 60.0,
+            },
+            timeout: Duration::from_secs(300),
+            strategy: Strategy::Lru,
+            min_age: Duration::from_secs(3600),
+            container_min_age: Duration::ZERO,
+            keep: Vec::new(),
+            dry_run: false,
+            state_dir: PathBuf::from("/var/lib/docker-image-cleaner"),
+            docker_host: None,
+            kubeconfig: None,
+            cordon_mode: CordonMode::Cordon,
+            max_cordon: Duration::from_secs(1800),
+            on_cordon_failure: OnCordonFailure::Clean,
+            log_level: LogLevel::Info,
+        }
+    }
+}
+
+/// A configuration error. Every variant names where the bad input came from.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file named explicitly is missing or unreadable.
+    #[error("cannot read configuration file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax, unknown key or wrong type in the file (the message has line and column).
+    #[error("configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message, with line, column and the offending line.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{origin}: {key} = {value}: {message}")]
+    Invalid {
+        /// Where the value came from: "file F, line L, column C", "environment variable V", ...
+        origin: String,
+        /// The key.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl fmt::Display for Watermarks {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Watermarks::Relative { high_pct, low_pct } => {
+                write!(f, "high {high_pct}%, low {low_pct}%")
+            }
+            Watermarks::Absolute {
+                high_bytes,
+                low_bytes,
+            } => write!(
+                f,
+                "high {}, low {}",
+                bytesize::ByteSize(*high_bytes).display().iec(),
+                bytesize::ByteSize(*low_bytes).display().iec()
+            ),
+        }
+    }
+}

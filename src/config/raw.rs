@@ -1,0 +1,168 @@
+//! The file format: every key optional, unknown keys rejected, values typed just enough that a
+//! wrong type is reported by the TOML parser with its line and column.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use super::{CordonMode, LogLevel, OnCordonFailure, Strategy, ThresholdType};
+
+/// Declares [`Raw`] once, with the list of its keys and the overlay of one layer on another, so
+/// that a key cannot be added to the struct and forgotten by the overlay or by `check-config`.
+macro_rules! raw_config {
+    ($($key:ident : $ty:ty),* $(,)?) => {
+        /// One layer of configuration (the file, the environment or the flags): what it sets.
+        #[derive(Debug, Default, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct Raw {
+            $(pub $key: Option<$ty>,)*
+        }
+
+        impl Raw {
+            /// Every key, in the order `check-config` prints them.
+            pub(crate) const KEYS: &'static [&'static str] = &[$(stringify!($key)),*];
+
+            /// Takes every key `top` sets; returns the keys it set.
+            pub(crate) fn overlay(&mut self, top: Raw) -> Vec<&'static str> {
+                let mut set = Vec::new();
+                $(
+                    if top.$key.is_some() {
+                        self.$key = top.$key;
+                        set.push(stringify!($key));
+                    }
+                )*
+                set
+            }
+        }
+    };
+}
+
+raw_config! {
+    node_name: String,
+    path_to_check: StringList,
+    interval_seconds: Seconds,
+    delay_seconds: Seconds,
+    threshold_type: ThresholdType,
+    threshold_high: Quantity,
+    threshold_low: Quantity,
+    timeout_seconds: Seconds,
+    strategy: Strategy,
+    min_age_seconds: Seconds,
+    container_min_age_seconds: Seconds,
+    keep: StringList,
+    dry_run: bool,
+    state_dir: PathBuf,
+    docker_host: String,
+    kubeconfig: PathBuf,
+    cordon_mode: CordonMode,
+    max_cordon_seconds: Seconds,
+    on_cordon_failure: OnCordonFailure,
+    log_level: LogLevel,
+}
+
+/// Keys whose environment value is a comma-separated list.
+pub(crate) const LIST_KEYS: &[&str] = &["path_to_check", "keep"];
+
+/// A non-negative number of seconds, integer or fractional.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Seconds(pub f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                if v < 0 {
+                    return Err(E::invalid_value(de::Unexpected::Signed(v), &self));
+                }
+                Ok(Seconds(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(E::invalid_value(de::Unexpected::Float(v), &self));
+                }
+                Ok(Seconds(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A watermark as written: a bare number (percent in relative mode, bytes in absolute mode) or a
+/// string (`"80%"`, `"50GiB"`, `"500000000"`). Its meaning depends on `threshold_type`, so it is
+/// interpreted during validation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Quantity {
+    Number(f64),
+    Text(String),
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Quantity::Number(n) => write!(f, "{n}"),
+            Quantity::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Quantity;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, a percentage such as \"80%\" or a size such as \"50GiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Quantity, E> {
+                Ok(Quantity::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One string or a list of strings (`path_to_check = "/var/lib/docker"` or a list).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StringList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringList, E> {
+                Ok(StringList(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(StringList(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

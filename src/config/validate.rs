@@ -1,0 +1,248 @@
+//! From the merged layers to a [`Config`]: every rule in one place, and the way back to text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::raw::{Quantity, Raw, Seconds};
+use super::{Config, Error, MIN_ABSOLUTE_HIGH_BYTES, ThresholdType, Watermarks};
+
+/// Checks `raw` (defaults filled in) and builds the [`Config`]. `origin` names where a key's
+/// value came from, for the error message.
+pub(crate) fn validate(raw: &Raw, origin: &dyn Fn(&'static str) -> String) -> Result<Config, Error> {
+    let d = Config::default();
+    let invalid = |key: &'static str, value: String, message: String| Error::Invalid {
+        origin: origin(key),
+        key,
+        value,
+        message,
+    };
+
+    let node_name = raw
+        .node_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+
+    let paths = match &raw.path_to_check {
+        None => d.paths.clone(),
+        Some(list) => {
+            if list.0.is_empty() {
+                return Err(invalid("path_to_check", "[]".into(), "name at least one path".into()));
+            }
+            let mut paths = Vec::new();
+            for p in &list.0 {
+                let path = PathBuf::from(p);
+                if !path.is_absolute() {
+                    return Err(invalid("path_to_check", format!("{p:?}"), "must be an absolute path".into()));
+                }
+                paths.push(path);
+            }
+            paths
+        }
+    };
+
+    let duration = |key: &'static str, v: Option<Seconds>, default: Duration, positive: bool| {
+        match v {
+            None => Ok(default),
+            Some(Seconds(s)) if positive && s <= 0.0 => {
+                Err(invalid(key, s.to_string(), "must be greater than 0".into()))
+            }
+            Some(Seconds(s)) => Duration::try_from_secs_f64(s)
+                .map_err(|e| invalid(key, s.to_string(), e.to_string())),
+        }
+    };
+    let interval = duration("interval_seconds", raw.interval_seconds, d.interval, true)?;
+    let delay = duration("delay_seconds", raw.delay_seconds, d.delay, false)?;
+    let timeout = duration("timeout_seconds", raw.timeout_seconds, d.timeout, true)?;
+    let min_age = duration("min_age_seconds", raw.min_age_seconds, d.min_age, false)?;
+    let container_min_age = duration(
+        "container_min_age_seconds",
+        raw.container_min_age_seconds,
+        d.container_min_age,
+        false,
+    )?;
+    let max_cordon = duration("max_cordon_seconds", raw.max_cordon_seconds, d.max_cordon, true)?;
+
+    let watermarks = watermarks(raw, &invalid)?;
+
+    let mut keep = Vec::new();
+    for pattern in raw.keep.as_ref().map(|l| l.0.as_slice()).unwrap_or_default() {
+        let re = Regex::new(pattern)
+            .map_err(|e| invalid("keep", format!("{pattern:?}"), e.to_string()))?;
+        keep.push(re);
+    }
+
+    let state_dir = raw.state_dir.clone().unwrap_or(d.state_dir);
+    if !state_dir.is_absolute() {
+        return Err(invalid("state_dir", format!("{:?}", state_dir.display().to_string()), "must be an absolute path".into()));
+    }
+
+    let docker_host = raw.docker_host.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if let Some(host) = docker_host {
+        let known = ["unix://", "tcp://", "http://"];
+        if !known.iter().any(|scheme| host.starts_with(scheme)) {
+            return Err(invalid(
+                "docker_host",
+                format!("{host:?}"),
+                "must start with unix://, tcp:// or http://".into(),
+            ));
+        }
+    }
+
+    Ok(Config {
+        node_name,
+        paths,
+        interval,
+        delay,
+        watermarks,
+        timeout,
+        strategy: raw.strategy.unwrap_or(d.strategy),
+        min_age,
+        container_min_age,
+        keep,
+        dry_run: raw.dry_run.unwrap_or(d.dry_run),
+        state_dir,
+        docker_host: docker_host.map(str::to_string),
+        kubeconfig: raw.kubeconfig.clone().filter(|p| !p.as_os_str().is_empty()),
+        cordon_mode: raw.cordon_mode.unwrap_or(d.cordon_mode),
+        max_cordon,
+        on_cordon_failure: raw.on_cordon_failure.unwrap_or(d.on_cordon_failure),
+        log_level: raw.log_level.unwrap_or(d.log_level),
+    })
+}
+
+type Invalid<'a> = dyn Fn(&'static str, String, String) -> Error + 'a;
+
+fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Error> {
+    match raw.threshold_type.unwrap_or(ThresholdType::Relative) {
+        ThresholdType::Relative => {
+            let high = match &raw.threshold_high {
+                None => 80.0,
+                Some(q) => percent(q).map_err(|m| invalid("threshold_high", q.to_string(), m))?,
+            };
+            if !(high > 0.0 && high <= 100.0) {
+                return Err(invalid("threshold_high", high.to_string(), "must be a percentage above 0 and at most 100".into()));
+            }
+            let low = match &raw.threshold_low {
+                // 60 as documented; an original-tool user with a high watermark at or below 60
+                // keeps a working setup: the same 3:4 ratio as 60:80.
+                None if high > 60.0 => 60.0,
+                None => high * 0.75,
+                Some(q) => percent(q).map_err(|m| invalid("threshold_low", q.to_string(), m))?,
+            };
+            if !(low >= 0.0 && low < high) {
+                return Err(invalid(
+                    "threshold_low",
+                    low.to_string(),
+                    format!("must be at least 0 and below threshold_high ({high})"),
+                ));
+            }
+            Ok(Watermarks::Relative {
+                high_pct: high,
+                low_pct: low,
+            })
+        }
+        ThresholdType::Absolute => {
+            let high = match &raw.threshold_high {
+                None => {
+                    return Err(invalid(
+                        "threshold_high",
+                        "80".into(),
+                        "threshold_type = \"absolute\" needs threshold_high as a size, e.g. \"50GiB\"".into(),
+                    ));
+                }
+                Some(q) => bytes(q).map_err(|m| invalid("threshold_high", q.to_string(), m))?,
+            };
+            if high < MIN_ABSOLUTE_HIGH_BYTES {
+                return Err(invalid("threshold_high", high.to_string(), "must be at least 1 GiB in absolute mode".into()));
+            }
+            let low = match &raw.threshold_low {
+                None => high / 5 * 4,
+                Some(q) => bytes(q).map_err(|m| invalid("threshold_low", q.to_string(), m))?,
+            };
+            if low >= high {
+                return Err(invalid("threshold_low", low.to_string(), format!("must be below threshold_high ({high} bytes)")));
+            }
+            Ok(Watermarks::Absolute {
+                high_bytes: high,
+                low_bytes: low,
+            })
+        }
+    }
+}
+
+fn percent(q: &Quantity) -> Result<f64, String> {
+    match q {
+        Quantity::Number(n) => Ok(*n),
+        Quantity::Text(s) => s
+            .trim()
+            .trim_end_matches('%')
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| "must be a percentage such as 80 or \"80%\" in relative mode".to_string()),
+    }
+}
+
+fn bytes(q: &Quantity) -> Result<u64, String> {
+    match q {
+        Quantity::Number(n) if n.fract() == 0.0 && *n >= 0.0 => Ok(*n as u64),
+        Quantity::Number(_) => Err("must be a whole number of bytes".into()),
+        Quantity::Text(s) if s.trim().ends_with('%') => {
+            Err("a percentage needs threshold_type = \"relative\"".into())
+        }
+        Quantity::Text(s) => s
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| format!("not a size ({e}); write bytes or a size such as \"50GiB\"")),
+    }
+}
+
+/// The configuration as `(key, TOML value)` pairs, in the order of the keys.
+pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
+    let secs = |d: Duration| {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 { format!("{}", d.as_secs()) } else { format!("{s}") }
+    };
+    let string = |s: &str| format!("{s:?}");
+    let list = |items: Vec<String>| {
+        format!("[{}]", items.iter().map(|s| string(s)).collect::<Vec<_>>().join(", "))
+    };
+    let lower = |v: &dyn std::fmt::Debug| format!("{:?}", format!("{v:?}").to_lowercase());
+    let (kind, high, low) = match c.watermarks {
+        Watermarks::Relative { high_pct, low_pct } => {
+            ("relative", high_pct.to_string(), low_pct.to_string())
+        }
+        Watermarks::Absolute { high_bytes, low_bytes } => {
+            ("absolute", high_bytes.to_string(), low_bytes.to_string())
+        }
+    };
+    let path = |p: &std::path::Path| string(&p.display().to_string());
+    let keys: Vec<(&'static str, String)> = vec![
+        ("node_name", c.node_name.as_deref().map(string).unwrap_or_else(|| "\"\"".into())),
+        ("path_to_check", list(c.paths.iter().map(|p| p.display().to_string()).collect())),
+        ("interval_seconds", secs(c.interval)),
+        ("delay_seconds", secs(c.delay)),
+        ("threshold_type", string(kind)),
+        ("threshold_high", high),
+        ("threshold_low", low),
+        ("timeout_seconds", secs(c.timeout)),
+        ("strategy", lower(&c.strategy)),
+        ("min_age_seconds", secs(c.min_age)),
+        ("container_min_age_seconds", secs(c.container_min_age)),
+        ("keep", list(c.keep.iter().map(|r| r.as_str().to_string()).collect())),
+        ("dry_run", c.dry_run.to_string()),
+        ("state_dir", path(&c.state_dir)),
+        ("docker_host", c.docker_host.as_deref().map(string).unwrap_or_else(|| "\"\"".into())),
+        ("kubeconfig", c.kubeconfig.as_deref().map(path).unwrap_or_else(|| "\"\"".into())),
+        ("cordon_mode", lower(&c.cordon_mode)),
+        ("max_cordon_seconds", secs(c.max_cordon)),
+        ("on_cordon_failure", lower(&c.on_cordon_failure)),
+        ("log_level", lower(&c.log_level)),
+    ];
+    debug_assert_eq!(keys.len(), Raw::KEYS.len());
+    keys
+}

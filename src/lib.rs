@@ -1,0 +1,23 @@
+//! docker-image-cleaner: keeps a Kubernetes node's Docker storage below a high watermark by removing
+//! stopped containers and the least recently used images, cordoning the node while it works.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, `DOCKER_IMAGE_CLEANER_*` overrides and flags, validated into [`config::Config`].
+//! - [`usage`]: native measurement: `statvfs` percentages and a `du -sx`-style tree walk.
+//! - [`docker`]: the only module that names bollard types; a narrow [`docker::Engine`] trait.
+//! - [`lastuse`]: when each image was last used, from Docker's event stream, persisted atomically.
+//! - [`policy`]: the pure decision: what to remove, in which order, and when to stop.
+//! - [`node`]: the Kubernetes Node cordon guard.
+//! - [`cycle`]: one cleaning pass: measure, plan, cordon, execute, release, report.
+//! - [`daemon`]: the loop around passes, shutdown and reload.
+//! - [`logging`]: the `log` backend chosen at start.
+
+pub mod config;
+pub mod cycle;
+pub mod daemon;
+pub mod docker;
+pub mod lastuse;
+pub mod logging;
+pub mod node;
+pub mod policy;
+pub mod usage;

@@ -1,0 +1,4 @@
+//! One integration-test binary; shared helpers live in `util`.
+
+mod usage;
+mod util;

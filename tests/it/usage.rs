@@ -1,0 +1,1 @@
+//! `usage` against `du -sxB1`.
