@@ -1,0 +1,97 @@
+//! The plan as people read it: the same lines in the log before a pass and on stdout for a dry
+//! run, so that what a dry run shows is what a pass would do.
+
+use std::fmt;
+
+use super::{Kept, Plan, Reason, Step, size};
+
+/// Unix seconds as an RFC 3339 UTC time (deterministic: no clock involved).
+pub fn timestamp(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// The first 12 hex digits of an id, as `docker` prints them.
+pub fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+fn names(names: &[String]) -> String {
+    if names.is_empty() {
+        "<none>".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Step::RemoveContainer { id, name, stopped } => write!(
+                f,
+                "remove container {} ({name}), stopped {}",
+                short(id),
+                timestamp(*stopped)
+            ),
+            Step::RemoveImage {
+                id,
+                tags,
+                size_bytes,
+                last_used,
+            } => write!(
+                f,
+                "remove image {} [{}], {}, last used {}",
+                short(id),
+                names(tags),
+                size(*size_bytes),
+                timestamp(*last_used)
+            ),
+            Step::PruneContainers => f.write_str("prune stopped containers"),
+            Step::PruneDanglingImages => f.write_str("prune dangling images"),
+            Step::PruneAllImages => f.write_str(
+                "prune all unused images (if no dangling image was pruned or usage is still above high)",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Kept {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "keep {} [{}]: ", short(&self.id), names(&self.names))?;
+        match &self.reason {
+            Reason::InUse { container } => write!(f, "in use by container {container}"),
+            Reason::KeepRule { pattern } => write!(f, "matches keep rule {pattern:?}"),
+            Reason::TooYoung { age_secs } => write!(f, "used {age_secs}s ago, below min_age"),
+            Reason::Parent => f.write_str("parent of an image that stays"),
+            Reason::RecentlyStopped { age_secs } => {
+                write!(f, "stopped {age_secs}s ago, below container_min_age")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "plan ({}): free {} and {} inodes to reach the low watermark; {} step(s)",
+            self.strategy,
+            size(self.need.bytes),
+            self.need.inodes,
+            self.steps.len()
+        )?;
+        match self.estimated_steps {
+            Some(n) => writeln!(f, ", about {n} should be enough")?,
+            None => writeln!(f, ", stopping once below the low watermark")?,
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            writeln!(f, "  {:>3}. {step}", i + 1)?;
+        }
+        for kept in &self.kept {
+            writeln!(f, "       {kept}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! Table tests of the policy: every rule of ARCHITECTURE.md's invariants, with time passed in.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+use crate::docker::{Container, Image, Inventory};
+use crate::lastuse::LastUse;
+
+const NOW: i64 = 1_000_000;
+const HOUR: i64 = 3600;
+
+fn image(id: &str, tags: &[&str], size_mib: u64) -> Image {
+    Image {
+        id: id.into(),
+        parent_id: None,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        created: NOW - 100 * HOUR,
+        size_bytes: size_mib << 20,
+    }
+}
+
+fn container(id: &str, image_id: &str, running: bool, finished: i64) -> Container {
+    Container {
+        id: id.into(),
+        name: format!("name-{id}"),
+        image_id: image_id.into(),
+        running,
+        created: finished - 10,
+        finished: Some(finished),
+    }
+}
+
+/// Config with min_age 1 h and no keep rules.
+fn config() -> Config {
+    Config::default()
+}
+
+/// `uses`: (image id, hours ago last used).
+fn table(uses: &[(&str, i64)]) -> LastUse {
+    let mut t = LastUse::new(Path::new("/nonexistent"));
+    for (id, hours) in uses {
+        t.touch(id, NOW - hours * HOUR);
+    }
+    t
+}
+
+fn removed_images(plan: &Plan) -> Vec<&str> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::RemoveImage { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reason_of<'a>(plan: &'a Plan, id: &str) -> Option<&'a Reason> {
+    plan.kept.iter().find(|k| k.id == id).map(|k| &k.reason)
+}
+
+fn shortfall(bytes: u64) -> Need {
+    Need { bytes, inodes: 0 }
+}
+
+#[test]
+fn lru_order_follows_last_use_with_dangling_first() {
+    // Used A, B, C in that order, then A again: B goes before C before A; dangling D first.
+    let inv = Inventory {
+        images: vec![
+            image("a", &["a:1"], 10),
+            image("b", &["b:1"], 10),
+            image("c", &["c:1"], 10),
+            image("d", &[], 10),
+        ],
+        containers: vec![],
+    };
+    let lu = table(&[("a", 2), ("b", 4), ("c", 3), ("d", 2)]);
+    let p = plan(&inv, &lu, &config(), shortfall(0), NOW);
+    assert_eq!(removed_images(&p), vec!["d", "b", "c", "a"]);
+}
+
+#[test]
+fn protected_images_never_appear_as_steps() {
+    let mut cfg = config();
+    cfg.keep = vec![regex::Regex::new("^registry/pause:").unwrap()];
+    let inv = Inventory {
+        images: vec![
+            image("used-running", &["web:1"], 10),
+            image("used-stopped-young", &["job:1"], 10),
+            image("kept", &["registry/pause:3.9"], 10),
+            image("fresh", &["new:1"], 10),
+            image("old", &["old:1"], 10),
+        ],
+        containers: vec![
+            container("r", "used-running", true, NOW - 10 * HOUR),
+            container("s", "used-stopped-young", false, NOW - 60),
+        ],
+    };
+    cfg.container_min_age = Duration::from_secs(600);
+    let lu = table(&[("used-running", 50), ("used-stopped-young", 50), ("kept", 50), ("fresh", 0), ("old", 50)]);
+    let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW);
+    assert_eq!(removed_images(&p), vec!["old"]);
+    assert!(matches!(reason_of(&p, "used-running"), Some(Reason::InUse { .. })));
+    assert!(matches!(reason_of(&p, "used-stopped-young"), Some(Reason::InUse { .. })));
+    assert!(matches!(reason_of(&p, "kept"), Some(Reason::KeepRule { .. })));
+    assert!(matches!(reason_of(&p, "fresh"), Some(Reason::TooYoung { .. })));
+    assert!(matches!(reason_of(&p, "s"), Some(Reason::RecentlyStopped { .. })));
+    assert!(!p.steps.iter().any(|s| matches!(s, Step::RemoveContainer { .. })));
+}
+
+#[test]
+fn stopped_containers_go_first_oldest_first_and_free_their_images() {
+    let inv = Inventory {
+        images: vec![image("x", &["x:1"], 10)],
+        containers: vec![
+            container("new", "x", false, NOW - HOUR),
+            container("old", "x", false, NOW - 5 * HOUR),
+            container("up", "other", true, NOW),
+        ],
+    };
+    let lu = table(&[("x", 10)]);
+    let p = plan(&inv, &lu, &config(), shortfall(1), NOW);
+    let ids: Vec<String> = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::RemoveContainer { id, .. } => format!("container {id}"),
+            Step::RemoveImage { id, .. } => format!("image {id}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, vec!["container old", "container new", "image x"]);
+}
+
+#[test]
+fn min_age_boundary_and_parents() {
+    // Exactly min_age old may go; one second younger may not.
+    let mut cfg = config();
+    cfg.min_age = Duration::from_secs(HOUR as u64);
+    let mut child = image("child", &["child:1"], 5);
+    child.parent_id = Some("parent".into());
+    let mut busy_child = image("busy", &["busy:1"], 5);
+    busy_child.parent_id = Some("base".into());
+    let inv = Inventory {
+        images: vec![
+            image("edge", &["edge:1"], 1),
+            image("young", &["young:1"], 1),
+            image("parent", &["parent:1"], 1),
+            child,
+            image("base", &["base:1"], 1),
+            busy_child,
+        ],
+        containers: vec![container("c", "busy", true, NOW)],
+    };
+    let mut lu = table(&[("edge", 1), ("parent", 30), ("child", 20), ("base", 40), ("busy", 40)]);
+    lu.touch("young", NOW - HOUR + 1);
+    let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW);
+    // The parent counts as used when its child was (20 h ago), and a child goes before its
+    // parent; "base" stays because "busy", which is in use, depends on it.
+    assert_eq!(removed_images(&p), vec!["child", "parent", "edge"]);
+    assert!(matches!(reason_of(&p, "young"), Some(Reason::TooYoung { age_secs: 3599 })));
+    assert_eq!(reason_of(&p, "base"), Some(&Reason::Parent));
+}
+
+#[test]
+fn estimate_counts_reported_sizes_and_gives_up_on_inodes() {
+    let inv = Inventory {
+        images: vec![image("a", &["a:1"], 10), image("b", &["b:1"], 10), image("c", &["c:1"], 10)],
+        containers: vec![],
+    };
+    let lu = table(&[("a", 3), ("b", 2), ("c", 1)]);
+    let cases = [
+        (shortfall(0), Some(0)),
+        (shortfall(1), Some(1)),
+        (shortfall(10 << 20), Some(1)),
+        (shortfall((10 << 20) + 1), Some(2)),
+        (shortfall(31 << 20), None),
+        (Need { bytes: 0, inodes: 5 }, None),
+    ];
+    for (n, want) in cases {
+        assert_eq!(plan(&inv, &lu, &config(), n, NOW).estimated_steps, want, "need {n:?}");
+    }
+}
+
+#[test]
+fn prune_strategy_is_the_original_sequence() {
+    let mut cfg = config();
+    cfg.strategy = crate::config::Strategy::Prune;
+    let p = plan(&Inventory::default(), &table(&[]), &cfg, shortfall(1), NOW);
+    assert_eq!(
+        p.steps,
+        vec![Step::PruneContainers, Step::PruneDanglingImages, Step::PruneAllImages]
+    );
+}
+
+fn fs(blocks_pct: f64, inodes_pct: f64) -> Measurement {
+    // 1000 blocks of 4 KiB and 1000 inodes.
+    let bavail = (1000.0 * (1.0 - blocks_pct / 100.0)).round() as u64;
+    let favail = (1000.0 * (1.0 - inodes_pct / 100.0)).round() as u64;
+    Measurement::Relative(vec![FsUsage::from_counts(
+        "/var/lib/docker".into(),
+        4096,
+        1000,
+        bavail,
+        1000,
+        favail,
+    )])
+}
+
+#[test]
+fn watermarks_trigger_on_the_fuller_of_blocks_and_inodes() {
+    let w = Watermarks::Relative {
+        high_pct: 80.0,
+        low_pct: 60.0,
+    };
+    // (blocks %, inodes %, above high, below low)
+    let cases = [
+        (79.9, 10.0, false, false),
+        (80.0, 10.0, true, false),
+        (10.0, 85.0, true, false),
+        (59.9, 59.9, false, true),
+        (60.0, 10.0, false, false),
+        (10.0, 60.0, false, false),
+    ];
+    for (b, i, high, low) in cases {
+        let m = fs(b, i);
+        assert_eq!(above_high(&m, &w), high, "blocks {b} inodes {i}");
+        assert_eq!(below_low(&m, &w), low, "blocks {b} inodes {i}");
+    }
+    let n = need(&fs(90.0, 70.0), &w);
+    assert!(n.bytes >= 300 * 4096 && n.bytes <= 301 * 4096, "{n:?}");
+    assert!(n.inodes >= 100 && n.inodes <= 101, "{n:?}");
+}
+
+#[test]
+fn absolute_watermarks_compare_bytes() {
+    let w = Watermarks::Absolute {
+        high_bytes: 100,
+        low_bytes: 80,
+    };
+    let m = |bytes| Measurement::Absolute(TreeUsage {
+        bytes,
+        inodes: 1,
+        unreadable: 0,
+    });
+    assert!(above_high(&m(100), &w));
+    assert!(!above_high(&m(99), &w));
+    assert!(below_low(&m(79), &w));
+    assert!(!below_low(&m(80), &w));
+    assert_eq!(need(&m(100), &w).bytes, 21);
+}
+
+#[test]
+fn plan_prints_every_step_and_why_things_stay() {
+    let inv = Inventory {
+        images: vec![image("sha256:0123456789abcdef", &["a:1"], 10), image("b", &["b:1"], 1)],
+        containers: vec![container("c", "b", true, NOW)],
+    };
+    let text = plan(&inv, &table(&[("sha256:0123456789abcdef", 5)]), &config(), shortfall(1), NOW).to_string();
+    assert!(text.contains("1. remove image 0123456789ab [a:1], 10.0 MiB, last used 1970-01-12T"), "{text}");
+    assert!(text.contains("keep b [b:1]: in use by container name-c"), "{text}");
+}
