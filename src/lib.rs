@@ -9,7 +9,8 @@
 //! - [`policy`]: the pure decision: what to remove, in which order, and when to stop.
 //! - [`node`]: the Kubernetes Node cordon guard.
 //! - [`cycle`]: one cleaning pass: measure, plan, cordon, execute, release, report.
-//! - [`daemon`]: the loop around passes, shutdown and reload.
+//! - [`daemon`]: the loop around passes (`run`), the one-shot pass (`once`), shutdown.
+//! - [`status`]: usage against the watermarks and the eviction order, deleting nothing.
 //! - [`logging`]: the `log` backend chosen at start.
 
 pub mod config;
@@ -20,4 +21,17 @@ pub mod lastuse;
 pub mod logging;
 pub mod node;
 pub mod policy;
+pub mod status;
 pub mod usage;
+
+/// An error with its causes, `what: because: because`, for one log line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
