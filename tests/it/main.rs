@@ -1,4 +1,6 @@
 //! One integration-test binary; shared helpers live in `util`.
 
+mod clean;
+mod docker_harness;
 mod usage;
 mod util;

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod cleaner;
 pub mod dockerd;
 
 /// Host plumbing for [`dockerd`]: bounded commands, `/proc` scans, mounts, loop devices.

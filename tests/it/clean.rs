@@ -1,0 +1,334 @@
+//! The cleaning pass against a real, private dockerd on a small loop-mounted ext4 filesystem:
+//! what a user sees is which images and containers survive and what the filesystem reads after.
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::util::cleaner::{Cleaner, plan_steps};
+use crate::util::dockerd::PrivateDockerd;
+
+const HOUR: i64 = 3600;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// Watermarks `below` and `below + gap` points under the current usage (rounded down), so the
+/// pass starts and must free about `below + gap` points.
+fn watermarks_under(used_pct: f64, below: f64, gap: f64) -> (f64, f64) {
+    let high = (used_pct - below).floor();
+    (high, high - gap)
+}
+
+fn contains(ids: &[String], id: &str) -> bool {
+    ids.iter().any(|i| i == id)
+}
+
+#[test]
+fn below_high_nothing_is_removed() {
+    let Some(d) = PrivateDockerd::start("below-high", 512, None) else { return };
+    let a = d.image("app-a:1", 10);
+    let x = d.dangling_image(10);
+    let c = d.stopped_container("app-a:1");
+    let cleaner = Cleaner::new(&d, "threshold_high = 99\nthreshold_low = 98\n");
+    let (out, _) = cleaner.run_ok(&["once"]);
+    assert!(out.contains("below the high watermark"), "{out}");
+    let images = d.image_ids();
+    assert!(contains(&images, &a) && contains(&images, &x), "{images:?}");
+    assert!(contains(&d.container_ids(), &c));
+
+    // A watched path that does not exist fails the pass, naming it.
+    let out = cleaner.run(&["once"]);
+    assert!(out.status.success());
+    let mut cmd = cleaner.command(&["once"]);
+    cmd.env("DOCKER_IMAGE_CLEANER_PATH_TO_CHECK", "/nonexistent/docker-root");
+    let out = crate::util::host::run(cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/docker-root"), "{err}");
+}
+
+#[test]
+fn dangling_images_go_first_and_tagged_images_stay_when_that_is_enough() {
+    let Some(d) = PrivateDockerd::start("dangling", 512, None) else { return };
+    let a = d.image("app-a:1", 20);
+    let b = d.image("app-b:1", 20);
+    let x = d.dangling_image(120);
+    let (used, _) = d.used_pct();
+    let (high, low) = watermarks_under(used, 3.0, 5.0);
+    let cleaner = Cleaner::new(&d, &format!("threshold_high = {high}\nthreshold_low = {low}\n"));
+    let (out, _) = cleaner.run_ok(&["once"]);
+    let images = d.image_ids();
+    assert!(!contains(&images, &x), "the dangling image must go: {out}");
+    assert!(contains(&images, &a) && contains(&images, &b), "tagged images must stay: {out}");
+    assert!(d.used_pct().0 < low, "usage {} not below low {low}", d.used_pct().0);
+}
+
+/// Creates and removes a container from `image`: Docker reports create and destroy events.
+fn use_image(d: &PrivateDockerd, image: &str) {
+    let id = d.created_container(image);
+    d.docker(&["rm", &id]);
+}
+
+#[test]
+fn lru_order_follows_use_events() {
+    let Some(d) = PrivateDockerd::start("lru", 512, None) else { return };
+    let a = d.image("a:1", 30);
+    let b = d.image("b:1", 30);
+    let c = d.image("c:1", 30);
+    let cleaner = Cleaner::new(&d, "");
+    // A cleaner has been running: it will replay Docker's events from here on.
+    cleaner.seed_last_use(&[]);
+    // Last use is kept to the second: a second between uses makes the order unambiguous.
+    for image in ["a:1", "b:1", "c:1", "a:1"] {
+        std::thread::sleep(Duration::from_millis(1100));
+        use_image(&d, image);
+    }
+    let (used, _) = d.used_pct();
+    let (high, low) = watermarks_under(used, 1.0, 2.0);
+    let mut cmd = cleaner.command(&["once"]);
+    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
+    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
+    let out = crate::util::host::run(cmd, Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let order: Vec<&str> = plan_steps(&err)
+        .iter()
+        .map(|s| if s.contains("[a:1]") { "a" } else if s.contains("[b:1]") { "b" } else if s.contains("[c:1]") { "c" } else { "?" })
+        .collect();
+    assert_eq!(order, vec!["b", "c", "a"], "eviction order in the plan:\n{err}");
+    let images = d.image_ids();
+    assert!(!contains(&images, &b), "b was used least recently and must go:\n{err}");
+    assert!(contains(&images, &a) && contains(&images, &c), "one removal was enough:\n{err}");
+}
+
+#[test]
+fn pass_stops_below_low_instead_of_emptying_the_store() {
+    let Some(d) = PrivateDockerd::start("stop-at-low", 512, None) else { return };
+    let ids: Vec<String> = (0..6).map(|i| d.image(&format!("img-{i}:1"), 30)).collect();
+    let cleaner = Cleaner::new(&d, "");
+    // img-0 is the least recently used, img-5 the most.
+    let ages: Vec<(&str, i64)> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), (6 - i as i64) * HOUR)).collect();
+    cleaner.seed_last_use(&ages);
+    let (used, _) = d.used_pct();
+    // One image is about 6 points: two removals are needed, not more.
+    let (high, low) = watermarks_under(used, 1.0, 7.0);
+    let mut cmd = cleaner.command(&["once"]);
+    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
+    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
+    let out = crate::util::host::run(cmd, Duration::from_secs(120));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let left = d.image_ids();
+    let gone: Vec<usize> = (0..6).filter(|i| !contains(&left, &ids[*i])).collect();
+    assert_eq!(gone, vec![0, 1], "the two least recently used images, and only they:\n{text}");
+    assert!(d.used_pct().0 < low, "usage {} not below low {low}:\n{text}", d.used_pct().0);
+}
+
+/// The acceptance scenario: a 512 MiB filesystem above an 85 % high watermark is brought
+/// below a 60 % low watermark by removing only the least recently used images, while a kept
+/// image, an in-use image and a fresh image survive.
+#[test]
+fn full_disk_is_brought_below_low_while_kept_in_use_and_fresh_images_survive() {
+    let Some(d) = PrivateDockerd::start("acceptance", 512, None) else { return };
+    let old: Vec<String> = (0..8).map(|i| d.image(&format!("old-{i}:1"), 25)).collect();
+    let kept = d.image("registry.local/pause:3.9", 25);
+    let in_use = d.image("in-use:1", 25);
+    let fresh = d.image("fresh:1", 25);
+    let running = d.running_container("in-use:1");
+    let cleaner = Cleaner::new(
+        &d,
+        "threshold_high = 85\nthreshold_low = 60\nmin_age_seconds = 3600\nkeep = [\"^registry\\\\.local/pause:\"]\n",
+    );
+    let mut ages: Vec<(&str, i64)> = old.iter().enumerate().map(|(i, id)| (id.as_str(), (20 - i as i64) * HOUR)).collect();
+    ages.push((&kept, 30 * HOUR));
+    ages.push((&in_use, 30 * HOUR));
+    ages.push((&fresh, 60));
+    cleaner.seed_last_use(&ages);
+    d.fill_to(87.0);
+    assert!(d.used_pct().0 >= 85.0, "setup: {:?}", d.used_pct());
+
+    let (out, err) = cleaner.run_ok(&["once"]);
+    let left = d.image_ids();
+    for (what, id) in [("kept", &kept), ("in-use", &in_use), ("fresh", &fresh)] {
+        assert!(contains(&left, id), "the {what} image must survive:\n{out}\n{err}");
+    }
+    assert!(contains(&d.container_ids(), &running), "the running container must survive");
+    let gone: Vec<usize> = (0..8).filter(|i| !contains(&left, &old[*i])).collect();
+    assert!(!gone.is_empty(), "something must go:\n{err}");
+    assert_eq!(gone, (0..gone.len()).collect::<Vec<_>>(), "only the least recently used, oldest first:\n{err}");
+    let (after, _) = d.used_pct();
+    assert!(after < 60.0, "usage {after} not below 60:\n{out}\n{err}");
+    assert!(out.contains("below the low watermark"), "{out}");
+}
+
+#[test]
+fn an_image_in_use_is_never_removed_even_when_usage_stays_high() {
+    let Some(d) = PrivateDockerd::start("in-use", 512, None) else { return };
+    let busy = d.image("busy:1", 60);
+    let stopped = d.created_container("busy:1");
+    let (used, _) = d.used_pct();
+    let (high, low) = watermarks_under(used, 1.0, 5.0);
+    // The stopped container is younger than container_min_age: it stays, and so does its image.
+    let cleaner = Cleaner::new(
+        &d,
+        &format!("threshold_high = {high}\nthreshold_low = {low}\ncontainer_min_age_seconds = 3600\n"),
+    );
+    let (out, err) = cleaner.run_ok(&["once"]);
+    assert!(contains(&d.image_ids(), &busy), "{err}");
+    assert!(contains(&d.container_ids(), &stopped), "{err}");
+    assert!(err.contains("still above the low watermark"), "a warning with the shortfall:\n{err}");
+    assert!(out.contains("nothing left to remove"), "{out}");
+}
+
+#[test]
+fn inode_pressure_triggers_a_clean() {
+    let Some(d) = PrivateDockerd::start("inodes", 512, Some(4096)) else { return };
+    let older = d.image_with_files("many-old:1", 1500);
+    let newer = d.image_with_files("many-new:1", 1500);
+    let (blocks, inodes) = d.used_pct();
+    assert!(inodes > blocks + 20.0, "setup: blocks {blocks}%, inodes {inodes}%");
+    let cleaner = Cleaner::new(&d, "");
+    cleaner.seed_last_use(&[(&older, 2 * HOUR), (&newer, HOUR)]);
+    let (high, low) = watermarks_under(inodes, 1.0, 10.0);
+    assert!(blocks < low, "blocks alone must not trigger: {blocks}% vs low {low}");
+    let mut cmd = cleaner.command(&["once"]);
+    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
+    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
+    let out = crate::util::host::run(cmd, Duration::from_secs(120));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let left = d.image_ids();
+    assert!(!contains(&left, &older), "{text}");
+    assert!(contains(&left, &newer), "{text}");
+    assert!(d.used_pct().1 < low, "inodes {} not below {low}:\n{text}", d.used_pct().1);
+}
+
+#[test]
+fn prune_strategy_empties_the_store_like_the_original() {
+    let Some(d) = PrivateDockerd::start("prune", 512, None) else { return };
+    let a = d.image("a:1", 10);
+    let b = d.image("b:1", 10);
+    let x = d.dangling_image(10);
+    let r = d.image("running:1", 10);
+    let stopped = d.stopped_container("a:1");
+    let running = d.running_container("running:1");
+    let cleaner = Cleaner::new(&d, "strategy = \"prune\"\nmin_age_seconds = 3600\n");
+    cleaner.seed_last_use(&[(&a, 60), (&b, 60)]);
+    let (used, _) = d.used_pct();
+    let mut cmd = cleaner.command(&["once"]);
+    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", (used - 1.0).floor().to_string());
+    let out = crate::util::host::run(cmd, Duration::from_secs(120));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    // Like `docker container prune` + `docker image prune -a`: no min age, no low watermark.
+    assert_eq!(d.image_ids(), vec![r.clone()], "{text}");
+    let containers = d.container_ids();
+    assert!(!contains(&containers, &stopped) && contains(&containers, &running), "{text}");
+    let _ = (a, b, x);
+}
+
+#[test]
+fn dry_run_removes_nothing_and_prints_the_plan_that_runs() {
+    let Some(d) = PrivateDockerd::start("dry-run", 512, None) else { return };
+    let ids: Vec<String> = (0..3).map(|i| d.image(&format!("img-{i}:1"), 20)).collect();
+    let x = d.dangling_image(20);
+    let stopped = d.stopped_container("img-2:1");
+    let cleaner = Cleaner::new(&d, "");
+    cleaner.seed_last_use(&[(&ids[0], 3 * HOUR), (&ids[1], 2 * HOUR), (&ids[2], HOUR), (&x, HOUR)]);
+    let state_before = std::fs::read(cleaner.state_dir().join("last-use.json")).expect("state");
+    let (used, _) = d.used_pct();
+    let (high, low) = watermarks_under(used, 1.0, 8.0);
+    let set = |args: &[&str]| {
+        let mut cmd = cleaner.command(args);
+        cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
+        cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
+        crate::util::host::run(cmd, Duration::from_secs(120))
+    };
+    let images_before = d.image_ids();
+    let dry = set(&["once", "--dry-run"]);
+    let dry_out = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert_eq!(d.image_ids(), images_before, "a dry run removes nothing");
+    assert!(contains(&d.container_ids(), &stopped));
+    assert_eq!(std::fs::read(cleaner.state_dir().join("last-use.json")).expect("state"), state_before, "a dry run writes nothing");
+    let planned = plan_steps(&dry_out);
+    assert!(planned.len() >= 3, "{dry_out}");
+    assert!(planned[0].starts_with("remove container"), "{dry_out}");
+
+    let real = set(&["once"]);
+    let real_err = String::from_utf8_lossy(&real.stderr).to_string();
+    assert!(real.status.success(), "{real_err}");
+    assert_eq!(plan_steps(&real_err), planned, "the dry run printed:\n{dry_out}\nthe pass logged:\n{real_err}");
+    assert!(!contains(&d.image_ids(), &x), "{real_err}");
+}
+
+#[test]
+fn docker_unreachable_fails_once_and_run_waits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cleaner = Cleaner::for_host(
+        "unix:///nonexistent/dic/docker.sock",
+        dir.path(),
+        "interval_seconds = 1\n",
+    );
+    let out = cleaner.run(&["once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/dic/docker.sock"), "the error names the endpoint: {err}");
+
+    let mut child = cleaner.spawn(&["run"]);
+    let stderr = child.stderr.take().expect("stderr");
+    let mut waits = 0;
+    let started = Instant::now();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("read stderr");
+        if line.contains("waiting for Docker") {
+            waits += 1;
+            if waits == 2 {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no retry within a minute");
+    }
+    assert_eq!(waits, 2, "run retries on every tick");
+    assert!(child.try_wait().expect("wait").is_none(), "run keeps running while Docker is away");
+    crate::util::host::signal("TERM", &[child.id()]);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+}
+
+#[test]
+fn event_stream_is_live_and_survives_a_docker_restart() {
+    let Some(mut d) = PrivateDockerd::start("events", 512, None) else { return };
+    let a = d.image("a:1", 1);
+    let b = d.image("b:1", 1);
+    let cleaner = Cleaner::new(&d, "threshold_high = 100\ninterval_seconds = 3600\n");
+    let mut child = cleaner.spawn(&["run"]);
+    let last_used = |id: &str| -> Option<i64> {
+        cleaner.state()?.get("images")?.get(id)?.get("last_used")?.as_i64()
+    };
+    let wait_for = |id: &str, since: i64, what: &str| {
+        let started = Instant::now();
+        while last_used(id).is_none_or(|t| t < since) {
+            assert!(started.elapsed() < Duration::from_secs(60), "{what}: no use of {id} recorded since {since}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The daemon connects at its first tick; uses before that are replayed from its start.
+    let t0 = now();
+    std::thread::sleep(Duration::from_millis(1100));
+    use_image(&d, "a:1");
+    wait_for(&a, t0, "live stream");
+
+    d.restart();
+    let t1 = now();
+    std::thread::sleep(Duration::from_millis(1100));
+    use_image(&d, "b:1");
+    wait_for(&b, t1, "after Docker restarted");
+    assert!(child.try_wait().expect("wait").is_none(), "the daemon survives a Docker restart");
+    crate::util::host::signal("TERM", &[child.id()]);
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}

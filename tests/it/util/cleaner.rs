@@ -1,0 +1,148 @@
+//! Runs the built `docker-image-cleaner` binary against a [`PrivateDockerd`], with its own
+//! configuration file and state directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use super::dockerd::PrivateDockerd;
+use super::host;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_docker-image-cleaner");
+
+/// One cleaner set up for one daemon.
+pub struct Cleaner {
+    dir: tempfile::TempDir,
+    host: String,
+}
+
+impl Cleaner {
+    /// A cleaner watching `d`'s data root, with its state in a temp dir, and `extra` TOML lines
+    /// (watermarks, strategy, …) in its configuration file. `min_age_seconds` defaults to 0 here
+    /// (the images are all imported seconds before the pass) unless `extra` sets it.
+    pub fn new(d: &PrivateDockerd, extra: &str) -> Cleaner {
+        Self::for_host(&d.host(), d.data_root(), extra)
+    }
+
+    /// Same, for an explicit Docker endpoint and path (for "Docker unreachable" cases).
+    pub fn for_host(host: &str, path: &Path, extra: &str) -> Cleaner {
+        let dir = tempfile::Builder::new()
+            .prefix("dic-cleaner-")
+            .tempdir()
+            .expect("temp dir");
+        let mut text = format!(
+            "path_to_check = {:?}\nstate_dir = {:?}\ndocker_host = {:?}\ndelay_seconds = 0\n",
+            path.display().to_string(),
+            dir.path().join("state").display().to_string(),
+            host
+        );
+        if !extra.contains("min_age_seconds") {
+            text.push_str("min_age_seconds = 0\n");
+        }
+        text.push_str(extra);
+        std::fs::write(dir.path().join("config.toml"), text).expect("write config");
+        Cleaner {
+            dir,
+            host: host.to_string(),
+        }
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A command for the binary with `--config` and a clean environment (no stray
+    /// `DOCKER_IMAGE_CLEANER_*` or `DOCKER_HOST` from the machine).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(self.config_path()).arg("--log").arg("stderr").args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DOCKER_IMAGE_CLEANER_") || k == "DOCKER_HOST" || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("DOCKER_HOST", &self.host);
+        cmd
+    }
+
+    /// Runs the binary to completion (bounded).
+    pub fn run(&self, args: &[&str]) -> Output {
+        host::run(self.command(args), Duration::from_secs(300))
+    }
+
+    /// Runs the binary and asserts exit 0; returns (stdout, stderr).
+    pub fn run_ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            out.status.success(),
+            "docker-image-cleaner {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status
+        );
+        (stdout, stderr)
+    }
+
+    /// Starts the binary in the background, stdout and stderr piped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn docker-image-cleaner")
+    }
+
+    /// The last-use table as saved, or `None` before the first save.
+    pub fn state(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.state_dir().join("last-use.json")).ok()?;
+        Some(serde_json::from_str(&text).expect("state file is JSON"))
+    }
+
+    /// Writes a last-use table: each image last used `ago` seconds before now, and the event
+    /// cursor at now (as if a cleaner had been running).
+    pub fn seed_last_use(&self, entries: &[(&str, i64)]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let images: serde_json::Map<String, serde_json::Value> = entries
+            .iter()
+            .map(|(id, ago)| {
+                (
+                    id.to_string(),
+                    serde_json::json!({"first_seen": now - ago, "last_used": now - ago}),
+                )
+            })
+            .collect();
+        let state = serde_json::json!({
+            "version": 1,
+            "cursor_nanos": now * 1_000_000_000,
+            "images": images,
+        });
+        std::fs::create_dir_all(self.state_dir()).expect("state dir");
+        std::fs::write(
+            self.state_dir().join("last-use.json"),
+            serde_json::to_vec_pretty(&state).expect("json"),
+        )
+        .expect("write state");
+    }
+}
+
+/// The numbered step lines of a printed or logged plan (`  1. remove image …`), in order.
+pub fn plan_steps(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            // The plan is one multi-line log message: its step lines carry no level prefix.
+            let (n, rest) = l.trim_start().split_once(". ")?;
+            n.trim().parse::<u32>().ok()?;
+            Some(rest.to_string())
+        })
+        .collect()
+}
