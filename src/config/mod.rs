@@ -236,3 +236,6 @@ impl fmt::Display for Watermarks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
