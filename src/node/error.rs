@@ -1,0 +1,193 @@
+//! Errors of the Kubernetes side, each naming the operation and the node or file it was about.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::patch::Hold;
+
+/// Errors of the Kubernetes side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No kubeconfig yet (a node image baked before it joined a cluster): not fatal, retried.
+    #[error("waiting for kubeconfig: none of {} exists", list(tried))]
+    NoKubeconfig {
+        /// The paths looked at, in order.
+        tried: Vec<PathBuf>,
+    },
+    /// The kubeconfig exists but cannot be read or used.
+    #[error("invalid kubeconfig {}", path.display())]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The kubeconfig parsed but no client could be built from it (TLS material, proxy).
+    #[error("cannot build a Kubernetes client from kubeconfig {}", path.display())]
+    Client {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: KubeError,
+    },
+    /// GET of the Node failed.
+    #[error("failed to read node {node}")]
+    Get {
+        /// Node name.
+        node: String,
+        /// The API call's failure.
+        #[source]
+        source: KubeError,
+    },
+    /// The PATCH that cordons (or taints) failed.
+    #[error("failed to cordon node {node} ({hold})")]
+    Cordon {
+        /// Node name.
+        node: String,
+        /// What we tried to add.
+        hold: Hold,
+        /// The API call's failure.
+        #[source]
+        source: KubeError,
+    },
+    /// The PATCH that uncordons (or removes our taint, or our annotation) failed.
+    #[error("failed to uncordon node {node} ({hold})")]
+    Uncordon {
+        /// Node name.
+        node: String,
+        /// What we tried to remove.
+        hold: Hold,
+        /// The API call's failure.
+        #[source]
+        source: KubeError,
+    },
+    /// Posting an Event on the Node failed.
+    #[error("failed to post event {reason} on node {node}")]
+    Event {
+        /// Node name.
+        node: String,
+        /// The Event's reason.
+        reason: &'static str,
+        /// The API call's failure.
+        #[source]
+        source: KubeError,
+    },
+    /// The bounded release retries ran out of time.
+    #[error("gave up uncordoning node {node} for now after {} s", after.as_secs_f32())]
+    ReleaseTimeout {
+        /// Node name.
+        node: String,
+        /// The budget spent.
+        after: std::time::Duration,
+    },
+}
+
+impl Error {
+    /// True when the error comes from the configuration (an invalid kubeconfig): exit 78 at start.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Kubeconfig { .. } | Error::Client { .. })
+    }
+
+    /// True when trying again soon may succeed: the API server unreachable, slow, overloaded or
+    /// in conflict (409), or a kubeconfig still to come.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::NoKubeconfig { .. } | Error::ReleaseTimeout { .. } => true,
+            Error::Kubeconfig { .. } | Error::Client { .. } => false,
+            Error::Get { source, .. }
+            | Error::Cordon { source, .. }
+            | Error::Uncordon { source, .. }
+            | Error::Event { source, .. } => source.is_transient(),
+        }
+    }
+
+    /// The HTTP status the API server answered, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Get { source, .. }
+            | Error::Cordon { source, .. }
+            | Error::Uncordon { source, .. }
+            | Error::Event { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+}
+
+/// A failed kube call. kube's own errors repeat their cause in the message and in `source()`;
+/// this wrapper prints each cause once (`401 Unauthorized: ...` for an answer of the server).
+#[derive(Debug)]
+pub struct KubeError(pub kube::Error);
+
+impl KubeError {
+    /// The HTTP status of an answer of the API server.
+    pub fn status(&self) -> Option<u16> {
+        match &self.0 {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        match &self.0 {
+            kube::Error::Api(status) => matches!(status.code, 408 | 409 | 429 | 500..=599),
+            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for KubeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            kube::Error::Api(status) => {
+                write!(f, "the API server answered {}", status.code)?;
+                if !status.reason.is_empty() {
+                    write!(f, " {}", status.reason)?;
+                }
+                if !status.message.is_empty() {
+                    write!(f, ": {}", status.message)?;
+                }
+                Ok(())
+            }
+            // kube's message is "ServiceError: <cause>": print the cause alone.
+            kube::Error::Service(e) => write!(f, "{e}"),
+            kube::Error::HyperError(e) => write!(f, "{e}"),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl std::error::Error for KubeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            kube::Error::Api(_) => None,
+            kube::Error::Service(e) => e.source(),
+            kube::Error::HyperError(e) => e.source(),
+            // The others print their direct cause already: go one further.
+            other => std::error::Error::source(other).and_then(|cause| cause.source()),
+        }
+    }
+}
+
+/// The error and its causes on one line, `a: b: c`, skipping a cause whose text its parent
+/// already printed (hyper and tower repeat themselves).
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
