@@ -1,6 +1,9 @@
 //! One integration-test binary; shared helpers live in `util`.
 
 mod clean;
+mod cordon;
 mod docker_harness;
+mod kube_fake;
+mod kubectl;
 mod usage;
 mod util;
