@@ -144,9 +144,12 @@ fn file_errors_name_the_file_line_and_column() {
     }
 }
 
+/// (file text, environment, fragments the error must contain)
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn bad_values_name_the_key_value_and_origin() {
-    let cases: [(&str, &[(&str, &str)], &[&str]); 9] = [
+    let cases: [Case; 9] = [
         ("threshold_high = 80\nthreshold_low = 80\n", &[], &["line 2", "threshold_low", "80", "below threshold_high"]),
         ("threshold_high = 120\n", &[], &["threshold_high", "120"]),
         ("interval_seconds = 0\n", &[], &["interval_seconds", "greater than 0"]),

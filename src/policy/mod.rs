@@ -324,7 +324,7 @@ pub fn plan(inventory: &Inventory, last_use: &LastUse, config: &Config, need: Ne
             continue;
         }
         // Dangling images go first, unless a child must go before them.
-        let group = u8::from(!(image.is_dangling() && !has_children.contains(image.id.as_str())));
+        let group = u8::from(!image.is_dangling() || has_children.contains(image.id.as_str()));
         let used = last_used.get(image.id.as_str()).copied().unwrap_or(image.created);
         ordered.push((group, used, std::cmp::Reverse(depth(&image.id)), image));
     }
