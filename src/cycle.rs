@@ -108,18 +108,23 @@ pub struct Report {
 }
 
 impl Report {
-    /// The one line logged at the end of a pass.
-    pub fn summary(&self) -> String {
-        let outcome = match self.outcome {
+    /// How the pass ended, in words.
+    pub fn outcome_text(&self) -> &'static str {
+        match self.outcome {
             Outcome::BelowHigh => "below the high watermark, nothing to do",
             Outcome::DryRun => "dry run, nothing removed",
             Outcome::Skipped => "skipped: the node could not be cordoned",
             Outcome::ReachedLow => "below the low watermark",
             Outcome::Exhausted => "nothing left to remove, still above the low watermark",
             Outcome::Interrupted => "interrupted by shutdown",
-        };
+        }
+    }
+
+    /// The one line logged at the end of a pass.
+    pub fn summary(&self) -> String {
         format!(
-            "{outcome}: removed {} containers and {} images ({} skipped), freed {} and {} inodes in {:.1}s; before {}; after {}",
+            "{}: removed {} containers and {} images ({} skipped), freed {} and {} inodes in {:.1}s; before {}; after {}",
+            self.outcome_text(),
             self.removed_containers,
             self.removed_images,
             self.skipped,
@@ -244,7 +249,14 @@ impl<E: Engine> Pass<'_, E> {
         }
         log::info!("usage {before}: at or above the high watermark ({}), cleaning", config.watermarks);
         self.progress.update("cleaning: taking stock");
-        let inventory = self.engine.inventory(!config.container_min_age.is_zero()).await?;
+        // Taking stock changes nothing: a shutdown need not wait for it.
+        let inventory = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => {
+                return Ok(self.report(Outcome::Interrupted, before.clone(), before, None, Tally::default(), started));
+            }
+            inventory = self.engine.inventory(!config.container_min_age.is_zero()) => inventory?,
+        };
         let now = now_secs();
         self.last_use.reconcile(&inventory, now);
         let need = policy::need(&before, &config.watermarks);

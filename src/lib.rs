@@ -11,7 +11,8 @@
 //! - [`cycle`]: one cleaning pass: measure, plan, cordon, execute, release, report.
 //! - [`daemon`]: the loop around passes (`run`), the one-shot pass (`once`), shutdown.
 //! - [`status`]: usage against the watermarks and the eviction order, deleting nothing.
-//! - [`logging`]: the `log` backend chosen at start.
+//! - [`notify`]: systemd `READY`/`STATUS`/`STOPPING` and the watchdog.
+//! - [`logging`]: the `log` backend chosen at start (journal, syslog or stderr).
 
 pub mod config;
 pub mod cycle;
@@ -20,6 +21,7 @@ pub mod docker;
 pub mod lastuse;
 pub mod logging;
 pub mod node;
+pub mod notify;
 pub mod policy;
 pub mod status;
 pub mod usage;

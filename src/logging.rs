@@ -1,21 +1,30 @@
-//! The `log` backend, chosen once at start: stderr with sd-daemon `<N>` priority prefixes when
-//! stderr is the journal (`JOURNAL_STREAM`), plain stderr otherwise. Messages of kube and hyper
-//! arrive through the same facade (tracing's `log` feature).
+//! The `log` backend, chosen once at start:
+//! - stderr with sd-daemon `<N>` priority prefixes when stderr is the journal (`JOURNAL_STREAM`);
+//! - plain stderr in a terminal, or when asked (`--log stderr`);
+//! - otherwise (a service whose stderr goes nowhere useful) syslog through `/dev/log`, reconnecting
+//!   when the socket goes away (the syslog crate alone drops every message after journald or
+//!   rsyslog restarts), falling back to stderr when there is no syslog.
+//!
+//! Messages of kube and hyper arrive through the same facade (tracing's `log` feature).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use syslog::{Facility, Formatter3164, LoggerBackend};
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
-    /// The journal when stderr is connected to it, else stderr.
+    /// The journal when stderr is connected to it, stderr in a terminal, else syslog.
     Auto,
     /// Plain stderr.
     Stderr,
     /// stderr with `<N>` priority prefixes for journald.
     Journal,
+    /// The local syslog socket.
+    Syslog,
 }
 
 /// True when stderr is the journal stream systemd gave us.
@@ -32,29 +41,31 @@ fn stderr_is_journal() -> bool {
     }
 }
 
-struct Stderr {
-    prefix: bool,
+type Syslog = syslog::Logger<LoggerBackend, Formatter3164>;
+
+fn connect_syslog() -> Option<Syslog> {
+    syslog::unix(Formatter3164 {
+        facility: Facility::LOG_DAEMON,
+        hostname: None,
+        process: "docker-image-cleaner".into(),
+        pid: std::process::id(),
+    })
+    .ok()
+}
+
+enum Sink {
+    Stderr { prefix: bool },
+    Syslog(Mutex<Option<Syslog>>),
+}
+
+struct Logger {
+    sink: Sink,
     level: LevelFilter,
 }
 
-impl Log for Stderr {
-    fn enabled(&self, m: &Metadata) -> bool {
-        // Our own lines at the configured level; the libraries' only when asked for everything
-        // (their debug output is per request) and always from warnings up.
-        let ours = m.target().starts_with("docker_image_cleaner");
-        let limit = if ours || self.level >= LevelFilter::Trace {
-            self.level
-        } else {
-            self.level.min(LevelFilter::Warn)
-        };
-        m.level() <= limit
-    }
-
-    fn log(&self, r: &Record) {
-        if !self.enabled(r.metadata()) {
-            return;
-        }
-        let line = if self.prefix {
+impl Logger {
+    fn to_stderr(&self, prefix: bool, r: &Record) {
+        let line = if prefix {
             let n = match r.level() {
                 Level::Error => 3,
                 Level::Warn => 4,
@@ -69,6 +80,63 @@ impl Log for Stderr {
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
+    fn to_syslog(slot: &mut Option<Syslog>, r: &Record) -> bool {
+        let msg = r.args().to_string();
+        // One retry on a fresh connection: the socket is recreated when journald or rsyslog
+        // restarts, and the old connection then refuses every write.
+        for _ in 0..2 {
+            if slot.is_none() {
+                *slot = connect_syslog();
+            }
+            let Some(logger) = slot.as_mut() else {
+                return false;
+            };
+            let sent = match r.level() {
+                Level::Error => logger.err(&msg),
+                Level::Warn => logger.warning(&msg),
+                Level::Info => logger.info(&msg),
+                Level::Debug | Level::Trace => logger.debug(&msg),
+            };
+            if sent.is_ok() {
+                return true;
+            }
+            *slot = None;
+        }
+        false
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata) -> bool {
+        // Our own lines at the configured level; the libraries' (one per request at debug) only
+        // when everything is asked for, and always from warnings up.
+        let ours = m.target().starts_with("docker_image_cleaner");
+        let limit = if ours || self.level >= LevelFilter::Trace {
+            self.level
+        } else {
+            self.level.min(LevelFilter::Warn)
+        };
+        m.level() <= limit
+    }
+
+    fn log(&self, r: &Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        match &self.sink {
+            Sink::Stderr { prefix } => self.to_stderr(*prefix, r),
+            Sink::Syslog(slot) => {
+                let sent = match slot.lock() {
+                    Ok(mut slot) => Self::to_syslog(&mut slot, r),
+                    Err(_) => false,
+                };
+                if !sent {
+                    self.to_stderr(false, r);
+                }
+            }
+        }
+    }
+
     fn flush(&self) {
         let _ = std::io::stderr().flush();
     }
@@ -80,12 +148,18 @@ pub fn init(target: Target, level: LevelFilter) {
         .ok()
         .and_then(|v| v.trim().parse::<LevelFilter>().ok())
         .unwrap_or(level);
-    let prefix = match target {
-        Target::Journal => true,
-        Target::Stderr => false,
-        Target::Auto => stderr_is_journal(),
+    let sink = match target {
+        Target::Journal => Sink::Stderr { prefix: true },
+        Target::Stderr => Sink::Stderr { prefix: false },
+        Target::Syslog => Sink::Syslog(Mutex::new(connect_syslog())),
+        Target::Auto if stderr_is_journal() => Sink::Stderr { prefix: true },
+        Target::Auto if std::io::stderr().is_terminal() => Sink::Stderr { prefix: false },
+        Target::Auto => match connect_syslog() {
+            Some(s) => Sink::Syslog(Mutex::new(Some(s))),
+            None => Sink::Stderr { prefix: false },
+        },
     };
-    if log::set_boxed_logger(Box::new(Stderr { prefix, level })).is_ok() {
+    if log::set_boxed_logger(Box::new(Logger { sink, level })).is_ok() {
         log::set_max_level(level);
     }
 }

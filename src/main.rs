@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use docker_image_cleaner::config::{self, EXIT_CONFIG, Flags};
 use docker_image_cleaner::cycle::Outcome;
+use docker_image_cleaner::notify::Notifier;
 use docker_image_cleaner::{daemon, error_chain, logging, status};
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Keeps a Kubernetes node's Docker storage below a high watermark: removes stopped containers
@@ -87,23 +91,41 @@ fn main() -> ExitCode {
     };
     let config = loaded.config;
     let shutdown = CancellationToken::new();
-    runtime.block_on(async {
-        tokio::spawn(stop_on_signal(shutdown.clone()));
+    let signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = signals.handle();
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let reloader = Reloader { path: cli.config.clone(), dry_run, tx: reload_tx };
+    let code = runtime.block_on(async {
+        tokio::spawn(on_signals(signals, shutdown.clone(), reloader));
         let failed = |e: daemon::Error| {
             log::error!("{}", error_chain(&e));
-            if e.is_config() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE }
+            if e.is_config() {
+                ExitCode::from(EXIT_CONFIG)
+            } else if matches!(e, daemon::Error::Locked { .. }) {
+                ExitCode::from(daemon::EXIT_LOCKED)
+            } else {
+                ExitCode::FAILURE
+            }
         };
         match command {
-            Command::Run { .. } => match daemon::run(&config, &shutdown, &()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failed(e),
-            },
+            Command::Run { .. } => {
+                let notifier = Notifier::from_env();
+                let control = daemon::Control { shutdown: shutdown.clone(), reload: reload_rx };
+                match daemon::run(config, control, &notifier).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => failed(e),
+                }
+            }
             Command::Once { .. } => match daemon::once(&config, &shutdown).await {
                 Ok(report) => {
-                    if report.outcome == Outcome::DryRun {
-                        if let Some(plan) = &report.plan {
-                            print!("{plan}");
-                        }
+                    if let (Outcome::DryRun, Some(plan)) = (report.outcome, &report.plan) {
+                        print!("{plan}");
                     }
                     println!("{}", report.summary());
                     ExitCode::SUCCESS
@@ -129,19 +151,53 @@ fn main() -> ExitCode {
             },
             Command::CheckConfig => ExitCode::SUCCESS,
         }
-    })
+    });
+    handle.close();
+    code
 }
 
-/// SIGTERM or SIGINT: ask everything to stop (a removal in flight finishes).
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        log::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM received"),
-        _ = int.recv() => log::info!("SIGINT received"),
+/// Loads the configuration again on SIGHUP, the same way as at start.
+struct Reloader {
+    path: Option<PathBuf>,
+    dry_run: bool,
+    tx: mpsc::UnboundedSender<config::Config>,
+}
+
+impl Reloader {
+    fn reload(&self) {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        match config::load(self.path.as_deref(), &env, Flags { dry_run: self.dry_run }) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    log::warn!("{w}");
+                }
+                // The daemon is gone when this fails: nothing left to reload.
+                let _ = self.tx.send(loaded.config);
+            }
+            Err(e) => log::error!(
+                "SIGHUP: keeping the running configuration, the new one is invalid: {}",
+                error_chain(&e)
+            ),
+        }
     }
-    shutdown.cancel();
+}
+
+/// SIGTERM or SIGINT: ask everything to stop (a removal in flight finishes, the node is
+/// released; a second signal does not cut that short). SIGHUP: reload.
+async fn on_signals(mut signals: signal_hook_tokio::Signals, shutdown: CancellationToken, reloader: Reloader) {
+    while let Some(signal) = signals.next().await {
+        match signal {
+            SIGHUP => {
+                log::info!("SIGHUP received: reloading the configuration");
+                reloader.reload();
+            }
+            _ if shutdown.is_cancelled() => {
+                log::warn!("already stopping: finishing the removal in flight and releasing the node");
+            }
+            _ => {
+                log::info!("{} received: stopping", if signal == SIGTERM { "SIGTERM" } else { "SIGINT" });
+                shutdown.cancel();
+            }
+        }
+    }
 }
