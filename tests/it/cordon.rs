@@ -279,7 +279,11 @@ async fn unauthorized_release_is_left_to_later_ticks() {
     c.end_pass(None).await;
     assert_eq!(fake.node_calls("n1"), calls(&["GET"]));
     assert!(c.holds_cordon());
-    assert!(c.describe().contains("401 Unauthorized"), "{}", c.describe());
+    assert!(
+        c.describe().contains("401 Unauthorized"),
+        "{}",
+        c.describe()
+    );
 
     c.retry_release().await;
     assert!(!c.holds_cordon());

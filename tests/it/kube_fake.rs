@@ -6,7 +6,9 @@
 //! checked when a patch carries one, strategic-merge and JSON merge patches (identical for the
 //! Node fields in play: maps merge, `null` deletes, lists such as `spec.taints` are replaced whole
 //! because the Node schema marks them atomic), and minimal legacy discovery (`/api`, `/apis`,
-//! `/api/v1`, `/version`). Unlike a real cluster no node controller runs, so cordoning adds no
+//! `/api/v1`, `/version`). For `packaging/kubernetes/make-kubeconfig.sh` it also issues tokens of
+//! ServiceAccounts, through a TokenRequest (`kubectl create token`) or a Secret of type
+//! `kubernetes.io/service-account-token` filled in as the token controller does. Unlike a real cluster no node controller runs, so cordoning adds no
 //! `node.kubernetes.io/unschedulable` taint.
 //!
 //! The server runs on its own thread and runtime, so it serves while a test blocks on `kubectl`,
@@ -65,6 +67,12 @@ pub enum Fault {
 #[derive(Default)]
 struct State {
     token: String,
+    /// Tokens issued to ServiceAccounts, accepted as well: (namespace/name, token).
+    issued: Vec<(String, String)>,
+    /// `namespace/name` of the ServiceAccounts that exist.
+    accounts: Vec<String>,
+    /// Secrets by `namespace/name`.
+    secrets: BTreeMap<String, Value>,
     nodes: BTreeMap<String, Value>,
     events: Vec<Value>,
     requests: Vec<Recorded>,
@@ -76,6 +84,12 @@ impl State {
     fn next_version(&mut self) -> String {
         self.version += 1;
         self.version.to_string()
+    }
+
+    fn issue(&mut self, account: &str) -> String {
+        let token = format!("sa-token-{}-{:x}", self.issued.len(), nanos());
+        self.issued.push((account.to_string(), token.clone()));
+        token
     }
 }
 
@@ -221,6 +235,16 @@ impl FakeKube {
         let node = state.nodes.get_mut(name).expect("node exists");
         merge(node, patch);
         node["metadata"]["resourceVersion"] = json!(version);
+    }
+
+    /// Creates the ServiceAccount `namespace/name` (as `kubectl apply -f rbac.yaml` would).
+    pub fn add_service_account(&self, namespace: &str, name: &str) {
+        self.lock().accounts.push(format!("{namespace}/{name}"));
+    }
+
+    /// The tokens issued so far to ServiceAccounts, as `(namespace/name, token)`.
+    pub fn issued_tokens(&self) -> Vec<(String, String)> {
+        self.lock().issued.clone()
     }
 
     /// Events posted so far.
@@ -434,7 +458,11 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
         }
     }
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-    if authorization.as_deref() != Some(format!("Bearer {}", s.token).as_str()) {
+    let bearer = authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "));
+    let known = bearer.is_some_and(|t| t == s.token || s.issued.iter().any(|(_, i)| i == t));
+    if !known {
         return Ok(unauthorized());
     }
     let media = content_type
@@ -451,9 +479,15 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{ "clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443" }],
         })),
-        (&Method::GET, ["apis"]) => {
-            ok(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [] }))
-        }
+        (&Method::GET, ["apis"]) => ok(json!({
+            "kind": "APIGroupList", "apiVersion": "v1",
+            "groups": [{
+                "name": "rbac.authorization.k8s.io",
+                "versions": [{ "groupVersion": "rbac.authorization.k8s.io/v1", "version": "v1" }],
+                "preferredVersion": { "groupVersion": "rbac.authorization.k8s.io/v1", "version": "v1" },
+            }],
+        })),
+        (&Method::GET, ["apis", "rbac.authorization.k8s.io", "v1"]) => ok(rbac_resources()),
         (&Method::GET, ["api", "v1"]) => ok(resources()),
         (&Method::GET, ["api", "v1", "nodes", name]) => match s.nodes.get(*name) {
             Some(node) => ok(node.clone()),
@@ -462,6 +496,27 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
         (&Method::PATCH, ["api", "v1", "nodes", name]) => patch_node(&mut s, name, media, body),
         (&Method::POST, ["api", "v1", "namespaces", namespace, "events"]) => {
             create_event(&mut s, namespace, body)
+        }
+        (
+            &Method::POST,
+            [
+                "api",
+                "v1",
+                "namespaces",
+                namespace,
+                "serviceaccounts",
+                name,
+                "token",
+            ],
+        ) => token_request(&mut s, namespace, name, body),
+        (&Method::POST, ["api", "v1", "namespaces", namespace, "secrets"]) => {
+            create_secret(&mut s, namespace, body)
+        }
+        (&Method::GET, ["api", "v1", "namespaces", namespace, "secrets", name]) => {
+            match s.secrets.get(&format!("{namespace}/{name}")) {
+                Some(secret) => ok(secret.clone()),
+                None => not_found("secrets", name),
+            }
         }
         (&Method::GET, ["api", "v1", "namespaces", _, "events"]) => ok(json!({
             "kind": "EventList", "apiVersion": "v1",
@@ -565,6 +620,114 @@ fn create_event(s: &mut State, namespace: &str, body: Option<Value>) -> Answer {
     answer
 }
 
+/// `kubectl create token`: a TokenRequest answered with a fresh token for the account.
+fn token_request(s: &mut State, namespace: &str, name: &str, body: Option<Value>) -> Answer {
+    let account = format!("{namespace}/{name}");
+    if !s.accounts.contains(&account) {
+        return not_found("serviceaccounts", name);
+    }
+    // kubectl sends this one as protobuf (and accepts JSON back): only a JSON body is read.
+    let mut request = match body {
+        Some(request @ Value::Object(_)) => request,
+        _ => json!({
+            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": { "name": name, "namespace": namespace }, "spec": {},
+        }),
+    };
+    let seconds = request
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    let expires = k8s_openapi::jiff::Timestamp::now()
+        .as_second()
+        .saturating_add(seconds);
+    let expires = k8s_openapi::jiff::Timestamp::from_second(expires)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    request["status"] = json!({ "token": s.issue(&account), "expirationTimestamp": expires });
+    let mut answer = ok(request);
+    *answer.status_mut() = StatusCode::CREATED;
+    answer
+}
+
+/// A Secret; one of type `kubernetes.io/service-account-token` naming an existing account gets
+/// its `token`, `ca.crt` and `namespace` filled in at once, as the token controller does soon after.
+fn create_secret(s: &mut State, namespace: &str, body: Option<Value>) -> Answer {
+    let Some(mut secret @ Value::Object(_)) = body else {
+        return status(
+            400,
+            "BadRequest",
+            "the secret is not a JSON object",
+            json!({}),
+        );
+    };
+    let Some(name) = secret.pointer("/metadata/name").and_then(Value::as_str) else {
+        return status(
+            422,
+            "Invalid",
+            "Secret \"\" is invalid: metadata.name: Required value",
+            json!({}),
+        );
+    };
+    let key = format!("{namespace}/{name}");
+    if s.secrets.contains_key(&key) {
+        let message = format!("secrets \"{name}\" already exists");
+        return status(
+            409,
+            "AlreadyExists",
+            &message,
+            json!({ "name": name, "kind": "secrets" }),
+        );
+    }
+    let account = secret
+        .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+        .and_then(Value::as_str)
+        .map(|a| format!("{namespace}/{a}"));
+    let is_token =
+        secret.get("type").and_then(Value::as_str) == Some("kubernetes.io/service-account-token");
+    if let (true, Some(account)) = (is_token, account)
+        && s.accounts.contains(&account)
+    {
+        let token = s.issue(&account);
+        let base64 = |text: &str| {
+            serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec()))
+                .unwrap_or(Value::Null)
+        };
+        secret["data"] = json!({
+            "token": base64(&token),
+            "namespace": base64(namespace),
+            "ca.crt": base64("(the cluster CA)"),
+        });
+    }
+    let version = s.next_version();
+    secret["metadata"]["namespace"] = json!(namespace);
+    secret["metadata"]["resourceVersion"] = json!(version);
+    secret["metadata"]["creationTimestamp"] = json!(now());
+    s.secrets.insert(key, secret.clone());
+    let mut answer = ok(secret);
+    *answer.status_mut() = StatusCode::CREATED;
+    answer
+}
+
+/// Discovery of the RBAC group, so kubectl can map `packaging/kubernetes/rbac.yaml` (nothing of
+/// it is served).
+fn rbac_resources() -> Value {
+    let verbs = json!([
+        "create", "delete", "get", "list", "patch", "update", "watch"
+    ]);
+    let resource = |name: &str, kind: &str, namespaced: bool| json!({ "name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs });
+    json!({
+        "kind": "APIResourceList",
+        "groupVersion": "rbac.authorization.k8s.io/v1",
+        "resources": [
+            resource("clusterroles", "ClusterRole", false),
+            resource("clusterrolebindings", "ClusterRoleBinding", false),
+            resource("roles", "Role", true),
+            resource("rolebindings", "RoleBinding", true),
+        ],
+    })
+}
+
 fn resources() -> Value {
     let verbs = json!([
         "create",
@@ -586,6 +749,13 @@ fn resources() -> Value {
               "verbs": ["get", "patch", "update"] },
             { "name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
               "verbs": verbs, "shortNames": ["ev"] },
+            { "name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret",
+              "verbs": verbs },
+            { "name": "serviceaccounts", "singularName": "serviceaccount", "namespaced": true,
+              "kind": "ServiceAccount", "verbs": verbs, "shortNames": ["sa"] },
+            { "name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+              "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+              "verbs": ["create"] },
         ],
     })
 }
