@@ -12,25 +12,26 @@
 //! picked up, with connect and request timeouts so no call can hang a pass.
 //!
 //! - `patch`: the pure decisions on a Node and the patches (unit-tested).
+//! - `guard`: the GET-then-PATCH sequences that cordon, release and recover.
+//! - `event`: the Event posted on the Node.
 //! - `kubeconfig`: which kubeconfig, and the client built from it.
 //! - `error`: [`Error`] and the one-line cause chain used in log lines.
 
 mod error;
+mod event;
+mod guard;
 mod kubeconfig;
 mod patch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::time::Instant;
 
 use crate::config::{Config, CordonMode, OnCordonFailure};
 
 pub use error::{Error, KubeError, chain};
+pub use event::node_event;
 pub use kubeconfig::{DEFAULT_KUBECONFIG, KUBELET_KUBECONFIG, Located, locate};
 pub use patch::{ANNOTATION, Hold, LEGACY_ANNOTATION, TAINT_EFFECT, TAINT_KEY};
 
@@ -86,9 +87,6 @@ impl Default for Timing {
         }
     }
 }
-
-/// How many times a GET + PATCH is redone when the node changed in between (409).
-const CONFLICT_TRIES: u32 = 3;
 
 /// What `describe()` reports besides a held cordon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,190 +352,6 @@ impl Cordoner {
         }
     }
 
-    async fn try_recover(&mut self, node: &str) -> Result<(), Error> {
-        let client = self.connect().await?;
-        for attempt in 1..=CONFLICT_TRIES {
-            let current = get(&client, node).await?;
-            let Some((hold, value)) = patch::recover(&current) else {
-                log::info!("node {node} carries no cordon of ours");
-                self.recovery_pending = false;
-                self.status = Status::Ready;
-                return Ok(());
-            };
-            let (key, since) = patch::annotation(&current).unwrap_or((ANNOTATION, "?"));
-            let what = match hold {
-                Some(hold) => format!("lifting {hold} left behind"),
-                None => "dropping the stale annotation (node schedulable)".to_string(),
-            };
-            if self.dry_run {
-                log::warn!("node {node} carries {key}={since}: dry run, not {what}");
-                self.recovery_pending = false;
-                return Ok(());
-            }
-            log::warn!("node {node} carries {key}={since} from an earlier run: {what}");
-            let hold = hold.unwrap_or(Hold::Unschedulable);
-            match send_patch(&client, node, value).await {
-                Ok(_) => {
-                    log::info!("node {node}: released {hold} left by an earlier run");
-                    self.recovery_pending = false;
-                    self.status = Status::Ready;
-                    return Ok(());
-                }
-                Err(e) if is_conflict(&e) && attempt < CONFLICT_TRIES => {
-                    log::info!("node {node} changed since it was read: reading it again");
-                }
-                Err(source) => {
-                    let node = node.to_string();
-                    return Err(Error::Uncordon { node, hold, source });
-                }
-            }
-        }
-        unreachable!("the last conflict try returns")
-    }
-
-    async fn try_cordon(&mut self, node: &str, want: Hold) -> Result<(), Error> {
-        let client = self.connect().await?;
-        for attempt in 1..=CONFLICT_TRIES {
-            let current = get(&client, node).await?;
-            self.node_uid = current.metadata.uid.clone();
-            self.recovery_pending = false;
-            self.status = Status::Ready;
-            match patch::begin(&current, want, &stamp()) {
-                patch::Begin::Adopt(hold) => {
-                    let (key, since) = patch::annotation(&current).unwrap_or((ANNOTATION, "?"));
-                    log::warn!(
-                        "node {node} already carries our {hold} ({key}={since}): holding it for this pass"
-                    );
-                    self.held = Some(Held {
-                        hold,
-                        since: Instant::now(),
-                    });
-                    return Ok(());
-                }
-                patch::Begin::Foreign => {
-                    log::info!(
-                        "node {node} is already cordoned by someone else: cleaning without touching the cordon"
-                    );
-                    self.held = None;
-                    return Ok(());
-                }
-                patch::Begin::Patch(hold, value) => match send_patch(&client, node, value).await {
-                    Ok(_) => {
-                        log::info!("cordoned node {node} ({hold}) for this pass");
-                        self.held = Some(Held {
-                            hold,
-                            since: Instant::now(),
-                        });
-                        return Ok(());
-                    }
-                    Err(e) if is_conflict(&e) && attempt < CONFLICT_TRIES => {
-                        log::info!("node {node} changed since it was read: reading it again");
-                    }
-                    Err(source) => {
-                        // The PATCH may have landed before the failure: look again when settling.
-                        self.recovery_pending = source.status().is_none();
-                        let node = node.to_string();
-                        return Err(Error::Cordon { node, hold, source });
-                    }
-                },
-            }
-        }
-        unreachable!("the last conflict try returns")
-    }
-
-    /// Up to `release_tries` tries with doubling pauses for transient failures.
-    async fn release(&mut self, node: &str, held: Held) -> Result<(), Error> {
-        let mut pause = self.timing.release_backoff;
-        let mut attempt = 1;
-        loop {
-            match self.release_once(node, held).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && attempt < self.timing.release_tries => {
-                    log::info!(
-                        "{} (try {attempt} of {}); trying again in {} ms",
-                        chain(&e),
-                        self.timing.release_tries,
-                        pause.as_millis()
-                    );
-                    self.client = None;
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn release_once(&mut self, node: &str, held: Held) -> Result<(), Error> {
-        let client = self.connect().await?;
-        let hold = held.hold;
-        for attempt in 1..=CONFLICT_TRIES {
-            let current = match get(&client, node).await {
-                Err(e) if e.status() == Some(404) => {
-                    log::warn!("node {node} is gone: nothing to release");
-                    return Ok(());
-                }
-                other => other?,
-            };
-            let Some(value) = patch::release(&current, hold) else {
-                log::warn!(
-                    "node {node} no longer carries {ANNOTATION} (released already, or taken over): leaving it as it is"
-                );
-                return Ok(());
-            };
-            match send_patch(&client, node, value).await {
-                Ok(_) => {
-                    let secs = held.since.elapsed().as_secs();
-                    log::info!("uncordoned node {node} ({hold}) after {secs} s");
-                    return Ok(());
-                }
-                Err(e) if is_conflict(&e) && attempt < CONFLICT_TRIES => {
-                    log::info!("node {node} changed since it was read: reading it again");
-                }
-                Err(source) => {
-                    let node = node.to_string();
-                    return Err(Error::Uncordon { node, hold, source });
-                }
-            }
-        }
-        unreachable!("the last conflict try returns")
-    }
-
-    async fn post(&mut self, event: &NodeEvent) {
-        let Some(node) = self.node.clone() else {
-            return;
-        };
-        if self.dry_run {
-            return;
-        }
-        let result = async {
-            let client = self.connect().await?;
-            // The kubelet's convention when the uid is unknown: the node name (kubectl
-            // describe node finds both).
-            let uid = self.node_uid.clone().unwrap_or_else(|| node.clone());
-            let object = node_event(&node, &uid, event, Timestamp::now());
-            Api::<Event>::namespaced(client, EVENT_NAMESPACE)
-                .create(&PostParams::default(), &object)
-                .await
-                .map_err(|e| Error::Event {
-                    node: node.clone(),
-                    reason: event.reason,
-                    source: KubeError(e),
-                })
-        }
-        .await;
-        match result {
-            Ok(_) => log::info!(
-                "posted event {} on node {node}: {}",
-                event.reason,
-                event.message
-            ),
-            Err(e @ Error::NoKubeconfig { .. }) => log::debug!("event not posted: {}", chain(&e)),
-            Err(e) => log::warn!("{}", chain(&e)),
-        }
-    }
-
     /// The pass's client, built on first use from the kubeconfig found now.
     async fn connect(&mut self) -> Result<kube::Client, Error> {
         if let Some(client) = &self.client {
@@ -569,109 +383,7 @@ impl Cordoner {
     }
 }
 
-/// The core/v1 Event posted on the Node, shaped like the kubelet's own node events.
-pub fn node_event(node: &str, uid: &str, event: &NodeEvent, now: Timestamp) -> Event {
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{node}.{:x}", now.as_nanosecond())),
-            namespace: Some(EVENT_NAMESPACE.to_string()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".to_string()),
-            kind: Some("Node".to_string()),
-            name: Some(node.to_string()),
-            uid: Some(uid.to_string()),
-            ..ObjectReference::default()
-        },
-        reason: Some(event.reason.to_string()),
-        message: Some(event.message.clone()),
-        type_: Some(if event.warning { "Warning" } else { "Normal" }.to_string()),
-        source: Some(EventSource {
-            component: Some(COMPONENT.to_string()),
-            host: Some(node.to_string()),
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        reporting_component: Some(COMPONENT.to_string()),
-        reporting_instance: Some(node.to_string()),
-        ..Event::default()
-    }
-}
-
-async fn get(client: &kube::Client, node: &str) -> Result<Node, Error> {
-    Api::<Node>::all(client.clone())
-        .get(node)
-        .await
-        .map_err(|e| Error::Get {
-            node: node.to_string(),
-            source: KubeError(e),
-        })
-}
-
-async fn send_patch(
-    client: &kube::Client,
-    node: &str,
-    value: serde_json::Value,
-) -> Result<Node, KubeError> {
-    let params = PatchParams {
-        field_manager: Some(COMPONENT.to_string()),
-        ..PatchParams::default()
-    };
-    Api::<Node>::all(client.clone())
-        .patch(node, &params, &Patch::Strategic(value))
-        .await
-        .map_err(KubeError)
-}
-
-fn is_conflict(e: &KubeError) -> bool {
-    e.status() == Some(409)
-}
-
-/// The annotation value: now, to the second, RFC 3339 in UTC.
-fn stamp() -> String {
-    let now = Timestamp::now();
-    Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string()
-}
-
 fn list(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     names.join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_is_shaped_like_the_kubelets() {
-        let now = Timestamp::from_second(1_800_000_000).expect("valid");
-        let event = NodeEvent {
-            warning: true,
-            reason: "FreeDiskSpaceFailed",
-            message: "still 91% used, 3.2 GiB short of the low watermark".to_string(),
-        };
-        let value = serde_json::to_value(node_event("n1", "uid-1", &event, now)).expect("json");
-        assert_eq!(value["metadata"]["namespace"], "default");
-        assert!(
-            value["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("n1."))
-        );
-        assert_eq!(value["involvedObject"]["kind"], "Node");
-        assert_eq!(value["involvedObject"]["uid"], "uid-1");
-        assert_eq!(value["type"], "Warning");
-        assert_eq!(value["source"]["component"], COMPONENT);
-        assert_eq!(value["source"]["host"], "n1");
-        assert_eq!(value["firstTimestamp"], "2027-01-15T08:00:00Z");
-    }
-
-    #[test]
-    fn stamp_is_whole_seconds_utc() {
-        let s = stamp();
-        assert!(s.ends_with('Z') && !s.contains('.'), "{s}");
-    }
 }
