@@ -91,6 +91,8 @@ fn main() -> ExitCode {
     };
     let config = loaded.config;
     let shutdown = CancellationToken::new();
+    // signal-hook-tokio registers a tokio socket pair: it needs the runtime's reactor.
+    let _runtime_context = runtime.enter();
     let signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
