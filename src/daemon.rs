@@ -120,7 +120,12 @@ pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Repor
         .await
         .ok_or(Error::Interrupted)??;
     if !config.dry_run {
-        cordoner.recover().await?;
+        match or_shutdown(shutdown, cordoner.recover()).await {
+            Some(Err(e)) if e.is_config() => return Err(e.into()),
+            // An API server out of reach must not stop a clean: on_cordon_failure decides.
+            Some(Err(e)) => log::warn!("cannot check the node for a leftover cordon: {}", error_chain(&e)),
+            _ => {}
+        }
     }
     let replayed = or_shutdown(shutdown, last_use.replay(&engine, now_nanos()))
         .await
