@@ -93,6 +93,8 @@ fn main() -> ExitCode {
     let shutdown = CancellationToken::new();
     // signal-hook-tokio registers a tokio socket pair: it needs the runtime's reactor.
     let _runtime_context = runtime.enter();
+    // The signal stream registers with the runtime's reactor.
+    let entered = runtime.enter();
     let signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -155,6 +157,7 @@ fn main() -> ExitCode {
         }
     });
     handle.close();
+    drop(entered);
     code
 }
 
