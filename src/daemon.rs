@@ -228,7 +228,6 @@ pub async fn run(mut config: Config, mut control: Control, notifier: &Notifier) 
     let mut last_use = LastUse::load(&config.state_dir)?;
     let mut cordoner = Cordoner::new(&config);
     log::info!("starting: {}", describe(&config));
-    log::info!("{}", cordoner.describe());
     notifier.set_step_bound(config.timeout + Duration::from_secs(60));
     notifier.alive_for(notifier.watchdog().unwrap_or_default());
     notifier.ready("starting");

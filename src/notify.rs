@@ -111,11 +111,11 @@ impl Notifier {
         }
     }
 
-    /// Pings `WATCHDOG=1` every half interval while the loop's promise holds. Returns at once
-    /// when systemd asked for no watchdog.
+    /// Pings `WATCHDOG=1` every half interval while the loop's promise holds; never returns
+    /// (pending forever when systemd asked for no watchdog).
     pub async fn feed_watchdog(&self) {
         let Some(interval) = self.beat_interval() else {
-            return;
+            return std::future::pending().await;
         };
         loop {
             if self.alive() {
