@@ -355,3 +355,31 @@ fn event_stream_is_live_and_survives_a_docker_restart() {
     crate::util::host::signal("TERM", &[child.id()]);
     assert_eq!(child.wait().expect("wait").code(), Some(0));
 }
+
+#[test]
+fn status_shows_the_eviction_order_and_deletes_nothing() {
+    let Some(d) = PrivateDockerd::start("status", 512, None) else { return };
+    let ids: Vec<String> = (0..3).map(|i| d.image(&format!("img-{i}:1"), 5)).collect();
+    let busy = d.image("busy:1", 5);
+    let _running = d.running_container("busy:1");
+    let cleaner = Cleaner::new(&d, "threshold_high = 99\nthreshold_low = 98\n");
+    cleaner.seed_last_use(&[(&ids[0], HOUR), (&ids[1], 3 * HOUR), (&ids[2], 2 * HOUR), (&busy, 9 * HOUR)]);
+    let before = d.image_ids();
+    let (out, err) = cleaner.run_ok(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    assert_eq!(status["above_high"], false, "{out}");
+    let order: Vec<&str> = status["plan"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(order, vec![ids[1].as_str(), ids[2].as_str(), ids[0].as_str()], "{out}");
+    let kept = status["plan"]["kept"].as_array().expect("kept");
+    assert!(kept.iter().any(|k| k["id"] == busy.as_str() && k["reason"]["reason"] == "in_use"), "{out}");
+    assert_eq!(d.image_ids(), before, "status deletes nothing");
+
+    let (text, _) = cleaner.run_ok(&["status"]);
+    assert!(text.contains("eviction order"), "{text}");
+    assert!(text.contains("below high"), "{text}");
+}
