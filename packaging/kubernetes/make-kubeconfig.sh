@@ -7,7 +7,7 @@
 #   # then on every node, as root:
 #   install -D -m 0600 docker-image-cleaner.kubeconfig /etc/docker-image-cleaner/kubeconfig
 #
-# Two kinds of token (see docs/kubernetes.md for the trade-offs):
+# Two kinds of token (see the Kubernetes section of README.md for the trade-offs):
 #   default    a bound token from `kubectl create token --duration` (expires: renew it in time;
 #              the API server may cap the duration, check the expiry printed at the end)
 #   --secret   a long-lived token kept in a Secret of type kubernetes.io/service-account-token
