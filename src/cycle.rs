@@ -183,7 +183,10 @@ pub async fn measure(config: &Config) -> Result<Measurement, Error> {
             match walked {
                 Ok(Ok(tree)) => {
                     if tree.unreadable > 0 {
-                        log::warn!("{} entries could not be read while measuring", tree.unreadable);
+                        log::warn!(
+                            "{} entries could not be read while measuring",
+                            tree.unreadable
+                        );
                     }
                     Ok(Measurement::Absolute(tree))
                 }
@@ -200,15 +203,18 @@ pub async fn measure(config: &Config) -> Result<Measurement, Error> {
 /// Freed bytes and inodes between two measurements.
 fn freed(before: &Measurement, after: &Measurement) -> (i64, i64) {
     match (before, after) {
-        (Measurement::Relative(b), Measurement::Relative(a)) => b.iter().zip(a).fold((0, 0), |acc, (b, a)| {
-            (
-                acc.0 + a.avail_bytes as i64 - b.avail_bytes as i64,
-                acc.1 + a.avail_inodes as i64 - b.avail_inodes as i64,
-            )
-        }),
-        (Measurement::Absolute(b), Measurement::Absolute(a)) => {
-            (b.bytes as i64 - a.bytes as i64, b.inodes as i64 - a.inodes as i64)
+        (Measurement::Relative(b), Measurement::Relative(a)) => {
+            b.iter().zip(a).fold((0, 0), |acc, (b, a)| {
+                (
+                    acc.0 + a.avail_bytes as i64 - b.avail_bytes as i64,
+                    acc.1 + a.avail_inodes as i64 - b.avail_inodes as i64,
+                )
+            })
         }
+        (Measurement::Absolute(b), Measurement::Absolute(a)) => (
+            b.bytes as i64 - a.bytes as i64,
+            b.inodes as i64 - a.inodes as i64,
+        ),
         _ => (0, 0),
     }
 }
@@ -244,10 +250,23 @@ impl<E: Engine> Pass<'_, E> {
         let config = self.config;
         let before = measure(config).await?;
         if !policy::above_high(&before, &config.watermarks) {
-            log::info!("usage {before}: below the high watermark ({})", config.watermarks);
-            return Ok(self.report(Outcome::BelowHigh, before.clone(), before, None, Tally::default(), started));
+            log::info!(
+                "usage {before}: below the high watermark ({})",
+                config.watermarks
+            );
+            return Ok(self.report(
+                Outcome::BelowHigh,
+                before.clone(),
+                before,
+                None,
+                Tally::default(),
+                started,
+            ));
         }
-        log::info!("usage {before}: at or above the high watermark ({}), cleaning", config.watermarks);
+        log::info!(
+            "usage {before}: at or above the high watermark ({}), cleaning",
+            config.watermarks
+        );
         self.progress.update("cleaning: taking stock");
         // Taking stock changes nothing: a shutdown need not wait for it.
         let inventory = tokio::select! {
@@ -263,12 +282,28 @@ impl<E: Engine> Pass<'_, E> {
         let plan = policy::plan(&inventory, self.last_use, config, need, now);
         log::info!("{}", plan.to_string().trim_end());
         if config.dry_run {
-            return Ok(self.report(Outcome::DryRun, before.clone(), before, Some(plan), Tally::default(), started));
+            return Ok(self.report(
+                Outcome::DryRun,
+                before.clone(),
+                before,
+                Some(plan),
+                Tally::default(),
+                started,
+            ));
         }
 
         if self.cordoner.begin_pass().await == PassStart::Skip {
-            log::warn!("skipping this pass: the node could not be cordoned (on_cordon_failure = skip)");
-            return Ok(self.report(Outcome::Skipped, before.clone(), before, Some(plan), Tally::default(), started));
+            log::warn!(
+                "skipping this pass: the node could not be cordoned (on_cordon_failure = skip)"
+            );
+            return Ok(self.report(
+                Outcome::Skipped,
+                before.clone(),
+                before,
+                Some(plan),
+                Tally::default(),
+                started,
+            ));
         }
         let mut tally = Tally::default();
         let executed = self.execute(&plan, &before, &mut tally).await;
@@ -285,7 +320,15 @@ impl<E: Engine> Pass<'_, E> {
         Ok(self.report(outcome, before, after, Some(plan), tally, started))
     }
 
-    fn report(&self, outcome: Outcome, before: Measurement, after: Measurement, plan: Option<Plan>, t: Tally, started: Instant) -> Report {
+    fn report(
+        &self,
+        outcome: Outcome,
+        before: Measurement,
+        after: Measurement,
+        plan: Option<Plan>,
+        t: Tally,
+        started: Instant,
+    ) -> Report {
         let (freed_bytes, freed_inodes) = freed(&before, &after);
         Report {
             outcome,
@@ -302,7 +345,12 @@ impl<E: Engine> Pass<'_, E> {
     }
 
     /// Carries the plan out step by step, stopping once below the low watermark.
-    async fn execute(&mut self, plan: &Plan, before: &Measurement, tally: &mut Tally) -> Result<Outcome, Error> {
+    async fn execute(
+        &mut self,
+        plan: &Plan,
+        before: &Measurement,
+        tally: &mut Tally,
+    ) -> Result<Outcome, Error> {
         let config = self.config;
         let mut estimate = match before {
             Measurement::Absolute(t) => t.bytes,
@@ -316,13 +364,19 @@ impl<E: Engine> Pass<'_, E> {
                 return Ok(Outcome::Interrupted);
             }
             self.cordoner.check_deadline().await;
-            self.progress.update(&format!("cleaning: step {} of {total}: {step}", i + 1));
+            self.progress
+                .update(&format!("cleaning: step {} of {total}: {step}", i + 1));
             let removed = match step {
                 Step::RemoveContainer { id, .. } => {
                     let r = self.engine.remove_container(id).await?;
                     self.count(step, &r, tally, false)
                 }
-                Step::RemoveImage { id, tags, size_bytes, .. } => {
+                Step::RemoveImage {
+                    id,
+                    tags,
+                    size_bytes,
+                    ..
+                } => {
                     let r = self.engine.remove_image(id, tags).await?;
                     let removed = self.count(step, &r, tally, true);
                     if removed {
@@ -332,25 +386,38 @@ impl<E: Engine> Pass<'_, E> {
                 }
                 Step::PruneContainers => {
                     let p = self.engine.prune_containers().await?;
-                    log::info!("pruned {} containers, {} reclaimed", p.deleted.len(), size(p.reclaimed_bytes));
+                    log::info!(
+                        "pruned {} containers, {} reclaimed",
+                        p.deleted.len(),
+                        size(p.reclaimed_bytes)
+                    );
                     tally.containers += p.deleted.len();
                     true
                 }
                 Step::PruneDanglingImages => {
                     let p = self.engine.prune_images(false).await?;
-                    log::info!("pruned {} dangling images, {} reclaimed", p.deleted.len(), size(p.reclaimed_bytes));
+                    log::info!(
+                        "pruned {} dangling images, {} reclaimed",
+                        p.deleted.len(),
+                        size(p.reclaimed_bytes)
+                    );
                     tally.images += p.deleted.len();
                     dangling_pruned = p.deleted.len();
                     true
                 }
                 Step::PruneAllImages => {
-                    let still_high = policy::above_high(&measure(config).await?, &config.watermarks);
+                    let still_high =
+                        policy::above_high(&measure(config).await?, &config.watermarks);
                     if dangling_pruned > 0 && !still_high {
                         log::info!("dangling images were enough: not pruning the other images");
                         continue;
                     }
                     let p = self.engine.prune_images(true).await?;
-                    log::info!("pruned {} unused images, {} reclaimed", p.deleted.len(), size(p.reclaimed_bytes));
+                    log::info!(
+                        "pruned {} unused images, {} reclaimed",
+                        p.deleted.len(),
+                        size(p.reclaimed_bytes)
+                    );
                     tally.images += p.deleted.len();
                     true
                 }
@@ -359,7 +426,9 @@ impl<E: Engine> Pass<'_, E> {
                 continue;
             }
             let done = match config.watermarks {
-                Watermarks::Relative { .. } => policy::below_low(&measure(config).await?, &config.watermarks),
+                Watermarks::Relative { .. } => {
+                    policy::below_low(&measure(config).await?, &config.watermarks)
+                }
                 Watermarks::Absolute { low_bytes, .. } => estimate < low_bytes,
             };
             if done {
@@ -367,7 +436,8 @@ impl<E: Engine> Pass<'_, E> {
                 return Ok(Outcome::ReachedLow);
             }
             let next_is_image = matches!(plan.steps.get(i + 1), Some(Step::RemoveImage { .. }));
-            if matches!(step, Step::RemoveImage { .. }) && next_is_image && !config.delay.is_zero() {
+            if matches!(step, Step::RemoveImage { .. }) && next_is_image && !config.delay.is_zero()
+            {
                 tokio::select! {
                     () = tokio::time::sleep(config.delay) => {}
                     () = self.shutdown.cancelled() => {}
@@ -414,7 +484,13 @@ impl<E: Engine> Pass<'_, E> {
 }
 
 /// The Node Event for a pass that removed something or could not reach the low watermark.
-fn event(outcome: Outcome, t: &Tally, before: &Measurement, after: &Measurement, w: &Watermarks) -> Option<NodeEvent> {
+fn event(
+    outcome: Outcome,
+    t: &Tally,
+    before: &Measurement,
+    after: &Measurement,
+    w: &Watermarks,
+) -> Option<NodeEvent> {
     let (bytes, inodes) = freed(before, after);
     match outcome {
         Outcome::Exhausted => {

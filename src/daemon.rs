@@ -113,17 +113,27 @@ async fn or_shutdown<T>(shutdown: &CancellationToken, f: impl Future<Output = T>
 /// to date, cleans, saves the state. Fails when Docker or a watched path cannot be reached.
 pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Report, Error> {
     // A dry run changes nothing, so it may run beside the daemon.
-    let _lock = if config.dry_run { None } else { Some(InstanceLock::take(&config.state_dir)?) };
+    let _lock = if config.dry_run {
+        None
+    } else {
+        Some(InstanceLock::take(&config.state_dir)?)
+    };
     let mut last_use = LastUse::load(&config.state_dir)?;
     let mut cordoner = Cordoner::new(config);
-    let engine = or_shutdown(shutdown, DockerEngine::connect(config.docker_host.as_deref(), config.timeout))
-        .await
-        .ok_or(Error::Interrupted)??;
+    let engine = or_shutdown(
+        shutdown,
+        DockerEngine::connect(config.docker_host.as_deref(), config.timeout),
+    )
+    .await
+    .ok_or(Error::Interrupted)??;
     if !config.dry_run {
         match or_shutdown(shutdown, cordoner.recover()).await {
             Some(Err(e)) if e.is_config() => return Err(e.into()),
             // An API server out of reach must not stop a clean: on_cordon_failure decides.
-            Some(Err(e)) => log::warn!("cannot check the node for a leftover cordon: {}", error_chain(&e)),
+            Some(Err(e)) => log::warn!(
+                "cannot check the node for a leftover cordon: {}",
+                error_chain(&e)
+            ),
             _ => {}
         }
     }
@@ -195,7 +205,10 @@ async fn follow(engine: DockerEngine, mut since: i64, tx: mpsc::UnboundedSender<
         if got_any {
             backoff = Duration::from_secs(1);
         }
-        log::info!("reconnecting to Docker's event stream in {}s", backoff.as_secs());
+        log::info!(
+            "reconnecting to Docker's event stream in {}s",
+            backoff.as_secs()
+        );
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
@@ -223,7 +236,11 @@ impl Drop for Docker {
 
 /// The daemon: a pass every `interval` until shutdown; Docker being away is waited out.
 /// Returns `Ok` on a clean stop.
-pub async fn run(mut config: Config, mut control: Control, notifier: &Notifier) -> Result<(), Error> {
+pub async fn run(
+    mut config: Config,
+    mut control: Control,
+    notifier: &Notifier,
+) -> Result<(), Error> {
     let _lock = InstanceLock::take(&config.state_dir)?;
     let mut last_use = LastUse::load(&config.state_dir)?;
     let mut cordoner = Cordoner::new(&config);
@@ -237,7 +254,10 @@ pub async fn run(mut config: Config, mut control: Control, notifier: &Notifier) 
         if !config.dry_run {
             match or_shutdown(&shutdown, cordoner.recover()).await {
                 Some(Err(e)) if e.is_config() => return Err(e.into()),
-                Some(Err(e)) => log::warn!("cannot check the node for a leftover cordon: {}", error_chain(&e)),
+                Some(Err(e)) => log::warn!(
+                    "cannot check the node for a leftover cordon: {}",
+                    error_chain(&e)
+                ),
                 _ => {}
             }
         }
@@ -245,11 +265,14 @@ pub async fn run(mut config: Config, mut control: Control, notifier: &Notifier) 
         let mut docker: Option<Docker> = None;
         let mut ticker = tokio::time::interval(config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let beat = notifier.beat_interval().unwrap_or(Duration::from_secs(3600));
+        let beat = notifier
+            .beat_interval()
+            .unwrap_or(Duration::from_secs(3600));
         let mut save_due: Option<tokio::time::Instant> = None;
         loop {
             notifier.alive_for(beat * 2);
-            let save_at = save_due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let save_at =
+                save_due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -337,7 +360,12 @@ pub async fn run(mut config: Config, mut control: Control, notifier: &Notifier) 
 fn describe(config: &Config) -> String {
     format!(
         "watching {} every {}s ({}, strategy {:?}{})",
-        config.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        config
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         config.interval.as_secs(),
         config.watermarks,
         config.strategy,
@@ -366,7 +394,8 @@ fn reload(
         *docker = None;
     }
     if new.interval != config.interval {
-        *ticker = tokio::time::interval_at(tokio::time::Instant::now() + new.interval, new.interval);
+        *ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + new.interval, new.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     if cordoner.holds_cordon() {

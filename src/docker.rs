@@ -148,8 +148,10 @@ impl Error {
 pub trait Engine {
     /// Lists images and containers; with `finished_times`, inspects stopped containers for
     /// their finish time.
-    fn inventory(&self, finished_times: bool)
-    -> impl Future<Output = Result<Inventory, Error>> + Send;
+    fn inventory(
+        &self,
+        finished_times: bool,
+    ) -> impl Future<Output = Result<Inventory, Error>> + Send;
     /// Removes a stopped container (and its anonymous volumes), without force.
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<Removal, Error>> + Send;
     /// Removes an image by id without force; an image with several tags is untagged tag by tag
@@ -190,7 +192,10 @@ impl DockerEngine {
         })?;
         let engine = DockerEngine { docker, timeout };
         let docker = engine
-            .call("negotiate API version", engine.docker.clone().negotiate_version())
+            .call(
+                "negotiate API version",
+                engine.docker.clone().negotiate_version(),
+            )
             .await?;
         Ok(DockerEngine { docker, timeout })
     }
@@ -217,14 +222,18 @@ impl DockerEngine {
     /// The id of the image `name` refers to, or `None` when there is no such image.
     pub async fn resolve_image(&self, name: &str) -> Result<Option<String>, Error> {
         match self
-            .call(format!("inspect image {name}"), self.docker.inspect_image(name))
+            .call(
+                format!("inspect image {name}"),
+                self.docker.inspect_image(name),
+            )
             .await
         {
             Ok(inspect) => Ok(inspect.id),
             Err(Error::Request {
-                source: BollardError::DockerResponseServerError {
-                    status_code: 404, ..
-                },
+                source:
+                    BollardError::DockerResponseServerError {
+                        status_code: 404, ..
+                    },
                 ..
             }) => Ok(None),
             Err(e) => Err(e),
@@ -239,10 +248,17 @@ impl DockerEngine {
         since_nanos: Option<i64>,
         until_nanos: Option<i64>,
     ) -> impl Stream<Item = Result<UseEvent, Error>> + Send + use<> {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string(), "image".to_string()]),
-        ]);
-        let stamp = |n: i64| format!("{}.{:09}", n.div_euclid(1_000_000_000), n.rem_euclid(1_000_000_000));
+        let filters = HashMap::from([(
+            "type".to_string(),
+            vec!["container".to_string(), "image".to_string()],
+        )]);
+        let stamp = |n: i64| {
+            format!(
+                "{}.{:09}",
+                n.div_euclid(1_000_000_000),
+                n.rem_euclid(1_000_000_000)
+            )
+        };
         let mut options = EventsOptionsBuilder::default().filters(&filters);
         if let Some(s) = since_nanos {
             options = options.since(&stamp(s));
@@ -272,7 +288,12 @@ fn use_event(e: bollard::models::EventMessage) -> Option<UseEvent> {
         .time_nano
         .or(e.time.map(|s| s.saturating_mul(1_000_000_000)))?;
     // Actions may carry a suffix (`exec_start: sh`); the verb is what counts.
-    let verb = action.split(':').next().unwrap_or_default().trim().to_string();
+    let verb = action
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let (image, deleted) = match e.typ? {
         EventMessageTypeEnum::CONTAINER => {
             if !matches!(verb.as_str(), "create" | "start" | "die" | "destroy") {
@@ -361,8 +382,9 @@ impl Engine for DockerEngine {
         let list = self
             .call(
                 "list containers",
-                self.docker
-                    .list_containers(Some(ListContainersOptionsBuilder::default().all(true).build())),
+                self.docker.list_containers(Some(
+                    ListContainersOptionsBuilder::default().all(true).build(),
+                )),
             )
             .await?;
         let mut containers = Vec::with_capacity(list.len());
@@ -379,7 +401,10 @@ impl Engine for DockerEngine {
             let mut finished = None;
             if finished_times && !running {
                 match self
-                    .call(format!("inspect container {id}"), self.docker.inspect_container(&id, None))
+                    .call(
+                        format!("inspect container {id}"),
+                        self.docker.inspect_container(&id, None),
+                    )
                     .await
                 {
                     Ok(inspect) => {
@@ -467,7 +492,10 @@ impl Engine for DockerEngine {
             .await?;
         Ok(Pruned {
             deleted: r.containers_deleted.unwrap_or_default(),
-            reclaimed_bytes: r.space_reclaimed.and_then(|b| u64::try_from(b).ok()).unwrap_or(0),
+            reclaimed_bytes: r
+                .space_reclaimed
+                .and_then(|b| u64::try_from(b).ok())
+                .unwrap_or(0),
         })
     }
 
@@ -478,9 +506,16 @@ impl Engine for DockerEngine {
         )]);
         let r = self
             .call(
-                if all { "prune all unused images" } else { "prune dangling images" },
-                self.docker
-                    .prune_images(Some(PruneImagesOptionsBuilder::default().filters(&filters).build())),
+                if all {
+                    "prune all unused images"
+                } else {
+                    "prune dangling images"
+                },
+                self.docker.prune_images(Some(
+                    PruneImagesOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                )),
             )
             .await?;
         Ok(Pruned {
@@ -490,7 +525,10 @@ impl Engine for DockerEngine {
                 .into_iter()
                 .filter_map(|i| i.deleted)
                 .collect(),
-            reclaimed_bytes: r.space_reclaimed.and_then(|b| u64::try_from(b).ok()).unwrap_or(0),
+            reclaimed_bytes: r
+                .space_reclaimed
+                .and_then(|b| u64::try_from(b).ok())
+                .unwrap_or(0),
         })
     }
 }

@@ -176,7 +176,11 @@ impl LastUse {
         self.dirty |= self.images.len() != before;
         for image in &inventory.images {
             if !self.images.contains_key(&image.id) {
-                let seen = if self.fresh { image.created.min(now) } else { now };
+                let seen = if self.fresh {
+                    image.created.min(now)
+                } else {
+                    now
+                };
                 self.images.insert(
                     image.id.clone(),
                     Entry {
@@ -241,7 +245,11 @@ impl LastUse {
                 match engine.resolve_image(&event.image).await {
                     Ok(id) => id,
                     Err(e) => {
-                        log::debug!("cannot resolve image {} of a {} event: {e:#}", event.image, event.action);
+                        log::debug!(
+                            "cannot resolve image {} of a {} event: {e:#}",
+                            event.image,
+                            event.action
+                        );
                         None
                     }
                 }
@@ -257,10 +265,17 @@ impl LastUse {
     /// Replays Docker's buffered events from the cursor up to `until_nanos` (what happened
     /// since the last run), then moves the cursor there. On a first start there is nothing to
     /// replay: the cursor starts at `until_nanos`.
-    pub async fn replay(&mut self, engine: &DockerEngine, until_nanos: i64) -> Result<usize, docker::Error> {
+    pub async fn replay(
+        &mut self,
+        engine: &DockerEngine,
+        until_nanos: i64,
+    ) -> Result<usize, docker::Error> {
         let mut applied = 0;
         if let Some(since) = self.cursor_nanos {
-            let events: Vec<_> = engine.use_events(Some(since), Some(until_nanos)).collect().await;
+            let events: Vec<_> = engine
+                .use_events(Some(since), Some(until_nanos))
+                .collect()
+                .await;
             for event in events {
                 self.apply(engine, &event?).await;
                 applied += 1;
@@ -310,14 +325,26 @@ mod tests {
         t.save().unwrap();
 
         let mut t = LastUse::load(dir.path()).unwrap();
-        assert_eq!(t.get("a").unwrap().last_used, 100, "the table survives a restart");
+        assert_eq!(
+            t.get("a").unwrap().last_used,
+            100,
+            "the table survives a restart"
+        );
         let inv = Inventory {
             images: vec![image("a", 100), image("b", 200)],
             containers: vec![container("a")],
         };
         t.reconcile(&inv, 2000);
-        assert_eq!(t.get("b").unwrap().last_used, 2000, "pulled while we were down");
-        assert_eq!(t.get("a").unwrap().last_used, 2000, "a container references it");
+        assert_eq!(
+            t.get("b").unwrap().last_used,
+            2000,
+            "pulled while we were down"
+        );
+        assert_eq!(
+            t.get("a").unwrap().last_used,
+            2000,
+            "a container references it"
+        );
     }
 
     #[test]

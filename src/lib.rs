@@ -26,13 +26,17 @@ pub mod policy;
 pub mod status;
 pub mod usage;
 
-/// An error with its causes, `what: because: because`, for one log line.
+/// An error with its causes on one line, `what: because: because`, skipping a cause whose text
+/// its parent already printed (hyper and tower repeat themselves).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut line = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        line.push_str(": ");
-        line.push_str(&c.to_string());
+        let text = c.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         cause = c.source();
     }
     line

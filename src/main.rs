@@ -57,12 +57,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run { dry_run: false });
-    let dry_run = matches!(command, Command::Run { dry_run: true } | Command::Once { dry_run: true });
+    let dry_run = matches!(
+        command,
+        Command::Run { dry_run: true } | Command::Once { dry_run: true }
+    );
     let env: HashMap<String, String> = std::env::vars().collect();
     let loaded = match config::load(cli.config.as_deref(), &env, Flags { dry_run }) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("docker-image-cleaner: invalid configuration: {}", error_chain(&e));
+            eprintln!(
+                "docker-image-cleaner: invalid configuration: {}",
+                error_chain(&e)
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -72,7 +78,10 @@ fn main() -> ExitCode {
         }
         match &loaded.file {
             Some(f) => println!("# configuration file {}", f.display()),
-            None => println!("# no configuration file ({} is absent): defaults and environment", config::DEFAULT_PATH),
+            None => println!(
+                "# no configuration file ({} is absent): defaults and environment",
+                config::DEFAULT_PATH
+            ),
         }
         print!("{}", loaded.render());
         return ExitCode::SUCCESS;
@@ -82,7 +91,10 @@ fn main() -> ExitCode {
         log::warn!("{w}");
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             log::error!("cannot start the async runtime: {e}");
@@ -104,7 +116,11 @@ fn main() -> ExitCode {
     };
     let handle = signals.handle();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
-    let reloader = Reloader { path: cli.config.clone(), dry_run, tx: reload_tx };
+    let reloader = Reloader {
+        path: cli.config.clone(),
+        dry_run,
+        tx: reload_tx,
+    };
     let code = runtime.block_on(async {
         tokio::spawn(on_signals(signals, shutdown.clone(), reloader));
         let failed = |e: daemon::Error| {
@@ -120,7 +136,10 @@ fn main() -> ExitCode {
         match command {
             Command::Run { .. } => {
                 let notifier = Notifier::from_env();
-                let control = daemon::Control { shutdown: shutdown.clone(), reload: reload_rx };
+                let control = daemon::Control {
+                    shutdown: shutdown.clone(),
+                    reload: reload_rx,
+                };
                 match daemon::run(config, control, &notifier).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => failed(e),
@@ -171,7 +190,13 @@ struct Reloader {
 impl Reloader {
     fn reload(&self) {
         let env: HashMap<String, String> = std::env::vars().collect();
-        match config::load(self.path.as_deref(), &env, Flags { dry_run: self.dry_run }) {
+        match config::load(
+            self.path.as_deref(),
+            &env,
+            Flags {
+                dry_run: self.dry_run,
+            },
+        ) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     log::warn!("{w}");
@@ -189,7 +214,11 @@ impl Reloader {
 
 /// SIGTERM or SIGINT: ask everything to stop (a removal in flight finishes, the node is
 /// released; a second signal does not cut that short). SIGHUP: reload.
-async fn on_signals(mut signals: signal_hook_tokio::Signals, shutdown: CancellationToken, reloader: Reloader) {
+async fn on_signals(
+    mut signals: signal_hook_tokio::Signals,
+    shutdown: CancellationToken,
+    reloader: Reloader,
+) {
     while let Some(signal) = signals.next().await {
         match signal {
             SIGHUP => {
@@ -197,10 +226,19 @@ async fn on_signals(mut signals: signal_hook_tokio::Signals, shutdown: Cancellat
                 reloader.reload();
             }
             _ if shutdown.is_cancelled() => {
-                log::warn!("already stopping: finishing the removal in flight and releasing the node");
+                log::warn!(
+                    "already stopping: finishing the removal in flight and releasing the node"
+                );
             }
             _ => {
-                log::info!("{} received: stopping", if signal == SIGTERM { "SIGTERM" } else { "SIGINT" });
+                log::info!(
+                    "{} received: stopping",
+                    if signal == SIGTERM {
+                        "SIGTERM"
+                    } else {
+                        "SIGINT"
+                    }
+                );
                 shutdown.cancel();
             }
         }

@@ -15,7 +15,7 @@
 //! - `guard`: the GET-then-PATCH sequences that cordon, release and recover.
 //! - `event`: the Event posted on the Node.
 //! - `kubeconfig`: which kubeconfig, and the client built from it.
-//! - `error`: [`Error`] and the one-line cause chain used in log lines.
+//! - `error`: [`Error`] (log lines print it with [`crate::error_chain`]).
 
 mod error;
 mod event;
@@ -30,7 +30,8 @@ use tokio::time::Instant;
 
 use crate::config::{Config, CordonMode, OnCordonFailure};
 
-pub use error::{Error, KubeError, chain};
+pub use crate::error_chain as chain;
+pub use error::{Error, KubeError};
 pub use event::node_event;
 pub use kubeconfig::{DEFAULT_KUBECONFIG, KUBELET_KUBECONFIG, Located, locate};
 pub use patch::{ANNOTATION, Hold, LEGACY_ANNOTATION, TAINT_EFFECT, TAINT_KEY};

@@ -130,7 +130,11 @@ impl Notifier {
 
 impl Progress for Notifier {
     fn update(&self, status: &str) {
-        let bound = self.step_bound.lock().map(|b| *b).unwrap_or(Duration::from_secs(360));
+        let bound = self
+            .step_bound
+            .lock()
+            .map(|b| *b)
+            .unwrap_or(Duration::from_secs(360));
         self.alive_for(bound);
         self.status(status);
     }

@@ -40,7 +40,9 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
     let now_nanos = now_secs().saturating_mul(1_000_000_000);
     last_use.replay(&engine, now_nanos).await?;
     let usage = cycle::measure(config).await?;
-    let inventory = engine.inventory(!config.container_min_age.is_zero()).await?;
+    let inventory = engine
+        .inventory(!config.container_min_age.is_zero())
+        .await?;
     last_use.reconcile(&inventory, now_secs());
     let need = policy::need(&usage, &config.watermarks);
     // Every eligible step in order, whatever the shortfall: that is what "first" means.
@@ -63,7 +65,11 @@ impl fmt::Display for Status {
             Measurement::Relative(_) => format!("{:.1}%", self.level),
             Measurement::Absolute(_) => policy::size(self.level as u64),
         };
-        let state = if self.above_high { "at or above high: the next pass cleans" } else { "below high" };
+        let state = if self.above_high {
+            "at or above high: the next pass cleans"
+        } else {
+            "below high"
+        };
         writeln!(f, "level: {level} against {} ({state})", self.watermarks)?;
         writeln!(f, "cordon: {}", self.cordon)?;
         write!(f, "eviction order: {}", self.plan)

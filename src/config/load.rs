@@ -168,18 +168,18 @@ pub fn load(
 /// list keys also take comma-separated strings.
 fn env_layer(key: &'static str, var: &str, value: &str) -> Result<Raw, Error> {
     let as_string = toml_string(value);
-    let candidates: Vec<String> = if LIST_KEYS.contains(&key) && !value.trim_start().starts_with('[')
-    {
-        let items: Vec<String> = value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(toml_string)
-            .collect();
-        vec![format!("[{}]", items.join(", "))]
-    } else {
-        vec![value.to_string(), as_string]
-    };
+    let candidates: Vec<String> =
+        if LIST_KEYS.contains(&key) && !value.trim_start().starts_with('[') {
+            let items: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(toml_string)
+                .collect();
+            vec![format!("[{}]", items.join(", "))]
+        } else {
+            vec![value.to_string(), as_string]
+        };
     let mut last = String::new();
     for candidate in candidates {
         match toml::from_str::<Raw>(&format!("{key} = {candidate}")) {
@@ -213,10 +213,11 @@ fn toml_string(s: &str) -> String {
 
 /// The 1-based line on which `key` is assigned in a flat TOML file.
 fn locate(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let line = line.trim_start();
-        line.strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -46,7 +49,11 @@ fn shipped_file_lists_every_key_with_its_default() {
         sources: Default::default(),
         warnings: vec![],
     };
-    let strip = |s: String| s.lines().map(|l| l.split("  #").next().unwrap().to_string()).collect::<Vec<_>>();
+    let strip = |s: String| {
+        s.lines()
+            .map(|l| l.split("  #").next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(strip(loaded.render()), strip(defaults.render()));
 }
 
@@ -54,18 +61,22 @@ fn shipped_file_lists_every_key_with_its_default() {
 fn original_environment_settings_keep_their_meaning() {
     let l = load(
         None,
-        &env(&[
-            ("DOCKER_IMAGE_CLEANER_CONFIG", "/nonexistent/never.toml"),
-        ]),
+        &env(&[("DOCKER_IMAGE_CLEANER_CONFIG", "/nonexistent/never.toml")]),
         Flags::default(),
     );
-    assert!(l.is_err(), "a config file named by the environment must exist");
+    assert!(
+        l.is_err(),
+        "a config file named by the environment must exist"
+    );
 
     let l = load_text(
         "",
         &[
             ("DOCKER_IMAGE_CLEANER_NODE_NAME", "node-7"),
-            ("DOCKER_IMAGE_CLEANER_PATH_TO_CHECK", "/var/lib/docker,/var/lib/containerd"),
+            (
+                "DOCKER_IMAGE_CLEANER_PATH_TO_CHECK",
+                "/var/lib/docker,/var/lib/containerd",
+            ),
             ("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "60"),
             ("DOCKER_IMAGE_CLEANER_DELAY_SECONDS", "0.5"),
             ("DOCKER_IMAGE_CLEANER_THRESHOLD_TYPE", "absolute"),
@@ -87,7 +98,10 @@ fn original_environment_settings_keep_their_meaning() {
             low_bytes: (2u64 << 30) / 5 * 4
         }
     );
-    assert_eq!(l.source("interval_seconds"), &Source::Env("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS".into()));
+    assert_eq!(
+        l.source("interval_seconds"),
+        &Source::Env("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS".into())
+    );
     assert_eq!(l.source("strategy"), &Source::Default);
 }
 
@@ -99,9 +113,15 @@ fn precedence_is_default_file_env_flag() {
     assert_eq!(l.config.interval, Duration::from_secs(20));
     assert!(l.config.dry_run);
     assert_eq!(l.source("dry_run"), &Source::Flag("--dry-run"));
-    assert_eq!(l.source("threshold_high"), &Source::File(f.path().to_path_buf()));
+    assert_eq!(
+        l.source("threshold_high"),
+        &Source::File(f.path().to_path_buf())
+    );
     let text = l.render();
-    assert!(text.contains("interval_seconds = 20  # env DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS"), "{text}");
+    assert!(
+        text.contains("interval_seconds = 20  # env DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS"),
+        "{text}"
+    );
     assert!(text.contains("threshold_low = 60  # default"), "{text}");
 }
 
@@ -116,20 +136,42 @@ fn sizes_percentages_and_lists() {
         }
     );
     assert_eq!(l.config.keep[0].as_str(), "^pause");
-    let l = load_text("threshold_high = \"85%\"\n", &[("DOCKER_IMAGE_CLEANER_KEEP", "^a/, ^b:")]).unwrap();
-    assert_eq!(l.config.watermarks, Watermarks::Relative { high_pct: 85.0, low_pct: 60.0 });
+    let l = load_text(
+        "threshold_high = \"85%\"\n",
+        &[("DOCKER_IMAGE_CLEANER_KEEP", "^a/, ^b:")],
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.watermarks,
+        Watermarks::Relative {
+            high_pct: 85.0,
+            low_pct: 60.0
+        }
+    );
     assert_eq!(l.config.keep.len(), 2);
     // An original-tool user with a low high watermark still has a valid band.
     let l = load_text("", &[("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", "40")]).unwrap();
-    assert_eq!(l.config.watermarks, Watermarks::Relative { high_pct: 40.0, low_pct: 30.0 });
+    assert_eq!(
+        l.config.watermarks,
+        Watermarks::Relative {
+            high_pct: 40.0,
+            low_pct: 30.0
+        }
+    );
     let l = load_text("", &[("DOCKER_HOST", "tcp://127.0.0.1:2375")]).unwrap();
-    assert_eq!(l.config.docker_host.as_deref(), Some("tcp://127.0.0.1:2375"));
+    assert_eq!(
+        l.config.docker_host.as_deref(),
+        Some("tcp://127.0.0.1:2375")
+    );
 }
 
 #[test]
 fn file_errors_name_the_file_line_and_column() {
     let cases = [
-        ("interval_seconds = 10\nbogus_key = 1\n", &["line 2", "bogus_key"][..]),
+        (
+            "interval_seconds = 10\nbogus_key = 1\n",
+            &["line 2", "bogus_key"][..],
+        ),
         ("interval_seconds = \"soon\"\n", &["line 1", "column"][..]),
         ("strategy = \"random\"\n", &["line 1", "random", "lru"][..]),
         ("threshold_high = [\n", &["line"][..]),
@@ -150,28 +192,70 @@ type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
 #[test]
 fn bad_values_name_the_key_value_and_origin() {
     let cases: [Case; 9] = [
-        ("threshold_high = 80\nthreshold_low = 80\n", &[], &["line 2", "threshold_low", "80", "below threshold_high"]),
+        (
+            "threshold_high = 80\nthreshold_low = 80\n",
+            &[],
+            &["line 2", "threshold_low", "80", "below threshold_high"],
+        ),
         ("threshold_high = 120\n", &[], &["threshold_high", "120"]),
-        ("interval_seconds = 0\n", &[], &["interval_seconds", "greater than 0"]),
+        (
+            "interval_seconds = 0\n",
+            &[],
+            &["interval_seconds", "greater than 0"],
+        ),
         ("keep = [\"(\"]\n", &[], &["keep", "\"(\""]),
-        ("threshold_type = \"absolute\"\nthreshold_high = \"1MiB\"\n", &[], &["threshold_high", "1 GiB"]),
-        ("path_to_check = \"relative/path\"\n", &[], &["path_to_check", "absolute"]),
-        ("", &[("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "soon")], &["environment variable DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "\"soon\""]),
-        ("", &[("DOCKER_IMAGE_CLEANER_STRATEGY", "random")], &["DOCKER_IMAGE_CLEANER_STRATEGY", "random"]),
-        ("", &[("DOCKER_HOST", "ssh://host")], &["DOCKER_HOST", "ssh://host"]),
+        (
+            "threshold_type = \"absolute\"\nthreshold_high = \"1MiB\"\n",
+            &[],
+            &["threshold_high", "1 GiB"],
+        ),
+        (
+            "path_to_check = \"relative/path\"\n",
+            &[],
+            &["path_to_check", "absolute"],
+        ),
+        (
+            "",
+            &[("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "soon")],
+            &[
+                "environment variable DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS",
+                "\"soon\"",
+            ],
+        ),
+        (
+            "",
+            &[("DOCKER_IMAGE_CLEANER_STRATEGY", "random")],
+            &["DOCKER_IMAGE_CLEANER_STRATEGY", "random"],
+        ),
+        (
+            "",
+            &[("DOCKER_HOST", "ssh://host")],
+            &["DOCKER_HOST", "ssh://host"],
+        ),
     ];
     for (text, vars, wanted) in cases {
         let e = error_text(text, vars);
         for w in wanted {
-            assert!(e.contains(w), "error for {text:?} {vars:?} lacks {w:?}: {e}");
+            assert!(
+                e.contains(w),
+                "error for {text:?} {vars:?} lacks {w:?}: {e}"
+            );
         }
     }
 }
 
 #[test]
 fn missing_files_default_path_optional_named_path_required() {
-    let e = load(Some(Path::new("/nonexistent/x.toml")), &env(&[]), Flags::default()).unwrap_err();
+    let e = load(
+        Some(Path::new("/nonexistent/x.toml")),
+        &env(&[]),
+        Flags::default(),
+    )
+    .unwrap_err();
     assert!(crate::error_chain(&e).contains("/nonexistent/x.toml"));
     let l = load_text("", &[("DOCKER_IMAGE_CLEANER_TYPO", "1")]).unwrap();
-    assert_eq!(l.warnings, vec!["ignoring unknown environment variable DOCKER_IMAGE_CLEANER_TYPO"]);
+    assert_eq!(
+        l.warnings,
+        vec!["ignoring unknown environment variable DOCKER_IMAGE_CLEANER_TYPO"]
+    );
 }

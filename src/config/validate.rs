@@ -10,7 +10,10 @@ use super::{Config, Error, MIN_ABSOLUTE_HIGH_BYTES, ThresholdType, Watermarks};
 
 /// Checks `raw` (defaults filled in) and builds the [`Config`]. `origin` names where a key's
 /// value came from, for the error message.
-pub(crate) fn validate(raw: &Raw, origin: &dyn Fn(&'static str) -> String) -> Result<Config, Error> {
+pub(crate) fn validate(
+    raw: &Raw,
+    origin: &dyn Fn(&'static str) -> String,
+) -> Result<Config, Error> {
     let d = Config::default();
     let invalid = |key: &'static str, value: String, message: String| Error::Invalid {
         origin: origin(key),
@@ -30,13 +33,21 @@ pub(crate) fn validate(raw: &Raw, origin: &dyn Fn(&'static str) -> String) -> Re
         None => d.paths.clone(),
         Some(list) => {
             if list.0.is_empty() {
-                return Err(invalid("path_to_check", "[]".into(), "name at least one path".into()));
+                return Err(invalid(
+                    "path_to_check",
+                    "[]".into(),
+                    "name at least one path".into(),
+                ));
             }
             let mut paths = Vec::new();
             for p in &list.0 {
                 let path = PathBuf::from(p);
                 if !path.is_absolute() {
-                    return Err(invalid("path_to_check", format!("{p:?}"), "must be an absolute path".into()));
+                    return Err(invalid(
+                        "path_to_check",
+                        format!("{p:?}"),
+                        "must be an absolute path".into(),
+                    ));
                 }
                 paths.push(path);
             }
@@ -44,16 +55,15 @@ pub(crate) fn validate(raw: &Raw, origin: &dyn Fn(&'static str) -> String) -> Re
         }
     };
 
-    let duration = |key: &'static str, v: Option<Seconds>, default: Duration, positive: bool| {
-        match v {
+    let duration =
+        |key: &'static str, v: Option<Seconds>, default: Duration, positive: bool| match v {
             None => Ok(default),
             Some(Seconds(s)) if positive && s <= 0.0 => {
                 Err(invalid(key, s.to_string(), "must be greater than 0".into()))
             }
             Some(Seconds(s)) => Duration::try_from_secs_f64(s)
                 .map_err(|e| invalid(key, s.to_string(), e.to_string())),
-        }
-    };
+        };
     let interval = duration("interval_seconds", raw.interval_seconds, d.interval, true)?;
     let delay = duration("delay_seconds", raw.delay_seconds, d.delay, false)?;
     let timeout = duration("timeout_seconds", raw.timeout_seconds, d.timeout, true)?;
@@ -64,12 +74,22 @@ pub(crate) fn validate(raw: &Raw, origin: &dyn Fn(&'static str) -> String) -> Re
         d.container_min_age,
         false,
     )?;
-    let max_cordon = duration("max_cordon_seconds", raw.max_cordon_seconds, d.max_cordon, true)?;
+    let max_cordon = duration(
+        "max_cordon_seconds",
+        raw.max_cordon_seconds,
+        d.max_cordon,
+        true,
+    )?;
 
     let watermarks = watermarks(raw, &invalid)?;
 
     let mut keep = Vec::new();
-    for pattern in raw.keep.as_ref().map(|l| l.0.as_slice()).unwrap_or_default() {
+    for pattern in raw
+        .keep
+        .as_ref()
+        .map(|l| l.0.as_slice())
+        .unwrap_or_default()
+    {
         let re = Regex::new(pattern)
             .map_err(|e| invalid("keep", format!("{pattern:?}"), e.to_string()))?;
         keep.push(re);
@@ -77,10 +97,18 @@ pub(crate) fn validate(raw: &Raw, origin: &dyn Fn(&'static str) -> String) -> Re
 
     let state_dir = raw.state_dir.clone().unwrap_or(d.state_dir);
     if !state_dir.is_absolute() {
-        return Err(invalid("state_dir", format!("{:?}", state_dir.display().to_string()), "must be an absolute path".into()));
+        return Err(invalid(
+            "state_dir",
+            format!("{:?}", state_dir.display().to_string()),
+            "must be an absolute path".into(),
+        ));
     }
 
-    let docker_host = raw.docker_host.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let docker_host = raw
+        .docker_host
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     if let Some(host) = docker_host {
         let known = ["unix://", "tcp://", "http://"];
         if !known.iter().any(|scheme| host.starts_with(scheme)) {
@@ -124,7 +152,11 @@ fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Error> {
                 Some(q) => percent(q).map_err(|m| invalid("threshold_high", q.to_string(), m))?,
             };
             if !(high > 0.0 && high <= 100.0) {
-                return Err(invalid("threshold_high", high.to_string(), "must be a percentage above 0 and at most 100".into()));
+                return Err(invalid(
+                    "threshold_high",
+                    high.to_string(),
+                    "must be a percentage above 0 and at most 100".into(),
+                ));
             }
             let low = match &raw.threshold_low {
                 // 60 as documented; an original-tool user with a high watermark at or below 60
@@ -157,14 +189,22 @@ fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Error> {
                 Some(q) => bytes(q).map_err(|m| invalid("threshold_high", q.to_string(), m))?,
             };
             if high < MIN_ABSOLUTE_HIGH_BYTES {
-                return Err(invalid("threshold_high", high.to_string(), "must be at least 1 GiB in absolute mode".into()));
+                return Err(invalid(
+                    "threshold_high",
+                    high.to_string(),
+                    "must be at least 1 GiB in absolute mode".into(),
+                ));
             }
             let low = match &raw.threshold_low {
                 None => high / 5 * 4,
                 Some(q) => bytes(q).map_err(|m| invalid("threshold_low", q.to_string(), m))?,
             };
             if low >= high {
-                return Err(invalid("threshold_low", low.to_string(), format!("must be below threshold_high ({high} bytes)")));
+                return Err(invalid(
+                    "threshold_low",
+                    low.to_string(),
+                    format!("must be below threshold_high ({high} bytes)"),
+                ));
             }
             Ok(Watermarks::Absolute {
                 high_bytes: high,
@@ -205,25 +245,46 @@ fn bytes(q: &Quantity) -> Result<u64, String> {
 pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
     let secs = |d: Duration| {
         let s = d.as_secs_f64();
-        if s.fract() == 0.0 { format!("{}", d.as_secs()) } else { format!("{s}") }
+        if s.fract() == 0.0 {
+            format!("{}", d.as_secs())
+        } else {
+            format!("{s}")
+        }
     };
     let string = |s: &str| format!("{s:?}");
     let list = |items: Vec<String>| {
-        format!("[{}]", items.iter().map(|s| string(s)).collect::<Vec<_>>().join(", "))
+        format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|s| string(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     let lower = |v: &dyn std::fmt::Debug| format!("{:?}", format!("{v:?}").to_lowercase());
     let (kind, high, low) = match c.watermarks {
         Watermarks::Relative { high_pct, low_pct } => {
             ("relative", high_pct.to_string(), low_pct.to_string())
         }
-        Watermarks::Absolute { high_bytes, low_bytes } => {
-            ("absolute", high_bytes.to_string(), low_bytes.to_string())
-        }
+        Watermarks::Absolute {
+            high_bytes,
+            low_bytes,
+        } => ("absolute", high_bytes.to_string(), low_bytes.to_string()),
     };
     let path = |p: &std::path::Path| string(&p.display().to_string());
     let keys: Vec<(&'static str, String)> = vec![
-        ("node_name", c.node_name.as_deref().map(string).unwrap_or_else(|| "\"\"".into())),
-        ("path_to_check", list(c.paths.iter().map(|p| p.display().to_string()).collect())),
+        (
+            "node_name",
+            c.node_name
+                .as_deref()
+                .map(string)
+                .unwrap_or_else(|| "\"\"".into()),
+        ),
+        (
+            "path_to_check",
+            list(c.paths.iter().map(|p| p.display().to_string()).collect()),
+        ),
         ("interval_seconds", secs(c.interval)),
         ("delay_seconds", secs(c.delay)),
         ("threshold_type", string(kind)),
@@ -233,11 +294,26 @@ pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
         ("strategy", lower(&c.strategy)),
         ("min_age_seconds", secs(c.min_age)),
         ("container_min_age_seconds", secs(c.container_min_age)),
-        ("keep", list(c.keep.iter().map(|r| r.as_str().to_string()).collect())),
+        (
+            "keep",
+            list(c.keep.iter().map(|r| r.as_str().to_string()).collect()),
+        ),
         ("dry_run", c.dry_run.to_string()),
         ("state_dir", path(&c.state_dir)),
-        ("docker_host", c.docker_host.as_deref().map(string).unwrap_or_else(|| "\"\"".into())),
-        ("kubeconfig", c.kubeconfig.as_deref().map(path).unwrap_or_else(|| "\"\"".into())),
+        (
+            "docker_host",
+            c.docker_host
+                .as_deref()
+                .map(string)
+                .unwrap_or_else(|| "\"\"".into()),
+        ),
+        (
+            "kubeconfig",
+            c.kubeconfig
+                .as_deref()
+                .map(path)
+                .unwrap_or_else(|| "\"\"".into()),
+        ),
         ("cordon_mode", lower(&c.cordon_mode)),
         ("max_cordon_seconds", secs(c.max_cordon)),
         ("on_cordon_failure", lower(&c.on_cordon_failure)),

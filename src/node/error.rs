@@ -171,22 +171,6 @@ impl std::error::Error for KubeError {
     }
 }
 
-/// The error and its causes on one line, `a: b: c`, skipping a cause whose text its parent
-/// already printed (hyper and tower repeat themselves).
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.ends_with(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = c.source();
-    }
-    line
-}
-
 fn list(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     names.join(", ")

@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
-use super::error::{Error, KubeError, chain};
+use super::chain;
+use super::error::{Error, KubeError};
 use super::{COMPONENT, Cordoner, EVENT_NAMESPACE, NodeEvent};
 
 impl Cordoner {

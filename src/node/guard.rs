@@ -7,7 +7,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use tokio::time::Instant;
 
-use super::error::{Error, KubeError, chain};
+use super::chain;
+use super::error::{Error, KubeError};
 use super::patch::{self, ANNOTATION, Hold};
 use super::{COMPONENT, Cordoner, Held, Status};
 

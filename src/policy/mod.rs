@@ -64,7 +64,9 @@ pub fn size(bytes: u64) -> String {
 /// At or above the high watermark: a pass must clean.
 pub fn above_high(m: &Measurement, w: &Watermarks) -> bool {
     match (m, w) {
-        (Measurement::Absolute(t), Watermarks::Absolute { high_bytes, .. }) => t.bytes >= *high_bytes,
+        (Measurement::Absolute(t), Watermarks::Absolute { high_bytes, .. }) => {
+            t.bytes >= *high_bytes
+        }
         (_, Watermarks::Relative { high_pct, .. }) => m.level() >= *high_pct,
         (Measurement::Relative(_), Watermarks::Absolute { .. }) => false,
     }
@@ -92,8 +94,16 @@ pub struct Need {
 pub fn need(m: &Measurement, w: &Watermarks) -> Need {
     match (m, w) {
         (Measurement::Relative(all), Watermarks::Relative { low_pct, .. }) => Need {
-            bytes: all.iter().map(|fs| fs.bytes_to_reach(*low_pct)).max().unwrap_or(0),
-            inodes: all.iter().map(|fs| fs.inodes_to_reach(*low_pct)).max().unwrap_or(0),
+            bytes: all
+                .iter()
+                .map(|fs| fs.bytes_to_reach(*low_pct))
+                .max()
+                .unwrap_or(0),
+            inodes: all
+                .iter()
+                .map(|fs| fs.inodes_to_reach(*low_pct))
+                .max()
+                .unwrap_or(0),
         },
         (Measurement::Absolute(t), Watermarks::Absolute { low_bytes, .. }) => Need {
             bytes: (t.bytes + 1).saturating_sub(*low_bytes),
@@ -192,11 +202,21 @@ pub struct Plan {
 }
 
 /// Makes the plan for `inventory` given the shortfall `need`.
-pub fn plan(inventory: &Inventory, last_use: &LastUse, config: &Config, need: Need, now: i64) -> Plan {
+pub fn plan(
+    inventory: &Inventory,
+    last_use: &LastUse,
+    config: &Config,
+    need: Need,
+    now: i64,
+) -> Plan {
     if config.strategy == Strategy::Prune {
         return Plan {
             strategy: "prune",
-            steps: vec![Step::PruneContainers, Step::PruneDanglingImages, Step::PruneAllImages],
+            steps: vec![
+                Step::PruneContainers,
+                Step::PruneDanglingImages,
+                Step::PruneAllImages,
+            ],
             kept: Vec::new(),
             need,
             estimated_steps: None,
@@ -218,7 +238,9 @@ pub fn plan(inventory: &Inventory, last_use: &LastUse, config: &Config, need: Ne
             kept.push(Kept {
                 id: c.id.clone(),
                 names: vec![c.name.clone()],
-                reason: Reason::RecentlyStopped { age_secs: now - when },
+                reason: Reason::RecentlyStopped {
+                    age_secs: now - when,
+                },
             });
         } else {
             stopped.push((when, c));
@@ -234,9 +256,18 @@ pub fn plan(inventory: &Inventory, last_use: &LastUse, config: &Config, need: Ne
     }
 
     // Images: protect, then order the rest.
-    let by_id: HashMap<&str, &Image> = inventory.images.iter().map(|i| (i.id.as_str(), i)).collect();
+    let by_id: HashMap<&str, &Image> = inventory
+        .images
+        .iter()
+        .map(|i| (i.id.as_str(), i))
+        .collect();
     let parent_of = |id: &str| by_id.get(id).and_then(|i| i.parent_id.as_deref());
-    let own_last_used = |i: &Image| last_use.get(&i.id).map(|e| e.last_used).unwrap_or(i.created);
+    let own_last_used = |i: &Image| {
+        last_use
+            .get(&i.id)
+            .map(|e| e.last_used)
+            .unwrap_or(i.created)
+    };
     // A parent counts as used when any child is: its last use is the latest of its descendants.
     let mut last_used: HashMap<&str, i64> = HashMap::new();
     for image in &inventory.images {
@@ -282,7 +313,11 @@ pub fn plan(inventory: &Inventory, last_use: &LastUse, config: &Config, need: Ne
                 pattern: pattern.as_str().to_string(),
             })
         } else {
-            let age = now - last_used.get(image.id.as_str()).copied().unwrap_or(image.created);
+            let age = now
+                - last_used
+                    .get(image.id.as_str())
+                    .copied()
+                    .unwrap_or(image.created);
             (age < min_age).then_some(Reason::TooYoung { age_secs: age })
         };
         match reason {
@@ -325,10 +360,17 @@ pub fn plan(inventory: &Inventory, last_use: &LastUse, config: &Config, need: Ne
         }
         // Dangling images go first, unless a child must go before them.
         let group = u8::from(!image.is_dangling() || has_children.contains(image.id.as_str()));
-        let used = last_used.get(image.id.as_str()).copied().unwrap_or(image.created);
+        let used = last_used
+            .get(image.id.as_str())
+            .copied()
+            .unwrap_or(image.created);
         ordered.push((group, used, std::cmp::Reverse(depth(&image.id)), image));
     }
-    ordered.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)).then_with(|| a.3.id.cmp(&b.3.id)));
+    ordered.sort_by(|a, b| {
+        (a.0, a.1, a.2)
+            .cmp(&(b.0, b.1, b.2))
+            .then_with(|| a.3.id.cmp(&b.3.id))
+    });
     for (_, used, _, image) in ordered {
         steps.push(Step::RemoveImage {
             id: image.id.clone(),

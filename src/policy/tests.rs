@@ -99,15 +99,40 @@ fn protected_images_never_appear_as_steps() {
         ],
     };
     cfg.container_min_age = Duration::from_secs(600);
-    let lu = table(&[("used-running", 50), ("used-stopped-young", 50), ("kept", 50), ("fresh", 0), ("old", 50)]);
+    let lu = table(&[
+        ("used-running", 50),
+        ("used-stopped-young", 50),
+        ("kept", 50),
+        ("fresh", 0),
+        ("old", 50),
+    ]);
     let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW);
     assert_eq!(removed_images(&p), vec!["old"]);
-    assert!(matches!(reason_of(&p, "used-running"), Some(Reason::InUse { .. })));
-    assert!(matches!(reason_of(&p, "used-stopped-young"), Some(Reason::InUse { .. })));
-    assert!(matches!(reason_of(&p, "kept"), Some(Reason::KeepRule { .. })));
-    assert!(matches!(reason_of(&p, "fresh"), Some(Reason::TooYoung { .. })));
-    assert!(matches!(reason_of(&p, "s"), Some(Reason::RecentlyStopped { .. })));
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::RemoveContainer { .. })));
+    assert!(matches!(
+        reason_of(&p, "used-running"),
+        Some(Reason::InUse { .. })
+    ));
+    assert!(matches!(
+        reason_of(&p, "used-stopped-young"),
+        Some(Reason::InUse { .. })
+    ));
+    assert!(matches!(
+        reason_of(&p, "kept"),
+        Some(Reason::KeepRule { .. })
+    ));
+    assert!(matches!(
+        reason_of(&p, "fresh"),
+        Some(Reason::TooYoung { .. })
+    ));
+    assert!(matches!(
+        reason_of(&p, "s"),
+        Some(Reason::RecentlyStopped { .. })
+    ));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::RemoveContainer { .. }))
+    );
 }
 
 #[test]
@@ -154,20 +179,33 @@ fn min_age_boundary_and_parents() {
         ],
         containers: vec![container("c", "busy", true, NOW)],
     };
-    let mut lu = table(&[("edge", 1), ("parent", 30), ("child", 20), ("base", 40), ("busy", 40)]);
+    let mut lu = table(&[
+        ("edge", 1),
+        ("parent", 30),
+        ("child", 20),
+        ("base", 40),
+        ("busy", 40),
+    ]);
     lu.touch("young", NOW - HOUR + 1);
     let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW);
     // The parent counts as used when its child was (20 h ago), and a child goes before its
     // parent; "base" stays because "busy", which is in use, depends on it.
     assert_eq!(removed_images(&p), vec!["child", "parent", "edge"]);
-    assert!(matches!(reason_of(&p, "young"), Some(Reason::TooYoung { age_secs: 3599 })));
+    assert!(matches!(
+        reason_of(&p, "young"),
+        Some(Reason::TooYoung { age_secs: 3599 })
+    ));
     assert_eq!(reason_of(&p, "base"), Some(&Reason::Parent));
 }
 
 #[test]
 fn estimate_counts_reported_sizes_and_gives_up_on_inodes() {
     let inv = Inventory {
-        images: vec![image("a", &["a:1"], 10), image("b", &["b:1"], 10), image("c", &["c:1"], 10)],
+        images: vec![
+            image("a", &["a:1"], 10),
+            image("b", &["b:1"], 10),
+            image("c", &["c:1"], 10),
+        ],
         containers: vec![],
     };
     let lu = table(&[("a", 3), ("b", 2), ("c", 1)]);
@@ -177,10 +215,20 @@ fn estimate_counts_reported_sizes_and_gives_up_on_inodes() {
         (shortfall(10 << 20), Some(1)),
         (shortfall((10 << 20) + 1), Some(2)),
         (shortfall(31 << 20), None),
-        (Need { bytes: 0, inodes: 5 }, None),
+        (
+            Need {
+                bytes: 0,
+                inodes: 5,
+            },
+            None,
+        ),
     ];
     for (n, want) in cases {
-        assert_eq!(plan(&inv, &lu, &config(), n, NOW).estimated_steps, want, "need {n:?}");
+        assert_eq!(
+            plan(&inv, &lu, &config(), n, NOW).estimated_steps,
+            want,
+            "need {n:?}"
+        );
     }
 }
 
@@ -191,7 +239,11 @@ fn prune_strategy_is_the_original_sequence() {
     let p = plan(&Inventory::default(), &table(&[]), &cfg, shortfall(1), NOW);
     assert_eq!(
         p.steps,
-        vec![Step::PruneContainers, Step::PruneDanglingImages, Step::PruneAllImages]
+        vec![
+            Step::PruneContainers,
+            Step::PruneDanglingImages,
+            Step::PruneAllImages
+        ]
     );
 }
 
@@ -240,11 +292,13 @@ fn absolute_watermarks_compare_bytes() {
         high_bytes: 100,
         low_bytes: 80,
     };
-    let m = |bytes| Measurement::Absolute(TreeUsage {
-        bytes,
-        inodes: 1,
-        unreadable: 0,
-    });
+    let m = |bytes| {
+        Measurement::Absolute(TreeUsage {
+            bytes,
+            inodes: 1,
+            unreadable: 0,
+        })
+    };
     assert!(above_high(&m(100), &w));
     assert!(!above_high(&m(99), &w));
     assert!(below_low(&m(79), &w));
@@ -255,10 +309,26 @@ fn absolute_watermarks_compare_bytes() {
 #[test]
 fn plan_prints_every_step_and_why_things_stay() {
     let inv = Inventory {
-        images: vec![image("sha256:0123456789abcdef", &["a:1"], 10), image("b", &["b:1"], 1)],
+        images: vec![
+            image("sha256:0123456789abcdef", &["a:1"], 10),
+            image("b", &["b:1"], 1),
+        ],
         containers: vec![container("c", "b", true, NOW)],
     };
-    let text = plan(&inv, &table(&[("sha256:0123456789abcdef", 5)]), &config(), shortfall(1), NOW).to_string();
-    assert!(text.contains("1. remove image 0123456789ab [a:1], 10.0 MiB, last used 1970-01-12T"), "{text}");
-    assert!(text.contains("keep b [b:1]: in use by container name-c"), "{text}");
+    let text = plan(
+        &inv,
+        &table(&[("sha256:0123456789abcdef", 5)]),
+        &config(),
+        shortfall(1),
+        NOW,
+    )
+    .to_string();
+    assert!(
+        text.contains("1. remove image 0123456789ab [a:1], 10.0 MiB, last used 1970-01-12T"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keep b [b:1]: in use by container name-c"),
+        "{text}"
+    );
 }

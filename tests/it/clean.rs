@@ -29,7 +29,9 @@ fn contains(ids: &[String], id: &str) -> bool {
 
 #[test]
 fn below_high_nothing_is_removed() {
-    let Some(d) = PrivateDockerd::start("below-high", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("below-high", 512, None) else {
+        return;
+    };
     let a = d.image("app-a:1", 10);
     let x = d.dangling_image(10);
     let c = d.stopped_container("app-a:1");
@@ -44,7 +46,10 @@ fn below_high_nothing_is_removed() {
     let out = cleaner.run(&["once"]);
     assert!(out.status.success());
     let mut cmd = cleaner.command(&["once"]);
-    cmd.env("DOCKER_IMAGE_CLEANER_PATH_TO_CHECK", "/nonexistent/docker-root");
+    cmd.env(
+        "DOCKER_IMAGE_CLEANER_PATH_TO_CHECK",
+        "/nonexistent/docker-root",
+    );
     let out = crate::util::host::run(cmd, Duration::from_secs(60));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -53,18 +58,30 @@ fn below_high_nothing_is_removed() {
 
 #[test]
 fn dangling_images_go_first_and_tagged_images_stay_when_that_is_enough() {
-    let Some(d) = PrivateDockerd::start("dangling", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("dangling", 512, None) else {
+        return;
+    };
     let a = d.image("app-a:1", 20);
     let b = d.image("app-b:1", 20);
     let x = d.dangling_image(120);
     let (used, _) = d.used_pct();
     let (high, low) = watermarks_under(used, 3.0, 5.0);
-    let cleaner = Cleaner::new(&d, &format!("threshold_high = {high}\nthreshold_low = {low}\n"));
+    let cleaner = Cleaner::new(
+        &d,
+        &format!("threshold_high = {high}\nthreshold_low = {low}\n"),
+    );
     let (out, _) = cleaner.run_ok(&["once"]);
     let images = d.image_ids();
     assert!(!contains(&images, &x), "the dangling image must go: {out}");
-    assert!(contains(&images, &a) && contains(&images, &b), "tagged images must stay: {out}");
-    assert!(d.used_pct().0 < low, "usage {} not below low {low}", d.used_pct().0);
+    assert!(
+        contains(&images, &a) && contains(&images, &b),
+        "tagged images must stay: {out}"
+    );
+    assert!(
+        d.used_pct().0 < low,
+        "usage {} not below low {low}",
+        d.used_pct().0
+    );
 }
 
 /// Creates and removes a container from `image`: Docker reports create and destroy events.
@@ -75,7 +92,9 @@ fn use_image(d: &PrivateDockerd, image: &str) {
 
 #[test]
 fn lru_order_follows_use_events() {
-    let Some(d) = PrivateDockerd::start("lru", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("lru", 512, None) else {
+        return;
+    };
     let a = d.image("a:1", 30);
     let b = d.image("b:1", 30);
     let c = d.image("c:1", 30);
@@ -97,21 +116,47 @@ fn lru_order_follows_use_events() {
     assert!(out.status.success(), "{err}");
     let order: Vec<&str> = plan_steps(&err)
         .iter()
-        .map(|s| if s.contains("[a:1]") { "a" } else if s.contains("[b:1]") { "b" } else if s.contains("[c:1]") { "c" } else { "?" })
+        .map(|s| {
+            if s.contains("[a:1]") {
+                "a"
+            } else if s.contains("[b:1]") {
+                "b"
+            } else if s.contains("[c:1]") {
+                "c"
+            } else {
+                "?"
+            }
+        })
         .collect();
-    assert_eq!(order, vec!["b", "c", "a"], "eviction order in the plan:\n{err}");
+    assert_eq!(
+        order,
+        vec!["b", "c", "a"],
+        "eviction order in the plan:\n{err}"
+    );
     let images = d.image_ids();
-    assert!(!contains(&images, &b), "b was used least recently and must go:\n{err}");
-    assert!(contains(&images, &a) && contains(&images, &c), "one removal was enough:\n{err}");
+    assert!(
+        !contains(&images, &b),
+        "b was used least recently and must go:\n{err}"
+    );
+    assert!(
+        contains(&images, &a) && contains(&images, &c),
+        "one removal was enough:\n{err}"
+    );
 }
 
 #[test]
 fn pass_stops_below_low_instead_of_emptying_the_store() {
-    let Some(d) = PrivateDockerd::start("stop-at-low", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("stop-at-low", 512, None) else {
+        return;
+    };
     let ids: Vec<String> = (0..6).map(|i| d.image(&format!("img-{i}:1"), 30)).collect();
     let cleaner = Cleaner::new(&d, "");
     // img-0 is the least recently used, img-5 the most.
-    let ages: Vec<(&str, i64)> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), (6 - i as i64) * HOUR)).collect();
+    let ages: Vec<(&str, i64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), (6 - i as i64) * HOUR))
+        .collect();
     cleaner.seed_last_use(&ages);
     let (used, _) = d.used_pct();
     // One image is about 6 points: two removals are needed, not more.
@@ -120,12 +165,24 @@ fn pass_stops_below_low_instead_of_emptying_the_store() {
     cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
     cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
     let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     let left = d.image_ids();
     let gone: Vec<usize> = (0..6).filter(|i| !contains(&left, &ids[*i])).collect();
-    assert_eq!(gone, vec![0, 1], "the two least recently used images, and only they:\n{text}");
-    assert!(d.used_pct().0 < low, "usage {} not below low {low}:\n{text}", d.used_pct().0);
+    assert_eq!(
+        gone,
+        vec![0, 1],
+        "the two least recently used images, and only they:\n{text}"
+    );
+    assert!(
+        d.used_pct().0 < low,
+        "usage {} not below low {low}:\n{text}",
+        d.used_pct().0
+    );
 }
 
 /// The acceptance scenario: a 512 MiB filesystem above an 85 % high watermark is brought
@@ -133,7 +190,9 @@ fn pass_stops_below_low_instead_of_emptying_the_store() {
 /// image, an in-use image and a fresh image survive.
 #[test]
 fn full_disk_is_brought_below_low_while_kept_in_use_and_fresh_images_survive() {
-    let Some(d) = PrivateDockerd::start("acceptance", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("acceptance", 512, None) else {
+        return;
+    };
     let old: Vec<String> = (0..8).map(|i| d.image(&format!("old-{i}:1"), 25)).collect();
     let kept = d.image("registry.local/pause:3.9", 25);
     let in_use = d.image("in-use:1", 25);
@@ -143,7 +202,11 @@ fn full_disk_is_brought_below_low_while_kept_in_use_and_fresh_images_survive() {
         &d,
         "threshold_high = 85\nthreshold_low = 60\nmin_age_seconds = 3600\nkeep = [\"^registry\\\\.local/pause:\"]\n",
     );
-    let mut ages: Vec<(&str, i64)> = old.iter().enumerate().map(|(i, id)| (id.as_str(), (20 - i as i64) * HOUR)).collect();
+    let mut ages: Vec<(&str, i64)> = old
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), (20 - i as i64) * HOUR))
+        .collect();
     ages.push((&kept, 30 * HOUR));
     ages.push((&in_use, 30 * HOUR));
     ages.push((&fresh, 60));
@@ -154,12 +217,22 @@ fn full_disk_is_brought_below_low_while_kept_in_use_and_fresh_images_survive() {
     let (out, err) = cleaner.run_ok(&["once"]);
     let left = d.image_ids();
     for (what, id) in [("kept", &kept), ("in-use", &in_use), ("fresh", &fresh)] {
-        assert!(contains(&left, id), "the {what} image must survive:\n{out}\n{err}");
+        assert!(
+            contains(&left, id),
+            "the {what} image must survive:\n{out}\n{err}"
+        );
     }
-    assert!(contains(&d.container_ids(), &running), "the running container must survive");
+    assert!(
+        contains(&d.container_ids(), &running),
+        "the running container must survive"
+    );
     let gone: Vec<usize> = (0..8).filter(|i| !contains(&left, &old[*i])).collect();
     assert!(!gone.is_empty(), "something must go:\n{err}");
-    assert_eq!(gone, (0..gone.len()).collect::<Vec<_>>(), "only the least recently used, oldest first:\n{err}");
+    assert_eq!(
+        gone,
+        (0..gone.len()).collect::<Vec<_>>(),
+        "only the least recently used, oldest first:\n{err}"
+    );
     let (after, _) = d.used_pct();
     assert!(after < 60.0, "usage {after} not below 60:\n{out}\n{err}");
     assert!(out.contains("below the low watermark"), "{out}");
@@ -167,7 +240,9 @@ fn full_disk_is_brought_below_low_while_kept_in_use_and_fresh_images_survive() {
 
 #[test]
 fn an_image_in_use_is_never_removed_even_when_usage_stays_high() {
-    let Some(d) = PrivateDockerd::start("in-use", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("in-use", 512, None) else {
+        return;
+    };
     let busy = d.image("busy:1", 60);
     let stopped = d.created_container("busy:1");
     let (used, _) = d.used_pct();
@@ -175,41 +250,64 @@ fn an_image_in_use_is_never_removed_even_when_usage_stays_high() {
     // The stopped container is younger than container_min_age: it stays, and so does its image.
     let cleaner = Cleaner::new(
         &d,
-        &format!("threshold_high = {high}\nthreshold_low = {low}\ncontainer_min_age_seconds = 3600\n"),
+        &format!(
+            "threshold_high = {high}\nthreshold_low = {low}\ncontainer_min_age_seconds = 3600\n"
+        ),
     );
     let (out, err) = cleaner.run_ok(&["once"]);
     assert!(contains(&d.image_ids(), &busy), "{err}");
     assert!(contains(&d.container_ids(), &stopped), "{err}");
-    assert!(err.contains("still above the low watermark"), "a warning with the shortfall:\n{err}");
+    assert!(
+        err.contains("still above the low watermark"),
+        "a warning with the shortfall:\n{err}"
+    );
     assert!(out.contains("nothing left to remove"), "{out}");
 }
 
 #[test]
 fn inode_pressure_triggers_a_clean() {
-    let Some(d) = PrivateDockerd::start("inodes", 512, Some(4096)) else { return };
+    let Some(d) = PrivateDockerd::start("inodes", 512, Some(4096)) else {
+        return;
+    };
     let older = d.image_with_files("many-old:1", 1500);
     let newer = d.image_with_files("many-new:1", 1500);
     let (blocks, inodes) = d.used_pct();
-    assert!(inodes > blocks + 20.0, "setup: blocks {blocks}%, inodes {inodes}%");
+    assert!(
+        inodes > blocks + 20.0,
+        "setup: blocks {blocks}%, inodes {inodes}%"
+    );
     let cleaner = Cleaner::new(&d, "");
     cleaner.seed_last_use(&[(&older, 2 * HOUR), (&newer, HOUR)]);
     let (high, low) = watermarks_under(inodes, 1.0, 10.0);
-    assert!(blocks < low, "blocks alone must not trigger: {blocks}% vs low {low}");
+    assert!(
+        blocks < low,
+        "blocks alone must not trigger: {blocks}% vs low {low}"
+    );
     let mut cmd = cleaner.command(&["once"]);
     cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
     cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
     let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     let left = d.image_ids();
     assert!(!contains(&left, &older), "{text}");
     assert!(contains(&left, &newer), "{text}");
-    assert!(d.used_pct().1 < low, "inodes {} not below {low}:\n{text}", d.used_pct().1);
+    assert!(
+        d.used_pct().1 < low,
+        "inodes {} not below {low}:\n{text}",
+        d.used_pct().1
+    );
 }
 
 #[test]
 fn prune_strategy_empties_the_store_like_the_original() {
-    let Some(d) = PrivateDockerd::start("prune", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("prune", 512, None) else {
+        return;
+    };
     let a = d.image("a:1", 10);
     let b = d.image("b:1", 10);
     let r = d.image("running:1", 10);
@@ -221,19 +319,31 @@ fn prune_strategy_empties_the_store_like_the_original() {
     cleaner.seed_last_use(&[(&a, 60), (&b, 60)]);
     let (used, _) = d.used_pct();
     let mut cmd = cleaner.command(&["once"]);
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", (used - 1.0).floor().to_string());
+    cmd.env(
+        "DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH",
+        (used - 1.0).floor().to_string(),
+    );
     let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     // No dangling image was found: like `docker container prune` + `docker image prune -a`.
     assert_eq!(d.image_ids(), vec![r.clone()], "{text}");
     let containers = d.container_ids();
-    assert!(!contains(&containers, &stopped) && contains(&containers, &running), "{text}");
+    assert!(
+        !contains(&containers, &stopped) && contains(&containers, &running),
+        "{text}"
+    );
 }
 
 #[test]
 fn prune_strategy_stops_after_dangling_images_when_they_were_enough() {
-    let Some(d) = PrivateDockerd::start("prune-dangling", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("prune-dangling", 512, None) else {
+        return;
+    };
     let a = d.image("a:1", 10);
     let x = d.dangling_image(60);
     let (used, _) = d.used_pct();
@@ -243,7 +353,11 @@ fn prune_strategy_stops_after_dangling_images_when_they_were_enough() {
     cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
     cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
     let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     let left = d.image_ids();
     assert!(!contains(&left, &x) && contains(&left, &a), "{text}");
@@ -251,12 +365,19 @@ fn prune_strategy_stops_after_dangling_images_when_they_were_enough() {
 
 #[test]
 fn dry_run_removes_nothing_and_prints_the_plan_that_runs() {
-    let Some(d) = PrivateDockerd::start("dry-run", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("dry-run", 512, None) else {
+        return;
+    };
     let ids: Vec<String> = (0..3).map(|i| d.image(&format!("img-{i}:1"), 20)).collect();
     let x = d.dangling_image(20);
     let stopped = d.stopped_container("img-2:1");
     let cleaner = Cleaner::new(&d, "");
-    cleaner.seed_last_use(&[(&ids[0], 3 * HOUR), (&ids[1], 2 * HOUR), (&ids[2], HOUR), (&x, HOUR)]);
+    cleaner.seed_last_use(&[
+        (&ids[0], 3 * HOUR),
+        (&ids[1], 2 * HOUR),
+        (&ids[2], HOUR),
+        (&x, HOUR),
+    ]);
     let state_before = std::fs::read(cleaner.state_dir().join("last-use.json")).expect("state");
     let (used, _) = d.used_pct();
     let (high, low) = watermarks_under(used, 1.0, 8.0);
@@ -269,14 +390,30 @@ fn dry_run_removes_nothing_and_prints_the_plan_that_runs() {
     let images_before = d.image_ids();
     let dry = set(&["once", "--dry-run"]);
     let dry_out = String::from_utf8_lossy(&dry.stdout).to_string();
-    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
     assert_eq!(d.image_ids(), images_before, "a dry run removes nothing");
     assert!(contains(&d.container_ids(), &stopped));
-    assert_eq!(std::fs::read(cleaner.state_dir().join("last-use.json")).expect("state"), state_before, "a dry run writes nothing");
+    assert_eq!(
+        std::fs::read(cleaner.state_dir().join("last-use.json")).expect("state"),
+        state_before,
+        "a dry run writes nothing"
+    );
     // An image whose container existed counts as used "now", which moves between two runs:
     // the actions and their order must match, not that timestamp.
     let actions = |steps: Vec<String>| -> Vec<String> {
-        steps.into_iter().map(|s| s.split(", last used").next().unwrap_or_default().to_string()).collect()
+        steps
+            .into_iter()
+            .map(|s| {
+                s.split(", last used")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
     };
     let planned = actions(plan_steps(&dry_out));
     assert!(planned.len() >= 3, "{dry_out}");
@@ -285,7 +422,11 @@ fn dry_run_removes_nothing_and_prints_the_plan_that_runs() {
     let real = set(&["once"]);
     let real_err = String::from_utf8_lossy(&real.stderr).to_string();
     assert!(real.status.success(), "{real_err}");
-    assert_eq!(actions(plan_steps(&real_err)), planned, "the dry run printed:\n{dry_out}\nthe pass logged:\n{real_err}");
+    assert_eq!(
+        actions(plan_steps(&real_err)),
+        planned,
+        "the dry run printed:\n{dry_out}\nthe pass logged:\n{real_err}"
+    );
     assert!(!contains(&d.image_ids(), &x), "{real_err}");
 }
 
@@ -300,7 +441,10 @@ fn docker_unreachable_fails_once_and_run_waits() {
     let out = cleaner.run(&["once"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("/nonexistent/dic/docker.sock"), "the error names the endpoint: {err}");
+    assert!(
+        err.contains("/nonexistent/dic/docker.sock"),
+        "the error names the endpoint: {err}"
+    );
 
     let mut child = cleaner.spawn(&["run"]);
     let stderr = child.stderr.take().expect("stderr");
@@ -314,10 +458,16 @@ fn docker_unreachable_fails_once_and_run_waits() {
                 break;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no retry within a minute");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no retry within a minute"
+        );
     }
     assert_eq!(waits, 2, "run retries on every tick");
-    assert!(child.try_wait().expect("wait").is_none(), "run keeps running while Docker is away");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "run keeps running while Docker is away"
+    );
     crate::util::host::signal("TERM", &[child.id()]);
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
@@ -325,18 +475,28 @@ fn docker_unreachable_fails_once_and_run_waits() {
 
 #[test]
 fn event_stream_is_live_and_survives_a_docker_restart() {
-    let Some(mut d) = PrivateDockerd::start("events", 512, None) else { return };
+    let Some(mut d) = PrivateDockerd::start("events", 512, None) else {
+        return;
+    };
     let a = d.image("a:1", 1);
     let b = d.image("b:1", 1);
     let cleaner = Cleaner::new(&d, "threshold_high = 100\ninterval_seconds = 3600\n");
     let mut child = cleaner.spawn(&["run"]);
     let last_used = |id: &str| -> Option<i64> {
-        cleaner.state()?.get("images")?.get(id)?.get("last_used")?.as_i64()
+        cleaner
+            .state()?
+            .get("images")?
+            .get(id)?
+            .get("last_used")?
+            .as_i64()
     };
     let wait_for = |id: &str, since: i64, what: &str| {
         let started = Instant::now();
         while last_used(id).is_none_or(|t| t < since) {
-            assert!(started.elapsed() < Duration::from_secs(60), "{what}: no use of {id} recorded since {since}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what}: no use of {id} recorded since {since}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     };
@@ -351,22 +511,33 @@ fn event_stream_is_live_and_survives_a_docker_restart() {
     std::thread::sleep(Duration::from_millis(1100));
     use_image(&d, "b:1");
     wait_for(&b, t1, "after Docker restarted");
-    assert!(child.try_wait().expect("wait").is_none(), "the daemon survives a Docker restart");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the daemon survives a Docker restart"
+    );
     crate::util::host::signal("TERM", &[child.id()]);
     assert_eq!(child.wait().expect("wait").code(), Some(0));
 }
 
 #[test]
 fn status_shows_the_eviction_order_and_deletes_nothing() {
-    let Some(d) = PrivateDockerd::start("status", 512, None) else { return };
+    let Some(d) = PrivateDockerd::start("status", 512, None) else {
+        return;
+    };
     let ids: Vec<String> = (0..3).map(|i| d.image(&format!("img-{i}:1"), 5)).collect();
     let busy = d.image("busy:1", 5);
     let _running = d.running_container("busy:1");
     let cleaner = Cleaner::new(&d, "threshold_high = 99\nthreshold_low = 98\n");
-    cleaner.seed_last_use(&[(&ids[0], HOUR), (&ids[1], 3 * HOUR), (&ids[2], 2 * HOUR), (&busy, 9 * HOUR)]);
+    cleaner.seed_last_use(&[
+        (&ids[0], HOUR),
+        (&ids[1], 3 * HOUR),
+        (&ids[2], 2 * HOUR),
+        (&busy, 9 * HOUR),
+    ]);
     let before = d.image_ids();
     let (out, err) = cleaner.run_ok(&["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    let status: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
     assert_eq!(status["above_high"], false, "{out}");
     let order: Vec<&str> = status["plan"]["steps"]
         .as_array()
@@ -374,9 +545,17 @@ fn status_shows_the_eviction_order_and_deletes_nothing() {
         .iter()
         .map(|s| s["id"].as_str().expect("id"))
         .collect();
-    assert_eq!(order, vec![ids[1].as_str(), ids[2].as_str(), ids[0].as_str()], "{out}");
+    assert_eq!(
+        order,
+        vec![ids[1].as_str(), ids[2].as_str(), ids[0].as_str()],
+        "{out}"
+    );
     let kept = status["plan"]["kept"].as_array().expect("kept");
-    assert!(kept.iter().any(|k| k["id"] == busy.as_str() && k["reason"]["reason"] == "in_use"), "{out}");
+    assert!(
+        kept.iter()
+            .any(|k| k["id"] == busy.as_str() && k["reason"]["reason"] == "in_use"),
+        "{out}"
+    );
     assert_eq!(d.image_ids(), before, "status deletes nothing");
 
     let (text, _) = cleaner.run_ok(&["status"]);

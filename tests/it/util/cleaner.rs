@@ -62,7 +62,11 @@ impl Cleaner {
     /// `DOCKER_IMAGE_CLEANER_*` or `DOCKER_HOST` from the machine).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.arg("--config").arg(self.config_path()).arg("--log").arg("stderr").args(args);
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .arg("--log")
+            .arg("stderr")
+            .args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("DOCKER_IMAGE_CLEANER_") || k == "DOCKER_HOST" || k == "RUST_LOG" {
                 cmd.env_remove(k);
