@@ -5,5 +5,6 @@ mod cordon;
 mod docker_harness;
 mod kube_fake;
 mod kubectl;
+mod lifecycle;
 mod usage;
 mod util;

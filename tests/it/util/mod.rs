@@ -2,6 +2,7 @@
 
 pub mod cleaner;
 pub mod dockerd;
+pub mod notify;
 
 /// Host plumbing for [`dockerd`]: bounded commands, `/proc` scans, mounts, loop devices.
 /// Std only; everything goes through the usual tools (`kill`, `umount`, `losetup`) so no `unsafe`.
