@@ -103,8 +103,6 @@ fn main() -> ExitCode {
     };
     let config = loaded.config;
     let shutdown = CancellationToken::new();
-    // signal-hook-tokio registers a tokio socket pair: it needs the runtime's reactor.
-    let _runtime_context = runtime.enter();
     // The signal stream registers with the runtime's reactor.
     let entered = runtime.enter();
     let signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
