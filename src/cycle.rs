@@ -292,7 +292,9 @@ impl<E: Engine> Pass<'_, E> {
             ));
         }
 
-        if self.cordoner.begin_pass().await == PassStart::Skip {
+        // Nothing eligible: no reason to keep pods off the node; the pass reports the shortfall.
+        let removes_something = !plan.steps.is_empty();
+        if removes_something && self.cordoner.begin_pass().await == PassStart::Skip {
             log::warn!(
                 "skipping this pass: the node could not be cordoned (on_cordon_failure = skip)"
             );

@@ -108,15 +108,17 @@ impl Logger {
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
-        // Our own lines at the configured level; the libraries' (one per request at debug) only
-        // when everything is asked for, and always from warnings up.
-        let ours = m.target().starts_with("docker_image_cleaner");
-        let limit = if ours || self.level >= LevelFilter::Trace {
-            self.level
-        } else {
-            self.level.min(LevelFilter::Warn)
-        };
-        m.level() <= limit
+        // Our own lines at the configured level. The libraries' lines repeat what our own error
+        // lines already say with their causes (kube logs every failed request at ERROR), so
+        // they come only when debugging, and all of them only at trace.
+        if m.target().starts_with("docker_image_cleaner") {
+            return m.level() <= self.level;
+        }
+        match self.level {
+            LevelFilter::Trace => true,
+            LevelFilter::Debug => m.level() <= Level::Info,
+            _ => false,
+        }
     }
 
     fn log(&self, r: &Record) {
