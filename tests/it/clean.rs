@@ -108,12 +108,7 @@ fn lru_order_follows_use_events() {
     }
     let (used, _) = d.used_pct();
     let (high, low) = watermarks_under(used, 1.0, 2.0);
-    let mut cmd = cleaner.command(&["once"]);
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
-    let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let (_, err) = cleaner.run_ok_at(&["once"], high, Some(low));
     let order: Vec<&str> = plan_steps(&err)
         .iter()
         .map(|s| {
@@ -161,16 +156,8 @@ fn pass_stops_below_low_instead_of_emptying_the_store() {
     let (used, _) = d.used_pct();
     // One image is about 6 points: two removals are needed, not more.
     let (high, low) = watermarks_under(used, 1.0, 7.0);
-    let mut cmd = cleaner.command(&["once"]);
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
-    let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let (out, err) = cleaner.run_ok_at(&["once"], high, Some(low));
+    let text = format!("{out}{err}");
     let left = d.image_ids();
     let gone: Vec<usize> = (0..6).filter(|i| !contains(&left, &ids[*i])).collect();
     assert_eq!(
@@ -283,16 +270,8 @@ fn inode_pressure_triggers_a_clean() {
         blocks < low,
         "blocks alone must not trigger: {blocks}% vs low {low}"
     );
-    let mut cmd = cleaner.command(&["once"]);
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
-    let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let (out, err) = cleaner.run_ok_at(&["once"], high, Some(low));
+    let text = format!("{out}{err}");
     let left = d.image_ids();
     assert!(!contains(&left, &older), "{text}");
     assert!(contains(&left, &newer), "{text}");
@@ -318,18 +297,8 @@ fn prune_strategy_empties_the_store_like_the_original() {
     let cleaner = Cleaner::new(&d, "strategy = \"prune\"\nmin_age_seconds = 3600\n");
     cleaner.seed_last_use(&[(&a, 60), (&b, 60)]);
     let (used, _) = d.used_pct();
-    let mut cmd = cleaner.command(&["once"]);
-    cmd.env(
-        "DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH",
-        (used - 1.0).floor().to_string(),
-    );
-    let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let (out, err) = cleaner.run_ok_at(&["once"], (used - 1.0).floor(), None);
+    let text = format!("{out}{err}");
     // No dangling image was found: like `docker container prune` + `docker image prune -a`.
     assert_eq!(d.image_ids(), vec![r.clone()], "{text}");
     let containers = d.container_ids();
@@ -348,17 +317,9 @@ fn prune_strategy_stops_after_dangling_images_when_they_were_enough() {
     let x = d.dangling_image(60);
     let (used, _) = d.used_pct();
     let cleaner = Cleaner::new(&d, "strategy = \"prune\"\n");
-    let mut cmd = cleaner.command(&["once"]);
     let (high, low) = watermarks_under(used, 1.0, 2.0);
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
-    cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
-    let out = crate::util::host::run(cmd, Duration::from_secs(120));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let (out, err) = cleaner.run_ok_at(&["once"], high, Some(low));
+    let text = format!("{out}{err}");
     let left = d.image_ids();
     assert!(!contains(&left, &x) && contains(&left, &a), "{text}");
 }
@@ -381,20 +342,8 @@ fn dry_run_removes_nothing_and_prints_the_plan_that_runs() {
     let state_before = std::fs::read(cleaner.state_dir().join("last-use.json")).expect("state");
     let (used, _) = d.used_pct();
     let (high, low) = watermarks_under(used, 1.0, 8.0);
-    let set = |args: &[&str]| {
-        let mut cmd = cleaner.command(args);
-        cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
-        cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
-        crate::util::host::run(cmd, Duration::from_secs(120))
-    };
     let images_before = d.image_ids();
-    let dry = set(&["once", "--dry-run"]);
-    let dry_out = String::from_utf8_lossy(&dry.stdout).to_string();
-    assert!(
-        dry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
+    let (dry_out, _) = cleaner.run_ok_at(&["once", "--dry-run"], high, Some(low));
     assert_eq!(d.image_ids(), images_before, "a dry run removes nothing");
     assert!(contains(&d.container_ids(), &stopped));
     assert_eq!(
@@ -419,9 +368,7 @@ fn dry_run_removes_nothing_and_prints_the_plan_that_runs() {
     assert!(planned.len() >= 3, "{dry_out}");
     assert!(planned[0].starts_with("remove container"), "{dry_out}");
 
-    let real = set(&["once"]);
-    let real_err = String::from_utf8_lossy(&real.stderr).to_string();
-    assert!(real.status.success(), "{real_err}");
+    let (_, real_err) = cleaner.run_ok_at(&["once"], high, Some(low));
     assert_eq!(
         actions(plan_steps(&real_err)),
         planned,

@@ -83,15 +83,18 @@ impl Cleaner {
 
     /// Runs the binary and asserts exit 0; returns (stdout, stderr).
     pub fn run_ok(&self, args: &[&str]) -> (String, String) {
-        let out = self.run(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(
-            out.status.success(),
-            "docker-image-cleaner {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            out.status
-        );
-        (stdout, stderr)
+        succeeded(args, self.run(args))
+    }
+
+    /// Runs `args` with the watermarks set through the environment (as the original tool's users
+    /// set them) and asserts exit 0; returns (stdout, stderr).
+    pub fn run_ok_at(&self, args: &[&str], high: f64, low: Option<f64>) -> (String, String) {
+        let mut cmd = self.command(args);
+        cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", high.to_string());
+        if let Some(low) = low {
+            cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
+        }
+        succeeded(args, host::run(cmd, Duration::from_secs(300)))
     }
 
     /// Starts the binary in the background, stdout and stderr piped.
@@ -137,6 +140,18 @@ impl Cleaner {
         )
         .expect("write state");
     }
+}
+
+/// Asserts exit 0, showing everything the binary printed otherwise; returns (stdout, stderr).
+fn succeeded(args: &[&str], out: Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "docker-image-cleaner {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
 }
 
 /// The numbered step lines of a printed or logged plan (`  1. remove image …`), in order.
