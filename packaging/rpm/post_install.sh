@@ -3,7 +3,7 @@
 # $1 = 1 on a fresh install, 2 or more on an upgrade.
 # A fresh install applies the preset, which
 # /usr/lib/systemd/system-preset/50-docker-image-cleaner.preset (this package) makes "enable".
-# Nothing starts the service here: see docs/install.md, "Why install does not start the service".
+# Nothing starts the service here: see README.md, "Why installing does not start the service".
 install -d -m 0700 /var/lib/docker-image-cleaner || :
 if [ -x /usr/lib/systemd/systemd-update-helper ]; then
     if [ "$1" -eq 1 ]; then
