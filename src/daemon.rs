@@ -331,11 +331,16 @@ pub async fn run(
                     match result {
                         Ok(report) => {
                             log::info!("{}", report.summary());
-                            notifier.status(&format!("idle: {}; last pass: {}", report.after, report.outcome_text()));
+                            notifier.status(&format!(
+                                "idle: {}; last pass: {}; {}",
+                                report.after,
+                                report.outcome_text(),
+                                cordoner.describe()
+                            ));
                         }
                         Err(e) => {
                             log::error!("pass failed: {}", error_chain(&e));
-                            notifier.status(&format!("idle; last pass failed: {e}"));
+                            notifier.status(&format!("idle; last pass failed: {e}; {}", cordoner.describe()));
                         }
                     }
                     save_due = None;

@@ -146,7 +146,10 @@ pub fn load(
     let origin = |key: &'static str| -> String {
         match sources.get(key) {
             Some(Source::File(p)) => match text.as_deref().and_then(|t| locate(t, key)) {
-                Some(line) => format!("configuration file {}, line {line}", p.display()),
+                Some((line, column)) => format!(
+                    "configuration file {}, line {line}, column {column}",
+                    p.display()
+                ),
                 None => format!("configuration file {}", p.display()),
             },
             Some(Source::Env(v)) => format!("environment variable {v}"),
@@ -211,13 +214,12 @@ fn toml_string(s: &str) -> String {
     out
 }
 
-/// The 1-based line on which `key` is assigned in a flat TOML file.
-fn locate(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            let line = line.trim_start();
-            line.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+/// The 1-based line and column of the value assigned to `key` in a flat TOML file.
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let rest = line.trim_start().strip_prefix(key)?;
+        let after_key = rest.trim_start().strip_prefix('=')?;
+        let value_at = line.len() - after_key.trim_start().len();
+        Some((i + 1, value_at + 1))
+    })
 }

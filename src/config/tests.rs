@@ -195,7 +195,12 @@ fn bad_values_name_the_key_value_and_origin() {
         (
             "threshold_high = 80\nthreshold_low = 80\n",
             &[],
-            &["line 2", "threshold_low", "80", "below threshold_high"],
+            &[
+                "line 2, column 17",
+                "threshold_low",
+                "80",
+                "below threshold_high",
+            ],
         ),
         ("threshold_high = 120\n", &[], &["threshold_high", "120"]),
         (
