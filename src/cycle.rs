@@ -431,7 +431,16 @@ impl<E: Engine> Pass<'_, E> {
                 Watermarks::Relative { .. } => {
                     policy::below_low(&measure(config).await?, &config.watermarks)
                 }
-                Watermarks::Absolute { low_bytes, .. } => estimate < low_bytes,
+                // The sizes Docker reports count shared layers in full, so the estimate runs
+                // ahead of the disk: when it says "enough", walk the trees to be sure.
+                Watermarks::Absolute { low_bytes, .. } if estimate < low_bytes => {
+                    let now = measure(config).await?;
+                    if let Measurement::Absolute(tree) = &now {
+                        estimate = tree.bytes;
+                    }
+                    policy::below_low(&now, &config.watermarks)
+                }
+                Watermarks::Absolute { .. } => false,
             };
             if done {
                 log::info!("below the low watermark after {} of {total} steps", i + 1);

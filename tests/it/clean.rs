@@ -509,3 +509,48 @@ fn status_shows_the_eviction_order_and_deletes_nothing() {
     assert!(text.contains("eviction order"), "{text}");
     assert!(text.contains("below high"), "{text}");
 }
+
+#[test]
+fn absolute_mode_walks_the_docker_root_and_stops_below_the_low_byte_count() {
+    let Some(d) = PrivateDockerd::start("absolute", 2048, None) else {
+        return;
+    };
+    // 6 images of 200 MiB: about 1.2 GiB under the data root, over a 1 GiB high watermark.
+    let ids: Vec<String> = (0..6)
+        .map(|i| d.image(&format!("big-{i}:1"), 200))
+        .collect();
+    let cleaner = Cleaner::new(
+        &d,
+        "threshold_type = \"absolute\"\nthreshold_high = \"1GiB\"\nthreshold_low = \"700MiB\"\n",
+    );
+    let ages: Vec<(&str, i64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), (6 - i as i64) * HOUR))
+        .collect();
+    cleaner.seed_last_use(&ages);
+    let (out, err) = cleaner.run_ok(&["once"]);
+    let left = d.image_ids();
+    let gone: Vec<usize> = (0..6).filter(|i| !contains(&left, &ids[*i])).collect();
+    assert_eq!(
+        gone,
+        vec![0, 1, 2],
+        "the three least recently used images:\n{out}\n{err}"
+    );
+    assert!(out.contains("below the low watermark"), "{out}");
+    // What du says of the tree afterwards, the way the original's absolute mode counted.
+    let du = crate::util::host::run_ok(
+        "du",
+        &["-sxB1", &d.data_root().display().to_string()],
+        Duration::from_secs(60),
+    );
+    let bytes: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du prints a byte count");
+    assert!(
+        bytes < 700 << 20,
+        "du -sxB1 says {bytes} bytes:\n{out}\n{err}"
+    );
+}
