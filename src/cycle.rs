@@ -387,40 +387,24 @@ impl<E: Engine> Pass<'_, E> {
                     removed
                 }
                 Step::PruneContainers => {
-                    let p = self.engine.prune_containers().await?;
-                    log::info!(
-                        "pruned {} containers, {} reclaimed",
-                        p.deleted.len(),
-                        size(p.reclaimed_bytes)
-                    );
-                    tally.containers += p.deleted.len();
+                    tally.containers += pruned("containers", self.engine.prune_containers().await?);
                     true
                 }
                 Step::PruneDanglingImages => {
-                    let p = self.engine.prune_images(false).await?;
-                    log::info!(
-                        "pruned {} dangling images, {} reclaimed",
-                        p.deleted.len(),
-                        size(p.reclaimed_bytes)
-                    );
-                    tally.images += p.deleted.len();
-                    dangling_pruned = p.deleted.len();
+                    dangling_pruned =
+                        pruned("dangling images", self.engine.prune_images(false).await?);
+                    tally.images += dangling_pruned;
                     true
                 }
                 Step::PruneAllImages => {
-                    let still_high =
-                        policy::above_high(&measure(config).await?, &config.watermarks);
-                    if dangling_pruned > 0 && !still_high {
+                    // Measuring can be a tree walk: only when dangling images might have sufficed.
+                    if dangling_pruned > 0
+                        && !policy::above_high(&measure(config).await?, &config.watermarks)
+                    {
                         log::info!("dangling images were enough: not pruning the other images");
                         continue;
                     }
-                    let p = self.engine.prune_images(true).await?;
-                    log::info!(
-                        "pruned {} unused images, {} reclaimed",
-                        p.deleted.len(),
-                        size(p.reclaimed_bytes)
-                    );
-                    tally.images += p.deleted.len();
+                    tally.images += pruned("unused images", self.engine.prune_images(true).await?);
                     true
                 }
             };
@@ -492,6 +476,16 @@ impl<E: Engine> Pass<'_, E> {
             }
         }
     }
+}
+
+/// Logs what a prune removed; returns how many items.
+fn pruned(what: &str, p: docker::Pruned) -> usize {
+    log::info!(
+        "pruned {} {what}, {} reclaimed",
+        p.deleted.len(),
+        size(p.reclaimed_bytes)
+    );
+    p.deleted.len()
 }
 
 /// The Node Event for a pass that removed something or could not reach the low watermark.
