@@ -524,6 +524,13 @@ mod with_dockerd {
         fake
     }
 
+    /// A fake API server with [`NODE`] and a cleaner whose next pass must clean, cordoning it.
+    fn cleaner_that_must_cordon(d: &PrivateDockerd) -> (FakeKube, Cleaner) {
+        let fake = fake_with_node();
+        let cleaner = Cleaner::new(d, &format!("{}{}", must_clean(d), node_toml(&fake)));
+        (fake, cleaner)
+    }
+
     /// `img-0:1` … `img-{n-1}:1`, `mib` MiB each.
     fn images(d: &PrivateDockerd, n: usize, mib: u64) -> Vec<String> {
         (0..n)
@@ -626,11 +633,7 @@ mod with_dockerd {
             .map(|_| dockerd.stopped_container("base:1"))
             .collect();
         images(&dockerd, 3, 10);
-        let fake = fake_with_node();
-        let cleaner = Cleaner::new(
-            &dockerd,
-            &format!("{}{}", must_clean(&dockerd), node_toml(&fake)),
-        );
+        let (fake, cleaner) = cleaner_that_must_cordon(&dockerd);
         let mut d = Daemon::run(&cleaner);
         d.ready();
         let step = d.wait_for("a container removal", SOON, |m| {
@@ -678,11 +681,7 @@ mod with_dockerd {
             return;
         };
         images(&dockerd, 4, 10);
-        let fake = fake_with_node();
-        let cleaner = Cleaner::new(
-            &dockerd,
-            &format!("{}{}", must_clean(&dockerd), node_toml(&fake)),
-        );
+        let (fake, cleaner) = cleaner_that_must_cordon(&dockerd);
         let mut cmd = cleaner.command(&["run"]);
         // A long pause between image removals: the stop must cut it short.
         cmd.env("DOCKER_IMAGE_CLEANER_DELAY_SECONDS", "60");
@@ -725,14 +724,10 @@ mod with_dockerd {
             return;
         };
         let ids = images(&dockerd, 2, 10);
-        let fake = fake_with_node();
+        let (fake, cleaner) = cleaner_that_must_cordon(&dockerd);
         // The node requests are: the recovery GET at start, then the pass's GET and PATCH.
         fake.fail_next(2, crate::kube_fake::Fault::Pass);
         fake.fail_next(1, crate::kube_fake::Fault::Hang);
-        let cleaner = Cleaner::new(
-            &dockerd,
-            &format!("{}{}", must_clean(&dockerd), node_toml(&fake)),
-        );
         let mut d = Daemon::run(&cleaner);
         d.ready();
         assert!(
@@ -759,14 +754,10 @@ mod with_dockerd {
             return;
         };
         images(&dockerd, 2, 10);
-        let fake = fake_with_node();
+        let (fake, cleaner) = cleaner_that_must_cordon(&dockerd);
         // Recovery GET; the pass's GET and PATCH; the release's GET; its PATCH hangs.
         fake.fail_next(4, crate::kube_fake::Fault::Pass);
         fake.fail_next(1, crate::kube_fake::Fault::Hang);
-        let cleaner = Cleaner::new(
-            &dockerd,
-            &format!("{}{}", must_clean(&dockerd), node_toml(&fake)),
-        );
         let mut d = Daemon::run(&cleaner);
         d.ready();
         assert!(
@@ -787,11 +778,7 @@ mod with_dockerd {
             return;
         };
         images(&dockerd, 3, 10);
-        let fake = fake_with_node();
-        let cleaner = Cleaner::new(
-            &dockerd,
-            &format!("{}{}", must_clean(&dockerd), node_toml(&fake)),
-        );
+        let (fake, cleaner) = cleaner_that_must_cordon(&dockerd);
         let mut cmd = cleaner.command(&["run"]);
         // The pass pauses after its first removal, cordoned: that is where it dies.
         cmd.env("DOCKER_IMAGE_CLEANER_DELAY_SECONDS", "60");
