@@ -145,6 +145,14 @@ fn signed_size(bytes: i64) -> String {
     }
 }
 
+/// Unix nanoseconds now (Docker's event times and the replay cursor are in nanoseconds).
+pub fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> i64 {
     SystemTime::now()

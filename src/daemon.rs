@@ -4,14 +4,14 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::cycle::{self, Pass, Progress, Report};
+use crate::cycle::{self, Pass, Progress, Report, now_nanos};
 use crate::docker::{self, DockerEngine, UseEvent};
 use crate::error_chain;
 use crate::lastuse::{self, LastUse};
@@ -90,14 +90,6 @@ impl InstanceLock {
             Err(e) => Err(lock_err(e.into())),
         }
     }
-}
-
-/// Unix nanoseconds now.
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Runs `f` unless shutdown comes first.

@@ -271,7 +271,9 @@ impl LastUse {
         until_nanos: i64,
     ) -> Result<usize, docker::Error> {
         let mut applied = 0;
-        if let Some(since) = self.cursor_nanos {
+        // Docker refuses a `since` after `until` (a clock step back, or a cursor saved by a
+        // run a moment ago): then there is nothing to replay.
+        if let Some(since) = self.cursor_nanos.filter(|since| *since < until_nanos) {
             let events: Vec<_> = engine
                 .use_events(Some(since), Some(until_nanos))
                 .collect()

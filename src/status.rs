@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::cycle::{self, now_secs};
+use crate::cycle::{self, now_nanos, now_secs};
 use crate::daemon::Error;
 use crate::docker::{DockerEngine, Engine};
 use crate::lastuse::LastUse;
@@ -37,8 +37,7 @@ pub struct Status {
 pub async fn status(config: &Config) -> Result<Status, Error> {
     let mut last_use = LastUse::load(&config.state_dir)?;
     let engine = DockerEngine::connect(config.docker_host.as_deref(), config.timeout).await?;
-    let now_nanos = now_secs().saturating_mul(1_000_000_000);
-    last_use.replay(&engine, now_nanos).await?;
+    last_use.replay(&engine, now_nanos()).await?;
     let usage = cycle::measure(config).await?;
     let inventory = engine
         .inventory(!config.container_min_age.is_zero())

@@ -115,10 +115,12 @@ impl Cleaner {
     /// Writes a last-use table: each image last used `ago` seconds before now, and the event
     /// cursor at now (as if a cleaner had been running).
     pub fn seed_last_use(&self, entries: &[(&str, i64)]) {
-        let now = std::time::SystemTime::now()
+        let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64;
+            .expect("clock");
+        let now = since_epoch.as_secs() as i64;
+        // To the nanosecond: events of the setup earlier in this second must not be replayed.
+        let cursor = since_epoch.as_nanos() as i64;
         let images: serde_json::Map<String, serde_json::Value> = entries
             .iter()
             .map(|(id, ago)| {
@@ -130,7 +132,7 @@ impl Cleaner {
             .collect();
         let state = serde_json::json!({
             "version": 1,
-            "cursor_nanos": now * 1_000_000_000,
+            "cursor_nanos": cursor,
             "images": images,
         });
         std::fs::create_dir_all(self.state_dir()).expect("state dir");
