@@ -2,18 +2,25 @@
 //! stopped containers and the least recently used images, cordoning the node while it works.
 //!
 //! # Layout
+//! In import order: a module uses only those listed above it (and the leaves).
 //! - [`config`]: the TOML file, `DOCKER_IMAGE_CLEANER_*` overrides and flags, validated into [`config::Config`].
-//! - [`usage`]: native measurement: `statvfs` percentages and a `du -sx`-style tree walk.
-//! - [`docker`]: the only module that names bollard types; a narrow [`docker::Engine`] trait.
-//! - [`lastuse`]: when each image was last used, from Docker's event stream, persisted atomically.
-//! - [`policy`]: the pure decision: what to remove, in which order, and when to stop.
+//! - [`usage`]: native measurement: [`usage::Measurement`], `statvfs` percentages and a `du -sx` walk.
+//! - [`docker`]: the only module that names bollard types; the [`docker::Engine`] trait, its
+//!   bollard implementation and an in-memory fake.
+//! - [`lastuse`]: when each image was last used, per engine, fed with events; the state file.
+//! - [`policy`]: the pure decisions: the plan (what goes, in which order, what stays and why) and
+//!   the course of a running plan (what next, when to stop).
 //! - [`node`]: the Kubernetes Node cordon guard.
-//! - [`cycle`]: one cleaning pass: measure, plan, cordon, execute, release, report.
+//! - [`cycle`]: one cleaning pass: take stock, cordon, execute the course, release, report.
 //! - [`daemon`]: the loop around passes (`run`), the one-shot pass (`once`), shutdown.
 //! - [`status`]: usage against the watermarks and the eviction order, deleting nothing.
+//!
+//! Leaves, imported by anyone, importing nothing of the crate:
+//! - [`clock`]: the wall clock, read only by `daemon` and `status`.
 //! - [`notify`]: systemd `READY`/`STATUS`/`STOPPING` and the watchdog.
 //! - [`logging`]: the `log` backend chosen at start (journal, syslog or stderr).
 
+pub mod clock;
 pub mod config;
 pub mod cycle;
 pub mod daemon;

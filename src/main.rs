@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use docker_image_cleaner::config::{self, EXIT_CONFIG, Flags};
-use docker_image_cleaner::cycle::Outcome;
 use docker_image_cleaner::notify::Notifier;
+use docker_image_cleaner::policy::Outcome;
 use docker_image_cleaner::{daemon, error_chain, logging, status};
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -168,7 +168,10 @@ fn main() -> ExitCode {
                     print!("{s}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => failed(e),
+                Err(e) => {
+                    log::error!("{}", error_chain(&e));
+                    ExitCode::FAILURE
+                }
             },
             Command::CheckConfig => ExitCode::SUCCESS,
         }

@@ -1,5 +1,5 @@
 //! systemd notification: `READY=1`, `STATUS=`, `RELOADING=1`, `STOPPING=1` and the watchdog. A
-//! no-op without `NOTIFY_SOCKET`.
+//! no-op without `NOTIFY_SOCKET`. A leaf: imports nothing of the crate.
 //!
 //! The watchdog is fed by a small task, but only while the main loop has promised to be alive:
 //! the loop (idle) or the pass (before each bounded step) extends a deadline, and the task pings
@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
-
-use crate::cycle::Progress;
 
 /// The notifier; cheap to share by reference (`Arc` for the ping task).
 #[derive(Debug)]
@@ -56,13 +54,13 @@ impl Notifier {
 
     /// The loop promises to come back within `d`.
     pub fn alive_for(&self, d: Duration) {
-        let until = (self.origin.elapsed() + d).as_millis() as u64;
+        let until = millis(self.origin.elapsed().saturating_add(d));
         self.alive_until_ms.fetch_max(until, Ordering::Relaxed);
     }
 
     /// Whether the loop's promise still holds.
     fn alive(&self) -> bool {
-        (self.origin.elapsed().as_millis() as u64) < self.alive_until_ms.load(Ordering::Relaxed)
+        millis(self.origin.elapsed()) < self.alive_until_ms.load(Ordering::Relaxed)
     }
 
     fn send(&self, states: &[NotifyState]) {
@@ -111,6 +109,18 @@ impl Notifier {
         }
     }
 
+    /// A step of a pass begins: promises the watchdog to be back within the step bound, and
+    /// shows `status`.
+    pub fn step(&self, status: &str) {
+        let bound = self
+            .step_bound
+            .lock()
+            .map(|b| *b)
+            .unwrap_or(Duration::from_secs(360));
+        self.alive_for(bound);
+        self.status(status);
+    }
+
     /// Pings `WATCHDOG=1` every half interval while the loop's promise holds; never returns
     /// (pending forever when systemd asked for no watchdog).
     pub async fn feed_watchdog(&self) {
@@ -128,14 +138,7 @@ impl Notifier {
     }
 }
 
-impl Progress for Notifier {
-    fn update(&self, status: &str) {
-        let bound = self
-            .step_bound
-            .lock()
-            .map(|b| *b)
-            .unwrap_or(Duration::from_secs(360));
-        self.alive_for(bound);
-        self.status(status);
-    }
+/// Milliseconds of `d`, saturating (after half a billion years).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -5,13 +5,28 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::clock::{now_ms, now_nanos};
 use crate::config::Config;
-use crate::cycle::{self, now_nanos, now_secs};
-use crate::daemon::Error;
-use crate::docker::{DockerEngine, Engine};
-use crate::lastuse::LastUse;
+use crate::cycle::{self, take_stock};
+use crate::docker::{self, DockerEngine};
+use crate::lastuse::{self, Store};
 use crate::node::Cordoner;
-use crate::policy::{self, Measurement, Need, Plan};
+use crate::policy::{self, Need, Plan};
+use crate::usage::{self, Measurement, Meter, PathMeter};
+
+/// Why `status` could not look.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state file cannot be read.
+    #[error(transparent)]
+    State(#[from] lastuse::Error),
+    /// Docker cannot be reached or answered with an error.
+    #[error(transparent)]
+    Docker(#[from] docker::Error),
+    /// A watched path cannot be measured.
+    #[error(transparent)]
+    Measure(#[from] usage::Error),
+}
 
 /// What `status` shows.
 #[derive(Debug, Clone, Serialize)]
@@ -35,34 +50,30 @@ pub struct Status {
 
 /// Looks at Docker and the state and says what a pass would do, deleting nothing.
 pub async fn status(config: &Config) -> Result<Status, Error> {
-    let mut last_use = LastUse::load(&config.state_dir)?;
+    let mut tables = Store::new(&config.state_dir).load()?;
+    let last_use = tables.default_engine();
     let engine = DockerEngine::connect(config.docker_host.as_deref(), config.timeout).await?;
-    last_use.replay(&engine, now_nanos()).await?;
-    let usage = cycle::measure(config).await?;
-    let inventory = engine
-        .inventory(!config.container_min_age.is_zero())
-        .await?;
-    last_use.reconcile(&inventory, now_secs());
-    let need = policy::need(&usage, &config.watermarks);
+    cycle::replay(&engine, last_use, now_nanos()).await?;
+    let usage = PathMeter::new(config).measure().await?;
     // Every eligible step in order, whatever the shortfall: that is what "first" means.
-    let plan = policy::plan(&inventory, &last_use, config, need, now_secs());
+    let stock = take_stock(&engine, last_use, config, &usage, now_ms()).await?;
     Ok(Status {
         level: usage.level(),
         above_high: policy::above_high(&usage, &config.watermarks),
         watermarks: config.watermarks.to_string(),
+        need: stock.plan.need,
         usage,
-        need,
         cordon: Cordoner::new(config).describe(),
-        plan,
+        plan: stock.plan,
     })
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         writeln!(f, "usage: {}", self.usage)?;
-        let level = match self.usage {
+        let level = match &self.usage {
             Measurement::Relative(_) => format!("{:.1}%", self.level),
-            Measurement::Absolute(_) => policy::size(self.level as u64),
+            Measurement::Absolute(t) => usage::size(t.bytes),
         };
         let state = if self.above_high {
             "at or above high: the next pass cleans"

@@ -3,13 +3,15 @@
 
 use std::fmt;
 
-use super::{Kept, Plan, Reason, Step, size};
+use super::{Kept, Plan, Reason, Step};
+use crate::usage::size;
 
-/// Unix seconds as an RFC 3339 UTC time (deterministic: no clock involved).
+/// Unix seconds as an RFC 3339 UTC time, to the second (deterministic: no clock involved). A
+/// time outside what a calendar can show is printed as the number.
 pub fn timestamp(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| secs.to_string())
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 /// The first 12 hex digits of an id, as `docker` prints them.
@@ -39,14 +41,14 @@ impl fmt::Display for Step {
                 id,
                 tags,
                 size_bytes,
-                last_used,
+                last_used_ms,
             } => write!(
                 f,
                 "remove image {} [{}], {}, last used {}",
                 short(id),
                 names(tags),
                 size(*size_bytes),
-                timestamp(*last_used)
+                timestamp(last_used_ms.div_euclid(1000))
             ),
             Step::PruneContainers => f.write_str("prune stopped containers"),
             Step::PruneDanglingImages => f.write_str("prune dangling images"),

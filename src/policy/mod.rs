@@ -1,65 +1,32 @@
-//! The decision, and nothing else: given what is measured, what Docker holds, when each image was
-//! last used, the configuration and the time, which containers and images go, in which order,
-//! and when to stop. Pure: no I/O, no clock (`now` is an argument), so every rule is a table test.
+//! The decisions, and nothing else: given what is measured, what the engine holds, when each image
+//! was last used, the configuration and the time, which containers and images go, in which
+//! order ([`plan`]), and, while the plan runs, what to do next and when to stop
+//! ([`next::Course`]). Pure: no I/O, no clock (`now_ms` is an argument), so every rule is a
+//! table test.
+//!
+//! A plan is made in three stages, each with its own table tests:
+//! - `containers`: stopped containers go oldest first; the rest keep their images;
+//! - `protect`: effective last use, and what protects an image (in use, keep rule, min age,
+//!   parent of a protected image);
+//! - `order`: dangling first, then least recently used first, children before parents.
+//!
+//! `display` prints a plan the same way in the log and for a dry run.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
+mod containers;
+mod display;
+pub mod next;
+mod order;
+mod protect;
 
 use serde::Serialize;
 
 use crate::config::{Config, Strategy, Watermarks};
-use crate::docker::{Image, Inventory};
+use crate::docker::Inventory;
 use crate::lastuse::LastUse;
-use crate::usage::{FsUsage, TreeUsage};
+use crate::usage::Measurement;
 
-/// What was measured.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Measurement {
-    /// `statvfs` of every watched path.
-    Relative(Vec<FsUsage>),
-    /// The trees added up, `du -sx` style.
-    Absolute(TreeUsage),
-}
-
-impl Measurement {
-    /// The figure compared with the watermarks: the fullest filesystem's percentage (blocks or
-    /// inodes, whichever is higher), or bytes.
-    pub fn level(&self) -> f64 {
-        match self {
-            Measurement::Relative(fs) => fs.iter().map(FsUsage::used_pct).fold(0.0, f64::max),
-            Measurement::Absolute(t) => t.bytes as f64,
-        }
-    }
-}
-
-impl fmt::Display for Measurement {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Measurement::Relative(all) => {
-                for (i, fs) in all.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(
-                        f,
-                        "{}: blocks {:.1}%, inodes {:.1}%",
-                        fs.path.display(),
-                        fs.blocks_used_pct,
-                        fs.inodes_used_pct
-                    )?;
-                }
-                Ok(())
-            }
-            Measurement::Absolute(t) => write!(f, "{} in {} inodes", size(t.bytes), t.inodes),
-        }
-    }
-}
-
-/// Formats bytes for people (`12.5 MiB`).
-pub fn size(bytes: u64) -> String {
-    bytesize::ByteSize(bytes).display().iec().to_string()
-}
+pub use display::{short, timestamp};
+pub use next::{Action, Course, Input, StepResult};
 
 /// At or above the high watermark: a pass must clean.
 pub fn above_high(m: &Measurement, w: &Watermarks) -> bool {
@@ -106,11 +73,35 @@ pub fn need(m: &Measurement, w: &Watermarks) -> Need {
                 .unwrap_or(0),
         },
         (Measurement::Absolute(t), Watermarks::Absolute { low_bytes, .. }) => Need {
-            bytes: (t.bytes + 1).saturating_sub(*low_bytes),
+            bytes: t.bytes.saturating_add(1).saturating_sub(*low_bytes),
             inodes: 0,
         },
         _ => Need::default(),
     }
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Below the high watermark: nothing to do.
+    BelowHigh,
+    /// Dry run: the plan was printed, nothing removed.
+    DryRun,
+    /// The cordon failed and `on_cordon_failure = "skip"`.
+    Skipped,
+    /// Cleaned until below the low watermark.
+    ReachedLow,
+    /// Everything eligible is gone and usage is still above the low watermark.
+    Exhausted,
+    /// Shutdown was asked for; stopped between two steps.
+    Interrupted,
+}
+
+/// Whether the node is cordoned for a plan: only when it removes something, and never in a dry
+/// run (nothing eligible is no reason to keep pods off the node).
+pub fn cordons(plan: &Plan, config: &Config) -> bool {
+    !config.dry_run && !plan.steps.is_empty()
 }
 
 /// One action of a pass.
@@ -134,8 +125,8 @@ pub enum Step {
         tags: Vec<String>,
         /// Size Docker reports.
         size_bytes: u64,
-        /// Last use, unix seconds.
-        last_used: i64,
+        /// Last use, unix milliseconds.
+        last_used_ms: i64,
     },
     /// `docker container prune` (strategy `prune`).
     PruneContainers,
@@ -201,13 +192,19 @@ pub struct Plan {
     pub estimated_steps: Option<usize>,
 }
 
-/// Makes the plan for `inventory` given the shortfall `need`.
+/// A duration setting in milliseconds. The configuration keeps every duration below ten years,
+/// so this never saturates in practice.
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Makes the plan for `inventory` given the shortfall `need`, at `now_ms` (unix ms).
 pub fn plan(
     inventory: &Inventory,
     last_use: &LastUse,
     config: &Config,
     need: Need,
-    now: i64,
+    now_ms: i64,
 ) -> Plan {
     if config.strategy == Strategy::Prune {
         return Plan {
@@ -222,164 +219,25 @@ pub fn plan(
             estimated_steps: None,
         };
     }
-    let mut steps = Vec::new();
-    let mut kept = Vec::new();
-
-    // Containers: every stopped one old enough goes, oldest first; the rest keep their images.
-    let min_container_age = config.container_min_age.as_secs() as i64;
-    let mut users: HashMap<&str, &str> = HashMap::new();
-    let mut stopped = Vec::new();
-    for c in &inventory.containers {
-        let when = c.finished.unwrap_or(c.created);
-        if c.running {
-            users.insert(&c.image_id, &c.name);
-        } else if now - when < min_container_age {
-            users.insert(&c.image_id, &c.name);
-            kept.push(Kept {
-                id: c.id.clone(),
-                names: vec![c.name.clone()],
-                reason: Reason::RecentlyStopped {
-                    age_secs: now - when,
-                },
-            });
-        } else {
-            stopped.push((when, c));
-        }
-    }
-    stopped.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
-    for (when, c) in stopped {
-        steps.push(Step::RemoveContainer {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            stopped: when,
-        });
-    }
-
-    // Images: protect, then order the rest.
-    let by_id: HashMap<&str, &Image> = inventory
-        .images
-        .iter()
-        .map(|i| (i.id.as_str(), i))
-        .collect();
-    let parent_of = |id: &str| by_id.get(id).and_then(|i| i.parent_id.as_deref());
-    let own_last_used = |i: &Image| {
-        last_use
-            .get(&i.id)
-            .map(|e| e.last_used)
-            .unwrap_or(i.created)
+    let containers = containers::containers(inventory, millis(config.container_min_age), now_ms);
+    let graph = protect::Graph::new(inventory);
+    let last_used = protect::effective_last_use(inventory, &graph, last_use);
+    let rules = protect::Rules {
+        users: &containers.users,
+        keep: &config.keep,
+        min_age_ms: millis(config.min_age),
+        now_ms,
     };
-    // A parent counts as used when any child is: its last use is the latest of its descendants.
-    let mut last_used: HashMap<&str, i64> = HashMap::new();
-    for image in &inventory.images {
-        let t = own_last_used(image);
-        let mut id = Some(image.id.as_str());
-        let mut seen = HashSet::new();
-        while let Some(cur) = id {
-            if !seen.insert(cur) {
-                break;
-            }
-            let e = last_used.entry(cur).or_insert(t);
-            *e = (*e).max(t);
-            id = parent_of(cur);
-        }
-    }
-    let depth = |id: &str| {
-        let mut d = 0;
-        let mut cur = parent_of(id);
-        while let Some(p) = cur {
-            d += 1;
-            if d > 1000 {
-                break;
-            }
-            cur = parent_of(p);
-        }
-        d
-    };
-
-    let min_age = config.min_age.as_secs() as i64;
-    let mut protected: HashSet<&str> = HashSet::new();
-    let mut candidates = Vec::new();
-    for image in &inventory.images {
-        let reason = if let Some(container) = users.get(image.id.as_str()) {
-            Some(Reason::InUse {
-                container: container.to_string(),
-            })
-        } else if let Some(pattern) = config
-            .keep
-            .iter()
-            .find(|re| image.tags.iter().any(|t| re.is_match(t)))
-        {
-            Some(Reason::KeepRule {
-                pattern: pattern.as_str().to_string(),
-            })
-        } else {
-            let age = now
-                - last_used
-                    .get(image.id.as_str())
-                    .copied()
-                    .unwrap_or(image.created);
-            (age < min_age).then_some(Reason::TooYoung { age_secs: age })
-        };
-        match reason {
-            Some(reason) => {
-                protected.insert(&image.id);
-                kept.push(Kept {
-                    id: image.id.clone(),
-                    names: image.tags.clone(),
-                    reason,
-                });
-            }
-            None => candidates.push(image),
-        }
-    }
-    // Ancestors of what stays stay too (Docker would refuse them anyway).
-    let mut ancestors: HashSet<&str> = HashSet::new();
-    for id in &protected {
-        let mut cur = parent_of(id);
-        while let Some(p) = cur {
-            if !ancestors.insert(p) {
-                break;
-            }
-            cur = parent_of(p);
-        }
-    }
-    let has_children: HashSet<&str> = inventory
-        .images
-        .iter()
-        .filter_map(|i| i.parent_id.as_deref())
-        .collect();
-    let mut ordered = Vec::new();
-    for image in candidates {
-        if ancestors.contains(image.id.as_str()) {
-            kept.push(Kept {
-                id: image.id.clone(),
-                names: image.tags.clone(),
-                reason: Reason::Parent,
-            });
-            continue;
-        }
-        // Dangling images go first, unless a child must go before them.
-        let group = u8::from(!image.is_dangling() || has_children.contains(image.id.as_str()));
-        let used = last_used
-            .get(image.id.as_str())
-            .copied()
-            .unwrap_or(image.created);
-        ordered.push((group, used, std::cmp::Reverse(depth(&image.id)), image));
-    }
-    ordered.sort_by(|a, b| {
-        (a.0, a.1, a.2)
-            .cmp(&(b.0, b.1, b.2))
-            .then_with(|| a.3.id.cmp(&b.3.id))
-    });
-    for (_, used, _, image) in ordered {
-        steps.push(Step::RemoveImage {
-            id: image.id.clone(),
-            tags: image.tags.clone(),
-            size_bytes: image.size_bytes,
-            last_used: used,
-        });
-    }
-
+    let protection = protect::protect(inventory, &graph, &last_used, &rules);
+    let mut steps = containers.steps;
+    steps.extend(order::order(
+        protection.candidates,
+        inventory,
+        &graph,
+        &last_used,
+    ));
+    let mut kept = containers.kept;
+    kept.extend(protection.kept);
     let estimated_steps = estimate(&steps, need);
     Plan {
         strategy: "lru",
@@ -402,12 +260,11 @@ fn estimate(steps: &[Step], need: Need) -> Option<usize> {
             return Some(i);
         }
         if let Step::RemoveImage { size_bytes, .. } = step {
-            freed += size_bytes;
+            freed = freed.saturating_add(*size_bytes);
         }
     }
     (freed >= need.bytes).then_some(steps.len())
 }
 
-mod display;
 #[cfg(test)]
 mod tests;

@@ -1,14 +1,16 @@
 //! Table tests of the policy: every rule of ARCHITECTURE.md's invariants, with time passed in.
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
 use crate::docker::{Container, Image, Inventory};
 use crate::lastuse::LastUse;
+use crate::usage::{FsUsage, TreeUsage};
 
+/// Now, in unix seconds (image and container times) and milliseconds (last use, the plan).
 const NOW: i64 = 1_000_000;
+const NOW_MS: i64 = NOW * 1000;
 const HOUR: i64 = 3600;
 
 fn image(id: &str, tags: &[&str], size_mib: u64) -> Image {
@@ -39,9 +41,9 @@ fn config() -> Config {
 
 /// `uses`: (image id, hours ago last used).
 fn table(uses: &[(&str, i64)]) -> LastUse {
-    let mut t = LastUse::new(Path::new("/nonexistent"));
+    let mut t = LastUse::new();
     for (id, hours) in uses {
-        t.touch(id, NOW - hours * HOUR);
+        t.touch(id, (NOW - hours * HOUR) * 1000);
     }
     t
 }
@@ -77,7 +79,7 @@ fn lru_order_follows_last_use_with_dangling_first() {
         containers: vec![],
     };
     let lu = table(&[("a", 2), ("b", 4), ("c", 3), ("d", 2)]);
-    let p = plan(&inv, &lu, &config(), shortfall(0), NOW);
+    let p = plan(&inv, &lu, &config(), shortfall(0), NOW_MS);
     assert_eq!(removed_images(&p), vec!["d", "b", "c", "a"]);
 }
 
@@ -106,7 +108,7 @@ fn protected_images_never_appear_as_steps() {
         ("fresh", 0),
         ("old", 50),
     ]);
-    let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW);
+    let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW_MS);
     assert_eq!(removed_images(&p), vec!["old"]);
     assert!(matches!(
         reason_of(&p, "used-running"),
@@ -142,11 +144,11 @@ fn stopped_containers_go_first_oldest_first_and_free_their_images() {
         containers: vec![
             container("new", "x", false, NOW - HOUR),
             container("old", "x", false, NOW - 5 * HOUR),
-            container("up", "other", true, NOW),
+            container("up", "other", true, NOW_MS),
         ],
     };
     let lu = table(&[("x", 10)]);
-    let p = plan(&inv, &lu, &config(), shortfall(1), NOW);
+    let p = plan(&inv, &lu, &config(), shortfall(1), NOW_MS);
     let ids: Vec<String> = p
         .steps
         .iter()
@@ -177,7 +179,7 @@ fn min_age_boundary_and_parents() {
             image("base", &["base:1"], 1),
             busy_child,
         ],
-        containers: vec![container("c", "busy", true, NOW)],
+        containers: vec![container("c", "busy", true, NOW_MS)],
     };
     let mut lu = table(&[
         ("edge", 1),
@@ -186,8 +188,8 @@ fn min_age_boundary_and_parents() {
         ("base", 40),
         ("busy", 40),
     ]);
-    lu.touch("young", NOW - HOUR + 1);
-    let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW);
+    lu.touch("young", (NOW - HOUR + 1) * 1000);
+    let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW_MS);
     // The parent counts as used when its child was (20 h ago), and a child goes before its
     // parent; "base" stays because "busy", which is in use, depends on it.
     assert_eq!(removed_images(&p), vec!["child", "parent", "edge"]);
@@ -225,7 +227,7 @@ fn estimate_counts_reported_sizes_and_gives_up_on_inodes() {
     ];
     for (n, want) in cases {
         assert_eq!(
-            plan(&inv, &lu, &config(), n, NOW).estimated_steps,
+            plan(&inv, &lu, &config(), n, NOW_MS).estimated_steps,
             want,
             "need {n:?}"
         );
@@ -236,7 +238,13 @@ fn estimate_counts_reported_sizes_and_gives_up_on_inodes() {
 fn prune_strategy_is_the_original_sequence() {
     let mut cfg = config();
     cfg.strategy = crate::config::Strategy::Prune;
-    let p = plan(&Inventory::default(), &table(&[]), &cfg, shortfall(1), NOW);
+    let p = plan(
+        &Inventory::default(),
+        &table(&[]),
+        &cfg,
+        shortfall(1),
+        NOW_MS,
+    );
     assert_eq!(
         p.steps,
         vec![
@@ -313,14 +321,14 @@ fn plan_prints_every_step_and_why_things_stay() {
             image("sha256:0123456789abcdef", &["a:1"], 10),
             image("b", &["b:1"], 1),
         ],
-        containers: vec![container("c", "b", true, NOW)],
+        containers: vec![container("c", "b", true, NOW_MS)],
     };
     let text = plan(
         &inv,
         &table(&[("sha256:0123456789abcdef", 5)]),
         &config(),
         shortfall(1),
-        NOW,
+        NOW_MS,
     )
     .to_string();
     assert!(

@@ -9,11 +9,10 @@ use crate::util::dockerd::PrivateDockerd;
 
 const HOUR: i64 = 3600;
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
+/// Unix milliseconds now (last use is kept in milliseconds).
+fn now_ms() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+    i64::try_from(since.as_millis()).expect("milliseconds fit")
 }
 
 /// Watermarks `below` and `below + gap` points under the current usage (rounded down), so the
@@ -101,9 +100,8 @@ fn lru_order_follows_use_events() {
     let cleaner = Cleaner::new(&d, "");
     // A cleaner has been running: it will replay Docker's events from here on.
     cleaner.seed_last_use(&[]);
-    // Last use is kept to the second: a second between uses makes the order unambiguous.
+    // Last use is kept to the millisecond: each use is a `docker create` + `rm` apart.
     for image in ["a:1", "b:1", "c:1", "a:1"] {
-        std::thread::sleep(Duration::from_millis(1100));
         use_image(&d, image);
     }
     let (used, _) = d.used_pct();
@@ -432,9 +430,7 @@ fn event_stream_is_live_and_survives_a_docker_restart() {
     let last_used = |id: &str| -> Option<i64> {
         cleaner
             .state()?
-            .get("images")?
-            .get(id)?
-            .get("last_used")?
+            .pointer(&format!("/engines/default/images/{id}/last_used_ms"))?
             .as_i64()
     };
     let wait_for = |id: &str, since: i64, what: &str| {
@@ -448,14 +444,12 @@ fn event_stream_is_live_and_survives_a_docker_restart() {
         }
     };
     // The daemon connects at its first tick; uses before that are replayed from its start.
-    let t0 = now();
-    std::thread::sleep(Duration::from_millis(1100));
+    let t0 = now_ms();
     use_image(&d, "a:1");
     wait_for(&a, t0, "live stream");
 
     d.restart();
-    let t1 = now();
-    std::thread::sleep(Duration::from_millis(1100));
+    let t1 = now_ms();
     use_image(&d, "b:1");
     wait_for(&b, t1, "after Docker restarted");
     assert!(

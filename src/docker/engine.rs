@@ -1,0 +1,503 @@
+//! [`DockerEngine`]: the Docker Engine API through bollard. Every request is bounded by the
+//! configured timeout (bollard's own covers only the response headers), and the answers are
+//! turned into the plain data of the model. Removals are never forced.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerSummaryStateEnum, EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::{
+    EventsOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    PruneContainersOptionsBuilder, PruneImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use bollard::{API_DEFAULT_VERSION, Docker};
+use futures_util::{Stream, StreamExt};
+
+use super::{Container, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent};
+
+/// The Docker Engine (or a compatible one, such as `podman system service`) over its HTTP API.
+#[derive(Debug, Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+    timeout: Duration,
+}
+
+impl DockerEngine {
+    /// Connects to `host` (`unix://`, `tcp://`, `http://`; `None` for the local socket) and
+    /// negotiates the API version (bollard 0.21 needs it, see crates.md G1).
+    pub async fn connect(host: Option<&str>, timeout: Duration) -> Result<Self, Error> {
+        let host = host.unwrap_or("unix:///var/run/docker.sock").to_string();
+        // bollard counts whole seconds; never let a sub-second setting become "no timeout".
+        let secs = timeout.as_secs().max(1);
+        let connected = if host.starts_with("unix://") {
+            Docker::connect_with_unix(&host, secs, API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(&host, secs, API_DEFAULT_VERSION)
+        };
+        let docker = connected.map_err(|source| Error::Connect {
+            host: host.clone(),
+            source,
+        })?;
+        let engine = DockerEngine { docker, timeout };
+        let docker = engine
+            .call(
+                "negotiate API version",
+                engine.docker.clone().negotiate_version(),
+            )
+            .await?;
+        Ok(DockerEngine { docker, timeout })
+    }
+
+    /// Runs one request under the timeout (bollard's covers only the response headers).
+    async fn call<T>(
+        &self,
+        op: impl Into<String>,
+        request: impl Future<Output = Result<T, BollardError>>,
+    ) -> Result<T, Error> {
+        let op = op.into();
+        // A little more than bollard's own timeout, so that its error wins when it fires.
+        let bound = self.timeout + Duration::from_secs(5);
+        match tokio::time::timeout(bound, request).await {
+            Err(_) | Ok(Err(BollardError::RequestTimeoutError)) => Err(Error::Timeout {
+                op,
+                after: self.timeout,
+            }),
+            Ok(Err(source)) => Err(error(op, source)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// The image `name` refers to: its id and its tags, or `None` when there is no such image.
+    async fn inspect_image(&self, name: &str) -> Result<Option<(String, Vec<String>)>, Error> {
+        match self
+            .call(
+                format!("inspect image {name}"),
+                self.docker.inspect_image(name),
+            )
+            .await
+        {
+            Ok(inspect) => Ok(inspect.id.map(|id| (id, tags(inspect.repo_tags)))),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE /images/{name}` without force.
+    async fn delete_image(&self, name: &str, op: String) -> Result<Removal, Error> {
+        let options = RemoveImageOptionsBuilder::default()
+            .force(false)
+            .noprune(false)
+            .build();
+        removal(
+            self.call(op, self.docker.remove_image(name, Some(options), None))
+                .await
+                .map(|_| ()),
+        )
+    }
+
+    /// Puts back the tags of `untagged` on image `id`, each only if it names nothing now (a tag
+    /// pulled for another image meanwhile stays where it is). Failures are logged: the image then
+    /// lost that tag, which the log says loudly.
+    async fn restore_tags(&self, id: &str, untagged: &[&String]) {
+        for tag in untagged {
+            match self.inspect_image(tag).await {
+                Ok(None) => {}
+                Ok(Some((other, _))) => {
+                    log::warn!(
+                        "not putting back tag {tag} on {id}: it names {other} now (moved meanwhile)"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    log::error!(
+                        "cannot check tag {tag} to put it back on {id}: {}; the image lost it",
+                        crate::error_chain(&e)
+                    );
+                    continue;
+                }
+            }
+            let (repo, name) = split_tag(tag);
+            let options = TagImageOptionsBuilder::default()
+                .repo(repo)
+                .tag(name)
+                .build();
+            match self
+                .call(
+                    format!("tag {id} as {tag}"),
+                    self.docker.tag_image(id, Some(options)),
+                )
+                .await
+            {
+                Ok(()) => log::info!("put tag {tag} back on {id}"),
+                Err(e) => log::error!(
+                    "cannot put tag {tag} back on {id}: {}; the image lost it",
+                    crate::error_chain(&e)
+                ),
+            }
+        }
+    }
+}
+
+/// Turns bollard's error into ours: an answer with a status keeps its status and message.
+fn error(op: String, source: BollardError) -> Error {
+    match source {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => Error::Status {
+            op,
+            status: status_code,
+            message,
+        },
+        source => Error::Request { op, source },
+    }
+}
+
+/// Tags without Docker's `<none>:<none>` placeholder.
+fn tags(repo_tags: Option<Vec<String>>) -> Vec<String> {
+    repo_tags
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t != "<none>:<none>")
+        .collect()
+}
+
+/// `registry:5000/app:1` → (`registry:5000/app`, `1`); a reference without a tag is `latest`.
+fn split_tag(reference: &str) -> (&str, &str) {
+    let name_start = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[name_start..].rfind(':') {
+        Some(i) => (
+            &reference[..name_start + i],
+            &reference[name_start + i + 1..],
+        ),
+        None => (reference, "latest"),
+    }
+}
+
+/// Keeps the events that say an image was used (or deleted).
+fn use_event(e: EventMessage) -> Option<UseEvent> {
+    let action = e.action?;
+    let actor = e.actor?;
+    let time_nanos = e
+        .time_nano
+        .or(e.time.map(|s| s.saturating_mul(1_000_000_000)))?;
+    // Actions may carry a suffix (`exec_start: sh`); the verb is what counts.
+    let verb = action
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let (image, deleted) = match e.typ? {
+        EventMessageTypeEnum::CONTAINER => {
+            if !matches!(verb.as_str(), "create" | "start" | "die" | "destroy") {
+                return None;
+            }
+            (actor.attributes?.remove("image")?, false)
+        }
+        EventMessageTypeEnum::IMAGE => match verb.as_str() {
+            "pull" | "tag" | "load" | "import" | "build" | "untag" => (actor.id?, false),
+            "delete" => (actor.id?, true),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(UseEvent {
+        time_nanos,
+        image,
+        action: verb,
+        deleted,
+    })
+}
+
+/// Maps 404 and 409 to what they mean for a removal.
+fn removal(result: Result<(), Error>) -> Result<Removal, Error> {
+    match result {
+        Ok(()) => Ok(Removal::Removed),
+        Err(Error::Status { status: 404, .. }) => Ok(Removal::Gone),
+        Err(Error::Status {
+            status: 409,
+            message,
+            ..
+        }) => Ok(Removal::Conflict(message)),
+        Err(e) => Err(e),
+    }
+}
+
+fn rfc3339_secs(s: &str) -> Option<i64> {
+    let t = s.parse::<jiff::Timestamp>().ok()?.as_second();
+    // Docker writes the zero time ("0001-01-01T00:00:00Z") for a container never started.
+    (t > 0).then_some(t)
+}
+
+impl Engine for DockerEngine {
+    async fn inventory(&self, finished_times: bool) -> Result<Inventory, Error> {
+        let summaries = self
+            .call(
+                "list images",
+                self.docker
+                    .list_images(Some(ListImagesOptionsBuilder::default().all(false).build())),
+            )
+            .await?;
+        let images = summaries
+            .into_iter()
+            .map(|s| Image {
+                id: s.id,
+                parent_id: Some(s.parent_id).filter(|p| !p.is_empty()),
+                tags: tags(Some(s.repo_tags)),
+                created: s.created,
+                size_bytes: u64::try_from(s.size).unwrap_or(0),
+            })
+            .collect();
+
+        // `containers` in the image list is -1 (crates.md G2): "in use" comes from here.
+        let list = self
+            .call(
+                "list containers",
+                self.docker.list_containers(Some(
+                    ListContainersOptionsBuilder::default().all(true).build(),
+                )),
+            )
+            .await?;
+        let mut containers = Vec::with_capacity(list.len());
+        for c in list {
+            let Some(id) = c.id else { continue };
+            let running = !matches!(
+                c.state,
+                Some(
+                    ContainerSummaryStateEnum::CREATED
+                        | ContainerSummaryStateEnum::EXITED
+                        | ContainerSummaryStateEnum::DEAD
+                )
+            );
+            let mut finished = None;
+            if finished_times && !running {
+                match self
+                    .call(
+                        format!("inspect container {id}"),
+                        self.docker.inspect_container(&id, None),
+                    )
+                    .await
+                {
+                    Ok(inspect) => {
+                        finished = inspect
+                            .state
+                            .and_then(|s| s.finished_at)
+                            .and_then(|s| rfc3339_secs(&s));
+                    }
+                    // Removed since the list: it no longer matters.
+                    Err(e) if e.status() == Some(404) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            containers.push(Container {
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                image_id: c.image_id.unwrap_or_default(),
+                running,
+                created: c.created.unwrap_or_default(),
+                finished,
+                id,
+            });
+        }
+        Ok(Inventory { images, containers })
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<Removal, Error> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(false)
+            .v(true)
+            .build();
+        removal(
+            self.call(
+                format!("remove container {id}"),
+                self.docker.remove_container(id, Some(options)),
+            )
+            .await,
+        )
+    }
+
+    async fn remove_image(&self, id: &str, planned: &[String]) -> Result<Removal, Error> {
+        // What the image is now: a tag added since the plan (a `docker tag` during the pass)
+        // means somebody wants it.
+        let current = match self.inspect_image(id).await? {
+            None => return Ok(Removal::Gone),
+            Some((_, current)) => current,
+        };
+        if let Some(extra) = current.iter().find(|t| !planned.contains(t)) {
+            return Ok(Removal::Changed(format!(
+                "tagged {extra} since the plan was made"
+            )));
+        }
+        // Docker removes by id only an image with at most one tag, and checks every conflict
+        // (containers, children) before it touches that tag: all or nothing. With several tags
+        // the others go first, each only while it still names this image, and come back when
+        // the final removal is refused.
+        let mut untagged: Vec<&String> = Vec::new();
+        let extra_tags = current.len().saturating_sub(1);
+        for tag in current.iter().take(extra_tags) {
+            let changed = match self.inspect_image(tag).await {
+                Ok(Some((now, _))) if now == id => None,
+                Ok(Some((now, _))) => Some(format!("tag {tag} names {now} now")),
+                Ok(None) => Some(format!("tag {tag} is gone")),
+                Err(e) => {
+                    self.restore_tags(id, &untagged).await;
+                    return Err(e);
+                }
+            };
+            if let Some(why) = changed {
+                self.restore_tags(id, &untagged).await;
+                return Ok(Removal::Changed(why));
+            }
+            match self.delete_image(tag, format!("untag {tag}")).await {
+                Ok(Removal::Removed) => untagged.push(tag),
+                // Gone between the check and the untag: nothing of ours to put back.
+                Ok(Removal::Gone) => {}
+                Ok(refused) => {
+                    self.restore_tags(id, &untagged).await;
+                    return Ok(refused);
+                }
+                Err(e) => {
+                    self.restore_tags(id, &untagged).await;
+                    return Err(e);
+                }
+            }
+        }
+        match self.delete_image(id, format!("remove image {id}")).await {
+            Ok(Removal::Removed) => Ok(Removal::Removed),
+            // Removed by somebody else meanwhile: there is nothing to put tags back on.
+            Ok(Removal::Gone) => Ok(Removal::Gone),
+            Ok(refused) => {
+                self.restore_tags(id, &untagged).await;
+                Ok(refused)
+            }
+            Err(e) => {
+                // Unknown outcome (a timeout): put back what is missing if the image is there.
+                if let Ok(Some(_)) = self.inspect_image(id).await {
+                    self.restore_tags(id, &untagged).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn prune_containers(&self) -> Result<Pruned, Error> {
+        let r = self
+            .call(
+                "prune containers",
+                self.docker
+                    .prune_containers(Some(PruneContainersOptionsBuilder::default().build())),
+            )
+            .await?;
+        Ok(Pruned {
+            deleted: r.containers_deleted.unwrap_or_default(),
+            reclaimed_bytes: r
+                .space_reclaimed
+                .and_then(|b| u64::try_from(b).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
+        let filters = HashMap::from([(
+            "dangling".to_string(),
+            vec![if all { "false" } else { "true" }.to_string()],
+        )]);
+        let r = self
+            .call(
+                if all {
+                    "prune all unused images"
+                } else {
+                    "prune dangling images"
+                },
+                self.docker.prune_images(Some(
+                    PruneImagesOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                )),
+            )
+            .await?;
+        Ok(Pruned {
+            deleted: r
+                .images_deleted
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.deleted)
+                .collect(),
+            reclaimed_bytes: r
+                .space_reclaimed
+                .and_then(|b| u64::try_from(b).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    async fn resolve_image(&self, name: &str) -> Result<Option<String>, Error> {
+        Ok(self.inspect_image(name).await?.map(|(id, _)| id))
+    }
+
+    fn use_events(
+        &self,
+        since_nanos: Option<i64>,
+        until_nanos: Option<i64>,
+    ) -> impl Stream<Item = Result<UseEvent, Error>> + Send + 'static {
+        let filters = HashMap::from([(
+            "type".to_string(),
+            vec!["container".to_string(), "image".to_string()],
+        )]);
+        let stamp = |n: i64| {
+            format!(
+                "{}.{:09}",
+                n.div_euclid(1_000_000_000),
+                n.rem_euclid(1_000_000_000)
+            )
+        };
+        let mut options = EventsOptionsBuilder::default().filters(&filters);
+        if let Some(s) = since_nanos {
+            options = options.since(&stamp(s));
+        }
+        if let Some(u) = until_nanos {
+            options = options.until(&stamp(u));
+        }
+        self.docker
+            .events(Some(options.build()))
+            .filter_map(|event| async move {
+                match event {
+                    Err(source) => Some(Err(error("follow events".into(), source))),
+                    Ok(e) => use_event(e).map(Ok),
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_tag_handles_registries_with_ports() {
+        assert_eq!(split_tag("app:1"), ("app", "1"));
+        assert_eq!(
+            split_tag("registry:5000/team/app:v2"),
+            ("registry:5000/team/app", "v2")
+        );
+        assert_eq!(
+            split_tag("registry:5000/app"),
+            ("registry:5000/app", "latest")
+        );
+    }
+
+    #[test]
+    fn zero_time_is_no_time() {
+        assert_eq!(rfc3339_secs("0001-01-01T00:00:00Z"), None);
+        assert_eq!(
+            rfc3339_secs("2026-11-28T05:00:00.123456789Z"),
+            Some(1_795_842_000)
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! [`FakeEngine`]: an in-memory [`Engine`] that records every call and answers like Docker (a
+//! used image is refused with 409, a missing one is 404), with answers that can be scripted per
+//! image or container and a latency per call (tokio time, so paused-time tests stay instant). For
+//! the tests of a pass and for simulations of many nodes; it never touches a real engine.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt, stream};
+
+use super::{Container, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent};
+
+/// One call made to the fake, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `inventory(finished_times)`.
+    Inventory,
+    /// `remove_container(id)`.
+    RemoveContainer(String),
+    /// `remove_image(id, tags)`.
+    RemoveImage(String),
+    /// `prune_containers()`.
+    PruneContainers,
+    /// `prune_images(all)`.
+    PruneImages {
+        /// `-a`.
+        all: bool,
+    },
+    /// `resolve_image(name)`.
+    Resolve(String),
+    /// `use_events(since, until)`.
+    Events,
+}
+
+/// A scripted answer for the next removal of one id, instead of Docker's behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 409 with this message; nothing removed.
+    Conflict(String),
+    /// 404; nothing removed (the item stays listed, as if it were removed by someone else and a
+    /// new list had not been taken yet).
+    Gone,
+    /// The image changed since the plan; nothing removed.
+    Changed(String),
+    /// An error status (e.g. 500); nothing removed.
+    Fail(u16),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    inventory: Inventory,
+    calls: Vec<Call>,
+    script: HashMap<String, VecDeque<Answer>>,
+    events: Vec<UseEvent>,
+    latency: Duration,
+    freed_bytes: u64,
+}
+
+/// The in-memory engine. Cheap to share by reference; every method takes `&self`.
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    state: Mutex<State>,
+}
+
+impl FakeEngine {
+    /// An engine holding `images` and `containers`.
+    pub fn new(images: Vec<Image>, containers: Vec<Container>) -> Self {
+        FakeEngine {
+            state: Mutex::new(State {
+                inventory: Inventory { images, containers },
+                ..State::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock has failed already; the data is plain.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every call takes this long (tokio time).
+    pub fn with_latency(self, latency: Duration) -> Self {
+        self.lock().latency = latency;
+        self
+    }
+
+    /// The next removal of `id` (image or container) gets `answer` instead of the usual one.
+    pub fn script(&self, id: &str, answer: Answer) {
+        self.lock()
+            .script
+            .entry(id.to_string())
+            .or_default()
+            .push_back(answer);
+    }
+
+    /// Adds an event to what `use_events` yields.
+    pub fn push_event(&self, event: UseEvent) {
+        self.lock().events.push(event);
+    }
+
+    /// Adds an image (a pull during a pass).
+    pub fn add_image(&self, image: Image) {
+        self.lock().inventory.images.push(image);
+    }
+
+    /// Adds a container (a `docker run` during a pass).
+    pub fn add_container(&self, container: Container) {
+        self.lock().inventory.containers.push(container);
+    }
+
+    /// The calls made so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// What the engine holds now.
+    pub fn inventory_now(&self) -> Inventory {
+        self.lock().inventory.clone()
+    }
+
+    /// Bytes of the images removed so far (their reported sizes).
+    pub fn freed_bytes(&self) -> u64 {
+        self.lock().freed_bytes
+    }
+
+    /// Records `call`, waits the latency, then takes the state.
+    async fn enter(&self, call: Call) -> MutexGuard<'_, State> {
+        let latency = {
+            let mut s = self.lock();
+            s.calls.push(call);
+            s.latency
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        self.lock()
+    }
+}
+
+/// The scripted answer for `id`, as the trait reports it.
+fn scripted(state: &mut State, id: &str, op: &str) -> Option<Result<Removal, Error>> {
+    let answer = state.script.get_mut(id)?.pop_front()?;
+    Some(match answer {
+        Answer::Conflict(m) => Ok(Removal::Conflict(m)),
+        Answer::Gone => Ok(Removal::Gone),
+        Answer::Changed(m) => Ok(Removal::Changed(m)),
+        Answer::Fail(status) => Err(Error::Status {
+            op: format!("{op} {id}"),
+            status,
+            message: "scripted failure".into(),
+        }),
+    })
+}
+
+impl Engine for FakeEngine {
+    async fn inventory(&self, _finished_times: bool) -> Result<Inventory, Error> {
+        Ok(self.enter(Call::Inventory).await.inventory.clone())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<Removal, Error> {
+        let mut s = self.enter(Call::RemoveContainer(id.to_string())).await;
+        if let Some(answer) = scripted(&mut s, id, "remove container") {
+            return answer;
+        }
+        let containers = &mut s.inventory.containers;
+        match containers.iter().position(|c| c.id == id) {
+            None => Ok(Removal::Gone),
+            Some(i) if containers[i].running => Ok(Removal::Conflict(format!(
+                "cannot remove running container {id}"
+            ))),
+            Some(i) => {
+                containers.remove(i);
+                Ok(Removal::Removed)
+            }
+        }
+    }
+
+    async fn remove_image(&self, id: &str, _tags: &[String]) -> Result<Removal, Error> {
+        let mut s = self.enter(Call::RemoveImage(id.to_string())).await;
+        if let Some(answer) = scripted(&mut s, id, "remove image") {
+            return answer;
+        }
+        if let Some(c) = s.inventory.containers.iter().find(|c| c.image_id == id) {
+            return Ok(Removal::Conflict(format!(
+                "image is being used by container {}",
+                c.id
+            )));
+        }
+        if s.inventory
+            .images
+            .iter()
+            .any(|i| i.parent_id.as_deref() == Some(id))
+        {
+            return Ok(Removal::Conflict("image has dependent child images".into()));
+        }
+        match s.inventory.images.iter().position(|i| i.id == id) {
+            None => Ok(Removal::Gone),
+            Some(i) => {
+                let image = s.inventory.images.remove(i);
+                s.freed_bytes = s.freed_bytes.saturating_add(image.size_bytes);
+                Ok(Removal::Removed)
+            }
+        }
+    }
+
+    async fn prune_containers(&self) -> Result<Pruned, Error> {
+        let mut s = self.enter(Call::PruneContainers).await;
+        let (gone, kept): (Vec<Container>, Vec<Container>) =
+            s.inventory.containers.drain(..).partition(|c| !c.running);
+        s.inventory.containers = kept;
+        Ok(Pruned {
+            deleted: gone.into_iter().map(|c| c.id).collect(),
+            reclaimed_bytes: 0,
+        })
+    }
+
+    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
+        let mut s = self.enter(Call::PruneImages { all }).await;
+        let used: Vec<String> = s
+            .inventory
+            .containers
+            .iter()
+            .map(|c| c.image_id.clone())
+            .collect();
+        let (gone, kept): (Vec<Image>, Vec<Image>) = s
+            .inventory
+            .images
+            .drain(..)
+            .partition(|i| !used.contains(&i.id) && (all || i.is_dangling()));
+        s.inventory.images = kept;
+        let reclaimed_bytes = gone.iter().map(|i| i.size_bytes).sum();
+        s.freed_bytes = s.freed_bytes.saturating_add(reclaimed_bytes);
+        Ok(Pruned {
+            deleted: gone.into_iter().map(|i| i.id).collect(),
+            reclaimed_bytes,
+        })
+    }
+
+    async fn resolve_image(&self, name: &str) -> Result<Option<String>, Error> {
+        let s = self.enter(Call::Resolve(name.to_string())).await;
+        Ok(s.inventory
+            .images
+            .iter()
+            .find(|i| i.id == name || i.tags.iter().any(|t| t == name))
+            .map(|i| i.id.clone()))
+    }
+
+    fn use_events(
+        &self,
+        since_nanos: Option<i64>,
+        until_nanos: Option<i64>,
+    ) -> impl Stream<Item = Result<UseEvent, Error>> + Send + 'static {
+        let mut s = self.lock();
+        s.calls.push(Call::Events);
+        let events: Vec<Result<UseEvent, Error>> = s
+            .events
+            .iter()
+            .filter(|e| since_nanos.is_none_or(|t| e.time_nanos > t))
+            .filter(|e| until_nanos.is_none_or(|t| e.time_nanos <= t))
+            .cloned()
+            .map(Ok)
+            .collect();
+        let endless = until_nanos.is_none();
+        stream::iter(events).chain(
+            stream::once(async move {
+                if endless {
+                    std::future::pending::<()>().await;
+                }
+            })
+            .filter_map(|()| async { None }),
+        )
+    }
+}

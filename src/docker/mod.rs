@@ -1,0 +1,126 @@
+//! The container engines: the only module that names bollard types. The rest of the program sees
+//! the plain data of [`model`] and the [`Engine`] trait, implemented over the Docker Engine API
+//! by [`DockerEngine`] (Docker, docker-in-docker, and Podman's Docker-compatible service) and in
+//! memory by [`fake::FakeEngine`] for tests and simulations. It performs what it is asked to and
+//! never decides what to delete.
+//!
+//! - `model`: images, containers, inventories, removal results, use events.
+//! - `engine`: [`DockerEngine`], the Engine API through bollard, every call bounded.
+//! - [`fake`]: a recording in-memory engine with scripted answers.
+
+mod engine;
+pub mod fake;
+mod model;
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::Stream;
+
+pub use engine::DockerEngine;
+pub use model::{Container, Image, Inventory, Pruned, Removal, UseEvent};
+
+/// Errors talking to an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The endpoint could not be set up (bad address, missing socket).
+    #[error("cannot connect to Docker at {host}")]
+    Connect {
+        /// The endpoint.
+        host: String,
+        /// Why.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The engine answered with an error status.
+    #[error("Docker refused: {op}: {status} {message}")]
+    Status {
+        /// What we asked.
+        op: String,
+        /// The HTTP status.
+        status: u16,
+        /// The engine's message.
+        message: String,
+    },
+    /// The request did not get an answer (connection refused or broken, bad response).
+    #[error("Docker request failed: {op}")]
+    Request {
+        /// What we asked.
+        op: String,
+        /// Why.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// A request got no answer in time.
+    #[error("Docker request timed out after {}s: {op}", .after.as_secs())]
+    Timeout {
+        /// What we asked.
+        op: String,
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+impl Error {
+    /// True when trying again later may help (Docker restarting, a timeout, a 5xx); false for a
+    /// request the engine understood and refused.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Timeout { .. } | Error::Connect { .. } | Error::Request { .. } => true,
+            Error::Status { status, .. } => *status >= 500,
+        }
+    }
+
+    /// The HTTP status the engine answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What the program needs from a container engine. One pass, the daemon's event follower and
+/// `status` all go through it; every call is bounded by the engine's timeout.
+pub trait Engine: Sync {
+    /// Lists images and containers; with `finished_times`, inspects stopped containers for
+    /// their finish time.
+    fn inventory(
+        &self,
+        finished_times: bool,
+    ) -> impl Future<Output = Result<Inventory, Error>> + Send;
+
+    /// Removes a stopped container (and its anonymous volumes), without force.
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<Removal, Error>> + Send;
+
+    /// Removes image `id`, planned with `tags`, all or nothing as a user sees it: a tag is
+    /// removed only while it still names `id` (otherwise [`Removal::Changed`], nothing touched);
+    /// when the final removal by id is refused, the tags this call removed are put back (those
+    /// that still name nothing). Never forced.
+    fn remove_image(
+        &self,
+        id: &str,
+        tags: &[String],
+    ) -> impl Future<Output = Result<Removal, Error>> + Send;
+
+    /// `docker container prune`.
+    fn prune_containers(&self) -> impl Future<Output = Result<Pruned, Error>> + Send;
+
+    /// `docker image prune` (`all = false`: dangling only) or `docker image prune -a`.
+    fn prune_images(&self, all: bool) -> impl Future<Output = Result<Pruned, Error>> + Send;
+
+    /// The id of the image `name` refers to, or `None` when there is no such image.
+    fn resolve_image(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+
+    /// The engine's events that mean "used" (or "deleted"), from `since_nanos` (replayed from
+    /// the engine's small buffer) and, with `until_nanos`, ending there; otherwise endless until
+    /// the engine goes away.
+    fn use_events(
+        &self,
+        since_nanos: Option<i64>,
+        until_nanos: Option<i64>,
+    ) -> impl Stream<Item = Result<UseEvent, Error>> + Send + 'static;
+}

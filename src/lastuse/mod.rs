@@ -1,0 +1,261 @@
+//! When each image was last used, per engine: a table fed with the engines' events and their
+//! inventories, kept in memory and persisted by [`store`] in the state directory, so that "least
+//! recently used" survives restarts. Plain data: it deletes nothing and does no engine I/O (the
+//! caller resolves the image an event names and passes the id in).
+//!
+//! Times are unix milliseconds: two uses in the same second still have an order.
+
+pub mod store;
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::docker::{Inventory, UseEvent};
+
+pub use store::{Error, Store};
+
+/// The name of the engine configured without `[[engine]]` tables (`DOCKER_HOST`).
+pub const DEFAULT_ENGINE: &str = "default";
+
+/// One image's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// When it was first seen by us, unix milliseconds.
+    pub first_seen_ms: i64,
+    /// When it was last used (pulled, tagged, a container created, started or stopped), unix
+    /// milliseconds.
+    pub last_used_ms: i64,
+}
+
+/// The last-use table of one engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastUse {
+    images: BTreeMap<String, Entry>,
+    cursor_nanos: Option<i64>,
+    /// True until the first inventory has been recorded on a machine with no state: images
+    /// found then take their build time; images found later take "now".
+    fresh: bool,
+    dirty: bool,
+}
+
+impl Default for LastUse {
+    fn default() -> Self {
+        LastUse::new()
+    }
+}
+
+impl LastUse {
+    /// An empty table, as on a first start.
+    pub fn new() -> Self {
+        LastUse {
+            images: BTreeMap::new(),
+            cursor_nanos: None,
+            fresh: true,
+            dirty: false,
+        }
+    }
+
+    /// A table read back from the state file.
+    pub(crate) fn restored(images: BTreeMap<String, Entry>, cursor_nanos: Option<i64>) -> Self {
+        LastUse {
+            images,
+            cursor_nanos,
+            fresh: false,
+            dirty: false,
+        }
+    }
+
+    /// A table that starts empty although state existed (it could not be read): images found
+    /// take "now", not their build time.
+    pub(crate) fn not_fresh() -> Self {
+        LastUse {
+            fresh: false,
+            ..LastUse::new()
+        }
+    }
+
+    /// The records, by image id.
+    pub(crate) fn images(&self) -> &BTreeMap<String, Entry> {
+        &self.images
+    }
+
+    /// True when the table changed since it was loaded or saved.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The table was saved.
+    pub(crate) fn mark_saved(&mut self) {
+        self.dirty = false;
+    }
+
+    /// The table must be written at the next save (it was migrated).
+    pub(crate) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// The event time to replay the engine's events from, unix nanoseconds.
+    pub fn cursor_nanos(&self) -> Option<i64> {
+        self.cursor_nanos
+    }
+
+    /// Moves the replay cursor forward (never back).
+    pub fn advance_cursor(&mut self, nanos: i64) {
+        if self.cursor_nanos.is_none_or(|c| nanos > c) {
+            self.cursor_nanos = Some(nanos);
+            self.dirty = true;
+        }
+    }
+
+    /// The record of image `id`.
+    pub fn get(&self, id: &str) -> Option<Entry> {
+        self.images.get(id).copied()
+    }
+
+    /// Image `id` was used at `at_ms` (unix milliseconds).
+    pub fn touch(&mut self, id: &str, at_ms: i64) {
+        let entry = self.images.entry(id.to_string()).or_insert(Entry {
+            first_seen_ms: at_ms,
+            last_used_ms: at_ms,
+        });
+        if at_ms > entry.last_used_ms {
+            entry.last_used_ms = at_ms;
+        }
+        self.dirty = true;
+    }
+
+    /// Image `id` is gone.
+    pub fn forget(&mut self, id: &str) {
+        if self.images.remove(id).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    /// Applies one event: a deletion forgets the image; any other use touches `id` (the image
+    /// the event names, resolved by the caller; `None` when it no longer exists) at the event's
+    /// time. The cursor moves to the event either way.
+    pub fn apply(&mut self, event: &UseEvent, id: Option<&str>) {
+        if event.deleted {
+            self.forget(&event.image);
+        } else if let Some(id) = id {
+            log::debug!("image {id} used ({} {})", event.action, event.image);
+            self.touch(id, event.time_nanos.div_euclid(1_000_000));
+        }
+        self.advance_cursor(event.time_nanos);
+    }
+
+    /// Brings the table in line with what the engine has now: images never seen take their
+    /// build time on the very first start and `now_ms` afterwards (a pull while we were down is
+    /// not old); images a container references are used now; records of deleted images go.
+    pub fn reconcile(&mut self, inventory: &Inventory, now_ms: i64) {
+        let present: HashSet<&str> = inventory.images.iter().map(|i| i.id.as_str()).collect();
+        let before = self.images.len();
+        self.images.retain(|id, _| present.contains(id.as_str()));
+        self.dirty |= self.images.len() != before;
+        for image in &inventory.images {
+            if !self.images.contains_key(&image.id) {
+                let seen = if self.fresh {
+                    image.created.saturating_mul(1000).min(now_ms)
+                } else {
+                    now_ms
+                };
+                self.images.insert(
+                    image.id.clone(),
+                    Entry {
+                        first_seen_ms: seen,
+                        last_used_ms: seen,
+                    },
+                );
+                self.dirty = true;
+            }
+        }
+        for container in &inventory.containers {
+            if present.contains(container.image_id.as_str()) {
+                self.touch(&container.image_id, now_ms);
+            }
+        }
+        self.fresh = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::{Container, Image};
+
+    fn image(id: &str, created: i64) -> Image {
+        Image {
+            id: id.into(),
+            parent_id: None,
+            tags: vec![format!("{id}:latest")],
+            created,
+            size_bytes: 1,
+        }
+    }
+
+    fn container(image_id: &str) -> Container {
+        Container {
+            id: "c".into(),
+            name: "c".into(),
+            image_id: image_id.into(),
+            running: false,
+            created: 0,
+            finished: None,
+        }
+    }
+
+    #[test]
+    fn first_start_takes_build_time_later_starts_take_now() {
+        let mut t = LastUse::new();
+        let inv = Inventory {
+            images: vec![image("a", 100)],
+            containers: vec![],
+        };
+        t.reconcile(&inv, 1_000_000);
+        assert_eq!(t.get("a").unwrap().last_used_ms, 100_000);
+
+        let mut t = LastUse::restored(t.images().clone(), None);
+        let inv = Inventory {
+            images: vec![image("a", 100), image("b", 200)],
+            containers: vec![container("a")],
+        };
+        t.reconcile(&inv, 2_000_000);
+        assert_eq!(
+            t.get("b").unwrap().last_used_ms,
+            2_000_000,
+            "pulled while we were down"
+        );
+        assert_eq!(
+            t.get("a").unwrap().last_used_ms,
+            2_000_000,
+            "a container references it"
+        );
+    }
+
+    #[test]
+    fn deleted_images_are_forgotten_and_touch_never_goes_back() {
+        let mut t = LastUse::new();
+        t.touch("a", 50);
+        t.touch("a", 40);
+        assert_eq!(t.get("a").unwrap().last_used_ms, 50);
+        t.reconcile(&Inventory::default(), 60);
+        assert_eq!(t.get("a"), None);
+    }
+
+    #[test]
+    fn events_in_one_second_keep_their_order() {
+        let mut t = LastUse::new();
+        let event = |nanos: i64| UseEvent {
+            time_nanos: nanos,
+            image: "app:1".into(),
+            action: "start".into(),
+            deleted: false,
+        };
+        t.apply(&event(5_000_100_000_000), Some("sha256:a"));
+        t.apply(&event(5_000_900_000_000), Some("sha256:b"));
+        assert!(t.get("sha256:a").unwrap().last_used_ms < t.get("sha256:b").unwrap().last_used_ms);
+        assert_eq!(t.cursor_nanos(), Some(5_000_900_000_000));
+    }
+}

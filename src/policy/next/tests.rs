@@ -1,0 +1,329 @@
+//! Table tests of the stopping rules: a plan, a script of what happens, the actions expected.
+
+use std::time::Duration;
+
+use super::*;
+use crate::policy::{Need, Plan};
+use crate::usage::{FsUsage, TreeUsage};
+
+fn image(id: &str, mib: u64) -> Step {
+    Step::RemoveImage {
+        id: id.into(),
+        tags: vec![format!("{id}:1")],
+        size_bytes: mib << 20,
+        last_used_ms: 0,
+    }
+}
+
+fn container(id: &str) -> Step {
+    Step::RemoveContainer {
+        id: id.into(),
+        name: id.into(),
+        stopped: 0,
+    }
+}
+
+fn plan(steps: Vec<Step>) -> Plan {
+    Plan {
+        strategy: "lru",
+        steps,
+        kept: Vec::new(),
+        need: Need::default(),
+        estimated_steps: None,
+    }
+}
+
+/// A filesystem `pct` percent full.
+fn fs(pct: u64) -> Measurement {
+    Measurement::Relative(vec![FsUsage::from_counts(
+        "/d".into(),
+        1,
+        100,
+        100 - pct,
+        0,
+        0,
+    )])
+}
+
+fn tree(mib: u64) -> Measurement {
+    Measurement::Absolute(TreeUsage {
+        bytes: mib << 20,
+        inodes: 1,
+        unreadable: 0,
+    })
+}
+
+fn relative(delay_ms: u64) -> Config {
+    Config {
+        delay: Duration::from_millis(delay_ms),
+        ..Config::default()
+    }
+}
+
+/// Feeds `script` to the course and collects the action after each input.
+fn run(plan: &Plan, config: &Config, before: &Measurement, script: &[Input<'_>]) -> Vec<Action> {
+    let mut course = Course::new(plan, config, before);
+    script.iter().map(|input| course.next(*input)).collect()
+}
+
+use Action::*;
+use Input::{Measured, Paused, Ran, Skipped, Start};
+use StepResult::{NotRemoved, PrunedDangling, Removed};
+
+#[test]
+fn relative_mode_measures_after_each_removal_and_stops_below_low() {
+    let p = plan(vec![container("c"), image("a", 10), image("b", 10)]);
+    let (high, mid, low) = (fs(85), fs(70), fs(50));
+    let got = run(
+        &p,
+        &relative(0),
+        &high,
+        &[
+            Start,
+            Ran(Removed),
+            Measured(&high),
+            Ran(Removed),
+            Measured(&mid),
+            Ran(Removed),
+            Measured(&low),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Run(0),
+            Measure,
+            Run(1),
+            Measure,
+            Run(2),
+            Measure,
+            Stop(Outcome::ReachedLow)
+        ]
+    );
+}
+
+#[test]
+fn early_stop_leaves_the_rest_of_the_plan() {
+    let p = plan(vec![image("a", 10), image("b", 10), image("c", 10)]);
+    let low = fs(10);
+    let got = run(
+        &p,
+        &relative(0),
+        &fs(90),
+        &[Start, Ran(Removed), Measured(&low)],
+    );
+    assert_eq!(got, vec![Run(0), Measure, Stop(Outcome::ReachedLow)]);
+}
+
+#[test]
+fn the_delay_separates_image_removals_only() {
+    // container, image, image, container-less end: a pause only between the two images.
+    let p = plan(vec![container("c"), image("a", 1), image("b", 1)]);
+    let high = fs(90);
+    let got = run(
+        &p,
+        &relative(1000),
+        &high,
+        &[
+            Start,
+            Ran(Removed),
+            Measured(&high),
+            Ran(Removed),
+            Measured(&high),
+            Paused,
+            Ran(Removed),
+            Measured(&high),
+            Measured(&high),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Run(0),
+            Measure,
+            Run(1),
+            Measure,
+            Pause(Duration::from_secs(1)),
+            Run(2),
+            Measure,
+            Measure,
+            Stop(Outcome::Exhausted)
+        ]
+    );
+}
+
+#[test]
+fn a_refused_removal_is_neither_measured_nor_followed_by_a_pause() {
+    let p = plan(vec![image("a", 1), image("b", 1)]);
+    let high = fs(90);
+    let got = run(
+        &p,
+        &relative(1000),
+        &high,
+        &[Start, Ran(NotRemoved), Ran(NotRemoved), Measured(&high)],
+    );
+    assert_eq!(got, vec![Run(0), Run(1), Measure, Stop(Outcome::Exhausted)]);
+}
+
+#[test]
+fn an_empty_plan_measures_once_and_reports_the_shortfall() {
+    let p = plan(vec![]);
+    let (high, low) = (fs(90), fs(10));
+    assert_eq!(
+        run(&p, &relative(0), &high, &[Start, Measured(&high)]),
+        vec![Measure, Stop(Outcome::Exhausted)]
+    );
+    assert_eq!(
+        run(&p, &relative(0), &high, &[Start, Measured(&low)]),
+        vec![Measure, Stop(Outcome::ReachedLow)]
+    );
+}
+
+#[test]
+fn absolute_mode_walks_only_when_the_estimate_says_enough() {
+    let config = Config {
+        watermarks: Watermarks::Absolute {
+            high_bytes: 100 << 20,
+            low_bytes: 80 << 20,
+        },
+        delay: Duration::ZERO,
+        ..Config::default()
+    };
+    // 100 MiB used, low at 80: after a, 90 by the estimate (no walk); after b, 75 (walk). The walk
+    // finds 85 (shared layers): go on with the walked figure; c brings the estimate to 75: walk.
+    let p = plan(vec![image("a", 10), image("b", 15), image("c", 10)]);
+    let (walked_85, walked_70) = (tree(85), tree(70));
+    let got = run(
+        &p,
+        &config,
+        &tree(100),
+        &[
+            Start,
+            Ran(Removed),
+            Ran(Removed),
+            Measured(&walked_85),
+            Ran(Removed),
+            Measured(&walked_70),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Run(0),
+            Run(1),
+            Measure,
+            Run(2),
+            Measure,
+            Stop(Outcome::ReachedLow)
+        ]
+    );
+}
+
+#[test]
+fn prune_strategy_never_stops_early_and_skips_prune_all_when_dangling_sufficed() {
+    let config = Config {
+        strategy: Strategy::Prune,
+        ..Config::default()
+    };
+    let p = plan(vec![
+        Step::PruneContainers,
+        Step::PruneDanglingImages,
+        Step::PruneAllImages,
+    ]);
+    let (high, low) = (fs(90), fs(10));
+    // Dangling images were found and usage fell below high: prune -a is left out.
+    assert_eq!(
+        run(
+            &p,
+            &config,
+            &high,
+            &[
+                Start,
+                Ran(Removed),
+                Ran(PrunedDangling(2)),
+                Measured(&low),
+                Skipped,
+                Measured(&low)
+            ]
+        ),
+        vec![
+            Run(0),
+            Run(1),
+            Measure,
+            Skip(2),
+            Measure,
+            Stop(Outcome::ReachedLow)
+        ]
+    );
+    // Still above high: prune -a runs.
+    assert_eq!(
+        run(
+            &p,
+            &config,
+            &high,
+            &[
+                Start,
+                Ran(Removed),
+                Ran(PrunedDangling(2)),
+                Measured(&high),
+                Ran(Removed),
+                Measured(&high)
+            ]
+        ),
+        vec![
+            Run(0),
+            Run(1),
+            Measure,
+            Run(2),
+            Measure,
+            Stop(Outcome::ReachedLow)
+        ]
+    );
+    // No dangling image: prune -a without measuring first; the original never reports a shortfall.
+    assert_eq!(
+        run(
+            &p,
+            &config,
+            &high,
+            &[
+                Start,
+                Ran(Removed),
+                Ran(PrunedDangling(0)),
+                Ran(Removed),
+                Measured(&high)
+            ]
+        ),
+        vec![Run(0), Run(1), Run(2), Measure, Stop(Outcome::ReachedLow)]
+    );
+}
+
+#[test]
+fn an_input_out_of_order_ends_the_course() {
+    let p = plan(vec![image("a", 1)]);
+    let high = fs(90);
+    assert_eq!(
+        run(
+            &p,
+            &relative(0),
+            &high,
+            &[Start, Measured(&high), Ran(Removed)]
+        ),
+        vec![
+            Run(0),
+            Stop(Outcome::Interrupted),
+            Stop(Outcome::Interrupted)
+        ]
+    );
+}
+
+#[test]
+fn steps_begun_counts_what_the_pass_reached() {
+    let p = plan(vec![image("a", 1), image("b", 1)]);
+    let (high, low) = (fs(90), fs(10));
+    let mut course = Course::new(&p, &relative(0), &high);
+    assert_eq!(course.steps_begun(), 0);
+    course.next(Start);
+    course.next(Ran(Removed));
+    course.next(Measured(&low));
+    assert_eq!(course.steps_begun(), 1);
+}

@@ -1,0 +1,153 @@
+//! Stage 2 of a plan: each image's effective last use (a parent counts as used when any child
+//! is) and what protects an image (in use, a keep rule, too young, parent of a protected image).
+//! What is left is a candidate.
+
+use std::collections::{HashMap, HashSet};
+
+use regex::Regex;
+
+use super::{Kept, Reason};
+use crate::docker::{Image, Inventory};
+use crate::lastuse::LastUse;
+
+/// The image graph of one inventory: parents, by id.
+pub(super) struct Graph<'a> {
+    by_id: HashMap<&'a str, &'a Image>,
+}
+
+impl<'a> Graph<'a> {
+    pub(super) fn new(inventory: &'a Inventory) -> Self {
+        Graph {
+            by_id: inventory
+                .images
+                .iter()
+                .map(|i| (i.id.as_str(), i))
+                .collect(),
+        }
+    }
+
+    pub(super) fn parent_of(&self, id: &str) -> Option<&'a str> {
+        self.by_id.get(id).and_then(|i| i.parent_id.as_deref())
+    }
+
+    /// The ancestors of `id`, nearest first; stops at a cycle.
+    pub(super) fn ancestors(&self, id: &str) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut cur = self.parent_of(id);
+        while let Some(p) = cur {
+            if !seen.insert(p) {
+                break;
+            }
+            out.push(p);
+            cur = self.parent_of(p);
+        }
+        out
+    }
+}
+
+/// Each image's last use, unix ms: its own (the table's record, else its build time) or the
+/// latest of its descendants', whichever is later.
+pub(super) fn effective_last_use<'a>(
+    inventory: &'a Inventory,
+    graph: &Graph<'a>,
+    last_use: &LastUse,
+) -> HashMap<&'a str, i64> {
+    let mut last_used: HashMap<&str, i64> = HashMap::new();
+    for image in &inventory.images {
+        let t = last_use
+            .get(&image.id)
+            .map(|e| e.last_used_ms)
+            .unwrap_or(image.created.saturating_mul(1000));
+        for id in std::iter::once(image.id.as_str()).chain(graph.ancestors(&image.id)) {
+            let e = last_used.entry(id).or_insert(t);
+            *e = (*e).max(t);
+        }
+    }
+    last_used
+}
+
+/// What the protection stage decided.
+pub(super) struct Protection<'a> {
+    /// Images that may go, in inventory order.
+    pub candidates: Vec<&'a Image>,
+    /// Images that stay, and why.
+    pub kept: Vec<Kept>,
+}
+
+/// The rules that protect an image.
+pub(super) struct Rules<'a> {
+    /// Image id → a container that stays and uses it.
+    pub users: &'a HashMap<&'a str, &'a str>,
+    /// Keep patterns matched against tags.
+    pub keep: &'a [Regex],
+    /// An image used less than this long ago stays.
+    pub min_age_ms: i64,
+    /// Now, unix ms.
+    pub now_ms: i64,
+}
+
+/// Splits the images into candidates and kept ones.
+pub(super) fn protect<'a>(
+    inventory: &'a Inventory,
+    graph: &Graph<'a>,
+    last_used: &HashMap<&'a str, i64>,
+    rules: &Rules<'_>,
+) -> Protection<'a> {
+    let mut protected: HashSet<&str> = HashSet::new();
+    let mut kept = Vec::new();
+    let mut unprotected = Vec::new();
+    for image in &inventory.images {
+        let reason = if let Some(container) = rules.users.get(image.id.as_str()) {
+            Some(Reason::InUse {
+                container: container.to_string(),
+            })
+        } else if let Some(pattern) = rules
+            .keep
+            .iter()
+            .find(|re| image.tags.iter().any(|t| re.is_match(t)))
+        {
+            Some(Reason::KeepRule {
+                pattern: pattern.as_str().to_string(),
+            })
+        } else {
+            let used = last_used
+                .get(image.id.as_str())
+                .copied()
+                .unwrap_or(image.created.saturating_mul(1000));
+            let age_ms = rules.now_ms.saturating_sub(used);
+            (age_ms < rules.min_age_ms).then_some(Reason::TooYoung {
+                age_secs: age_ms.div_euclid(1000),
+            })
+        };
+        match reason {
+            Some(reason) => {
+                protected.insert(&image.id);
+                kept.push(Kept {
+                    id: image.id.clone(),
+                    names: image.tags.clone(),
+                    reason,
+                });
+            }
+            None => unprotected.push(image),
+        }
+    }
+    // Ancestors of what stays stay too (Docker would refuse them anyway).
+    let ancestors: HashSet<&str> = protected
+        .iter()
+        .flat_map(|id| graph.ancestors(id))
+        .collect();
+    let mut candidates = Vec::new();
+    for image in unprotected {
+        if ancestors.contains(image.id.as_str()) {
+            kept.push(Kept {
+                id: image.id.clone(),
+                names: image.tags.clone(),
+                reason: Reason::Parent,
+            });
+        } else {
+            candidates.push(image);
+        }
+    }
+    Protection { candidates, kept }
+}

@@ -1,0 +1,229 @@
+//! Native measurement of the storage: what a pass compares with the watermarks. Knows nothing
+//! about Docker; never shells out, follows a symlink, crosses into another filesystem or deletes.
+//!
+//! Two measurements, for two purposes:
+//! - [`statvfs()`] is cheap and relative: how full the filesystem holding a path is, in blocks
+//!   and in inodes. The relative trigger and stop condition use it ([`FsUsage::used_pct`]).
+//! - [`tree_usage`] is expensive and absolute: the allocated bytes and inodes of one or more
+//!   directory trees, with `du -sxB1` semantics (absolute mode).
+//!
+//! [`Measurement`] is one reading of all the watched paths; a [`Meter`] takes one (the real one is
+//! [`PathMeter`]; tests measure a simulated disk).
+//!
+//! - `statvfs`: [`FsUsage`] and its arithmetic.
+//! - `walk`: [`tree_usage`], a parallel walk.
+
+mod statvfs;
+mod walk;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::config::{Config, Watermarks};
+
+pub use statvfs::{FsUsage, statvfs};
+pub use walk::{TreeUsage, tree_usage};
+
+/// Errors of the measurements. Each names the operation and the path; the cause is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A watched path is missing or inaccessible.
+    #[error("cannot access watched path {}", path.display())]
+    Access {
+        /// The path.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// `statvfs(2)` of a path failed.
+    #[error("failed to statvfs {}", path.display())]
+    Statvfs {
+        /// The path whose filesystem was queried.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// A root given to [`tree_usage`] could not be `lstat`ed.
+    #[error("failed to stat {}", path.display())]
+    StatRoot {
+        /// The root that could not be measured.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The threads of the walk could not be started.
+    #[error("failed to start the threads to walk {}", path.display())]
+    ThreadPool {
+        /// The first root of the walk.
+        path: PathBuf,
+        /// Why the pool could not be built.
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
+}
+
+impl Error {
+    /// Whether trying again later may succeed: a missing thread or an interrupted call may be
+    /// transient; a missing or forbidden path is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Access { .. } => false,
+            Error::Statvfs { source, .. } | Error::StatRoot { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory
+            ),
+            Error::ThreadPool { .. } => true,
+        }
+    }
+}
+
+/// One reading of the watched paths.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Measurement {
+    /// `statvfs` of every watched filesystem (two paths on one filesystem count once).
+    Relative(Vec<FsUsage>),
+    /// The trees added up, `du -sx` style.
+    Absolute(TreeUsage),
+}
+
+impl Measurement {
+    /// The figure compared with the watermarks: the fullest filesystem's percentage (blocks or
+    /// inodes, whichever is higher), or bytes.
+    pub fn level(&self) -> f64 {
+        match self {
+            Measurement::Relative(fs) => fs.iter().map(FsUsage::used_pct).fold(0.0, f64::max),
+            // Precision is lost only above 2^53 bytes (8 PiB), for display and comparison.
+            Measurement::Absolute(t) => t.bytes as f64,
+        }
+    }
+
+    /// Bytes and inodes freed between `self` (before) and `after`; negative when something else
+    /// wrote meanwhile.
+    pub fn freed_since(&self, after: &Measurement) -> (i64, i64) {
+        let diff = |more: u64, less: u64| -> i64 {
+            if more >= less {
+                i64::try_from(more - less).unwrap_or(i64::MAX)
+            } else {
+                i64::try_from(less - more).map_or(i64::MIN, |d| -d)
+            }
+        };
+        match (self, after) {
+            (Measurement::Relative(b), Measurement::Relative(a)) => {
+                b.iter().zip(a).fold((0i64, 0i64), |acc, (b, a)| {
+                    (
+                        acc.0.saturating_add(diff(a.avail_bytes, b.avail_bytes)),
+                        acc.1.saturating_add(diff(a.avail_inodes, b.avail_inodes)),
+                    )
+                })
+            }
+            (Measurement::Absolute(b), Measurement::Absolute(a)) => {
+                (diff(b.bytes, a.bytes), diff(b.inodes, a.inodes))
+            }
+            _ => (0, 0),
+        }
+    }
+}
+
+impl fmt::Display for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Measurement::Relative(all) => {
+                for (i, fs) in all.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(
+                        f,
+                        "{}: blocks {:.1}%, inodes {:.1}%",
+                        fs.path.display(),
+                        fs.blocks_used_pct,
+                        fs.inodes_used_pct
+                    )?;
+                }
+                Ok(())
+            }
+            Measurement::Absolute(t) => write!(f, "{} in {} inodes", size(t.bytes), t.inodes),
+        }
+    }
+}
+
+/// Formats bytes for people (`12.5 MiB`).
+pub fn size(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).display().iec().to_string()
+}
+
+/// Formats a signed byte count for people (`-3.0 MiB` when something grew).
+pub fn signed_size(bytes: i64) -> String {
+    if bytes < 0 {
+        format!("-{}", size(bytes.unsigned_abs()))
+    } else {
+        size(bytes.unsigned_abs())
+    }
+}
+
+/// Takes one [`Measurement`].
+pub trait Meter: Sync {
+    /// Measures now.
+    fn measure(&self) -> impl Future<Output = Result<Measurement, Error>> + Send;
+}
+
+/// The real meter: the configured paths, by `statvfs` in relative mode or walked in absolute
+/// mode (off the async threads).
+#[derive(Debug, Clone)]
+pub struct PathMeter {
+    paths: Vec<PathBuf>,
+    absolute: bool,
+}
+
+impl PathMeter {
+    /// The meter for `config`'s paths and threshold type.
+    pub fn new(config: &Config) -> Self {
+        PathMeter {
+            paths: config.paths.clone(),
+            absolute: matches!(config.watermarks, Watermarks::Absolute { .. }),
+        }
+    }
+}
+
+impl Meter for PathMeter {
+    async fn measure(&self) -> Result<Measurement, Error> {
+        if !self.absolute {
+            let mut seen = HashSet::new();
+            let mut all = Vec::new();
+            for path in &self.paths {
+                let dev = std::fs::metadata(path)
+                    .map_err(|source| Error::Access {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .dev();
+                if seen.insert(dev) {
+                    all.push(statvfs(path)?);
+                }
+            }
+            return Ok(Measurement::Relative(all));
+        }
+        let paths = self.paths.clone();
+        let tree = match tokio::task::spawn_blocking(move || tree_usage(&paths)).await {
+            Ok(tree) => tree?,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        if tree.unreadable > 0 {
+            log::warn!(
+                "{} entries could not be read while measuring",
+                tree.unreadable
+            );
+        }
+        Ok(Measurement::Absolute(tree))
+    }
+}
