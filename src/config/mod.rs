@@ -296,3 +296,6 @@ impl fmt::Display for Watermarks {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
