@@ -138,9 +138,10 @@ const UNITS: &[(&str, u64)] = &[
 ];
 
 /// Parses a size: a decimal number with an optional fraction (`50`, `1.5`, `.5`), optionally
-/// followed by spaces and a unit from [`UNITS`] (case-insensitive). Without a unit, or with `B`,
-/// the number is bytes and must be whole; with a larger unit the result is rounded down to a
-/// whole byte (`"0.3GiB"` is 322122547 bytes). Anything that does not fit a `u64` is an error,
+/// followed by spaces and a unit (case-insensitive): `B`; `K`/`KB`, `M`/`MB`, `G`/`GB`,
+/// `T`/`TB`, `P`/`PB`, `E`/`EB` (powers of 1000); `Ki`/`KiB` … `Ei`/`EiB` (powers of 1024).
+/// Without a unit, or with `B`, the number is bytes and must be whole; with a larger unit the
+/// result is rounded down to a whole byte (`"0.3GiB"` is 322122547 bytes). Anything that does not fit a `u64` is an error,
 /// never a saturated or wrapped value. Surrounding whitespace is ignored.
 pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let s = text.trim();
