@@ -1,7 +1,6 @@
 //! The command line: parse, load the configuration, set up logging, call the library, map the
 //! result to an exit code (0 ok, 1 runtime failure, 78 configuration).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -61,7 +60,9 @@ fn main() -> ExitCode {
         command,
         Command::Run { dry_run: true } | Command::Once { dry_run: true }
     );
-    let env: HashMap<String, String> = std::env::vars().collect();
+    // vars_os: a variable that is not UTF-8 (a Latin-1 EnvironmentFile) must not panic here;
+    // the configuration refuses it only when it is one of ours.
+    let env: config::Env = std::env::vars_os().collect();
     let loaded = match config::load(cli.config.as_deref(), &env, Flags { dry_run }) {
         Ok(l) => l,
         Err(e) => {
@@ -190,7 +191,7 @@ struct Reloader {
 
 impl Reloader {
     fn reload(&self) {
-        let env: HashMap<String, String> = std::env::vars().collect();
+        let env: config::Env = std::env::vars_os().collect();
         match config::load(
             self.path.as_deref(),
             &env,

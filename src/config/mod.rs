@@ -1,9 +1,22 @@
 //! Configuration: built-in defaults < `/etc/docker-image-cleaner.toml` < `DOCKER_IMAGE_CLEANER_*`
-//! environment < command-line flags, validated into one typed [`Config`]. Reads the file and the
-//! environment it is given; touches nothing else.
+//! environment < command-line flags, validated into one typed [`Config`] whose every value is in
+//! a documented range. Reads the file and the environment it is given; touches nothing else (no
+//! network, no other file, not the process environment).
+//!
+//! - `load`: the layers in order and where each value came from;
+//! - `file`: reading the file safely (regular files only, bounded, UTF-8), positions of keys;
+//! - `env`: [`Env`] and each variable read as one value of its key;
+//! - `raw`: the file format (every key optional, unknown keys rejected);
+//! - `validate`: every rule, and the way back to text for `check-config`;
+//! - `units`: sizes and durations, exact and range-checked;
+//! - `checks`: node names and Docker endpoints.
 
+mod checks;
+mod env;
+mod file;
 mod load;
 mod raw;
+mod units;
 mod validate;
 
 use std::fmt;
@@ -13,7 +26,11 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 
+pub use checks::{DEFAULT_DOCKER_TCP_PORT, check_docker_host, check_node_name};
+pub use env::{CONFIG_ENV, Env};
+pub use file::MAX_FILE_BYTES;
 pub use load::{DEFAULT_PATH, Flags, Loaded, Source, load};
+pub use units::{MAX_DURATION, MAX_DURATION_SECS, SizeError, parse_size};
 
 /// Exit code for a configuration error (EX_CONFIG), so that systemd's
 /// `RestartPreventExitStatus=78` stops a crash loop.
@@ -21,6 +38,12 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// Smallest high watermark accepted in absolute mode, as the original tool required.
 pub const MIN_ABSOLUTE_HIGH_BYTES: u64 = 1 << 30;
+
+/// Shortest `interval_seconds`: a pass a second at most (a shorter tick only burns CPU and logs).
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Shortest `timeout_seconds`: Docker's client (bollard) counts whole seconds.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How usage is measured and compared with the watermarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -115,25 +138,32 @@ impl LogLevel {
 }
 
 /// The validated configuration; the rest of the program sees only this.
+///
+/// Every [`Duration`] field is below [`MAX_DURATION`] (10 years), so its `as_secs()` fits an
+/// `i64` (`i64::try_from(d.as_secs())` cannot fail) with room to add it to a Unix timestamp; the
+/// lower bound of each is on the field. A `Config` built by hand (tests) is trusted as it is.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The Kubernetes node to cordon; `None` turns cordoning off.
+    /// The Kubernetes node to cordon; `None` turns cordoning off. Always a valid node name
+    /// ([`check_node_name`]: an RFC 1123 DNS subdomain, no `/`, `?`, space or upper case).
     pub node_name: Option<String>,
     /// The trees to measure (`path_to_check`).
     pub paths: Vec<PathBuf>,
-    /// Time between two passes.
+    /// Time between two passes: at least [`MIN_INTERVAL`] (never zero), below [`MAX_DURATION`].
     pub interval: Duration,
-    /// Pause between two image removals.
+    /// Pause between two image removals: zero or more, below [`MAX_DURATION`].
     pub delay: Duration,
     /// When to start and stop cleaning.
     pub watermarks: Watermarks,
-    /// Timeout of every Docker request.
+    /// Timeout of every Docker request: at least [`MIN_TIMEOUT`], below [`MAX_DURATION`].
     pub timeout: Duration,
     /// What a pass removes.
     pub strategy: Strategy,
-    /// An image first seen or last used more recently than this is kept.
+    /// An image first seen or last used more recently than this is kept: zero or more, below
+    /// [`MAX_DURATION`].
     pub min_age: Duration,
-    /// A stopped container that finished more recently than this is kept.
+    /// A stopped container that finished more recently than this is kept: zero or more, below
+    /// [`MAX_DURATION`].
     pub container_min_age: Duration,
     /// An image with a `repository:tag` matching any of these is kept.
     pub keep: Vec<Regex>,
@@ -141,13 +171,16 @@ pub struct Config {
     pub dry_run: bool,
     /// Where the last-use table and the lock live.
     pub state_dir: PathBuf,
-    /// The Docker endpoint (`unix://`, `tcp://` or `http://`); `None` for the local socket.
+    /// The Docker endpoint, checked by [`check_docker_host`]: `unix:///absolute/path`, or
+    /// `tcp://host:port` / `http://host:port` with the port always present (Docker's 2375 added
+    /// when none was given); `None` for the local socket.
     pub docker_host: Option<String>,
     /// The kubeconfig setting; `None` means the fallback chain (see `node`).
     pub kubeconfig: Option<PathBuf>,
     /// How the node is cordoned.
     pub cordon_mode: CordonMode,
-    /// Longest time a pass keeps the node cordoned; it then goes on uncordoned.
+    /// Longest time a pass keeps the node cordoned; it then goes on uncordoned. More than zero,
+    /// below [`MAX_DURATION`].
     pub max_cordon: Duration,
     /// What to do when cordoning fails.
     pub on_cordon_failure: OnCordonFailure,
@@ -204,6 +237,30 @@ pub enum Error {
         /// The TOML parser's message, with line, column and the offending line.
         message: String,
     },
+    /// The file named is not a regular file (a FIFO would block the read forever).
+    #[error("configuration file {path} {what}, not a regular file")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead: "is a FIFO", "is a directory", ...
+        what: &'static str,
+    },
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    #[error("configuration file {path} is larger than {limit} bytes: is it the right file?")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// One of our environment variables is not UTF-8.
+    #[error("environment variable {var} = {value}: not valid UTF-8 (bytes shown as \\x escapes)")]
+    NotUtf8 {
+        /// The variable.
+        var: String,
+        /// Its value, quoted, every byte but printable ASCII as `\xNN`.
+        value: String,
+    },
     /// A value that parses but makes no sense.
     #[error("{origin}: {key} = {value}: {message}")]
     Invalid {
@@ -239,3 +296,6 @@ impl fmt::Display for Watermarks {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use super::units::Seconds;
 use super::{CordonMode, LogLevel, OnCordonFailure, Strategy, ThresholdType};
 
 /// Declares [`Raw`] once, with the list of its keys and the overlay of one layer on another, so
@@ -65,11 +66,9 @@ raw_config! {
 /// Keys whose environment value is a comma-separated list.
 pub(crate) const LIST_KEYS: &[&str] = &["path_to_check", "keep"];
 
-/// A non-negative number of seconds, integer or fractional.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Seconds(pub f64);
-
 impl<'de> Deserialize<'de> for Seconds {
+    /// An integer stays exact ([`Seconds::Whole`]); a float must be finite and not negative.
+    /// The range is checked during validation, where the error can name the key's origin.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl Visitor<'_> for V {
@@ -78,19 +77,18 @@ impl<'de> Deserialize<'de> for Seconds {
                 f.write_str("a non-negative number of seconds")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
-                if v < 0 {
-                    return Err(E::invalid_value(de::Unexpected::Signed(v), &self));
-                }
-                Ok(Seconds(v as f64))
+                u64::try_from(v)
+                    .map(Seconds::Whole)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
-                Ok(Seconds(v as f64))
+                Ok(Seconds::Whole(v))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
                 if !v.is_finite() || v < 0.0 {
                     return Err(E::invalid_value(de::Unexpected::Float(v), &self));
                 }
-                Ok(Seconds(v))
+                Ok(Seconds::Fraction(v))
             }
         }
         d.deserialize_any(V)
@@ -99,17 +97,19 @@ impl<'de> Deserialize<'de> for Seconds {
 
 /// A watermark as written: a bare number (percent in relative mode, bytes in absolute mode) or a
 /// string (`"80%"`, `"50GiB"`, `"500000000"`). Its meaning depends on `threshold_type`, so it is
-/// interpreted during validation.
+/// interpreted during validation. An integer stays exact.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Quantity {
-    Number(f64),
+    Integer(i64),
+    Float(f64),
     Text(String),
 }
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            Quantity::Number(n) => write!(f, "{n}"),
+            Quantity::Integer(n) => write!(f, "{n}"),
+            Quantity::Float(x) => write!(f, "{x}"),
             Quantity::Text(s) => write!(f, "{s:?}"),
         }
     }
@@ -124,13 +124,16 @@ impl<'de> Deserialize<'de> for Quantity {
                 f.write_str("a number, a percentage such as \"80%\" or a size such as \"50GiB\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Quantity, E> {
-                Ok(Quantity::Number(v as f64))
+                Ok(Quantity::Integer(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Quantity, E> {
-                Ok(Quantity::Number(v as f64))
+                // TOML integers are i64; a larger one can only come from elsewhere.
+                i64::try_from(v)
+                    .map(Quantity::Integer)
+                    .or_else(|_| Ok(Quantity::Text(v.to_string())))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Quantity, E> {
-                Ok(Quantity::Number(v))
+                Ok(Quantity::Float(v))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Quantity, E> {
                 Ok(Quantity::Text(v.to_string()))

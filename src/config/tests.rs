@@ -1,17 +1,13 @@
 //! Configuration: precedence, sources, and errors that point at the input.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use super::*;
 
-fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn env(pairs: &[(&str, &str)]) -> Env {
+    pairs.iter().copied().collect()
 }
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -206,7 +202,7 @@ fn bad_values_name_the_key_value_and_origin() {
         (
             "interval_seconds = 0\n",
             &[],
-            &["interval_seconds", "greater than 0"],
+            &["interval_seconds", "at least 1 second"],
         ),
         ("keep = [\"(\"]\n", &[], &["keep", "\"(\""]),
         (
@@ -262,5 +258,369 @@ fn missing_files_default_path_optional_named_path_required() {
     assert_eq!(
         l.warnings,
         vec!["ignoring unknown environment variable DOCKER_IMAGE_CLEANER_TYPO"]
+    );
+}
+
+fn load_env(vars: &Env) -> Result<Loaded, Error> {
+    let f = file("");
+    load(Some(f.path()), vars, Flags::default())
+}
+
+/// A file's text, the field it sets, and the value wanted.
+type DurationCase = (&'static str, fn(&Config) -> Duration, Duration);
+
+#[test]
+fn durations_have_ranges_and_integers_stay_exact() {
+    let ok: &[DurationCase] = &[
+        (
+            "interval_seconds = 1\n",
+            |c| c.interval,
+            Duration::from_secs(1),
+        ),
+        (
+            "interval_seconds = 1.5\n",
+            |c| c.interval,
+            Duration::from_millis(1500),
+        ),
+        (
+            "interval_seconds = 315359999\n",
+            |c| c.interval,
+            Duration::from_secs(315_359_999),
+        ),
+        ("delay_seconds = 0\n", |c| c.delay, Duration::ZERO),
+        ("min_age_seconds = 0\n", |c| c.min_age, Duration::ZERO),
+        (
+            "container_min_age_seconds = 0.0\n",
+            |c| c.container_min_age,
+            Duration::ZERO,
+        ),
+        (
+            "timeout_seconds = 1\n",
+            |c| c.timeout,
+            Duration::from_secs(1),
+        ),
+        (
+            "max_cordon_seconds = 0.001\n",
+            |c| c.max_cordon,
+            Duration::from_millis(1),
+        ),
+    ];
+    for (text, field, want) in ok {
+        let l = load_text(text, &[]).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(field(&l.config), *want, "{text:?}");
+    }
+
+    let bad: &[(&str, &str)] = &[
+        ("interval_seconds = 1e-10\n", "at least 1 second"),
+        ("interval_seconds = 1e-9\n", "at least 1 second"),
+        ("interval_seconds = 0.999\n", "at least 1 second"),
+        ("interval_seconds = 0\n", "at least 1 second"),
+        ("interval_seconds = 315360000\n", "10 years"),
+        ("min_age_seconds = 1e19\n", "10 years"),
+        ("min_age_seconds = 9223372036854775807\n", "10 years"),
+        ("container_min_age_seconds = 4e8\n", "10 years"),
+        ("delay_seconds = 1e300\n", "10 years"),
+        ("timeout_seconds = 0.5\n", "at least 1 second"),
+        ("timeout_seconds = 315360000\n", "10 years"),
+        ("max_cordon_seconds = 0\n", "more than 0"),
+        ("max_cordon_seconds = 1e-10\n", "more than 0"),
+        ("max_cordon_seconds = 1e10\n", "10 years"),
+    ];
+    for (text, wanted) in bad {
+        let key = text.split(' ').next().unwrap();
+        let e = error_text(text, &[]);
+        for w in [key, "line 1, column", wanted] {
+            assert!(e.contains(w), "error for {text:?} lacks {w:?}: {e}");
+        }
+        // The same value through the environment names the variable.
+        let var = format!("DOCKER_IMAGE_CLEANER_{}", key.to_ascii_uppercase());
+        let value = text.split(" = ").nth(1).unwrap().trim();
+        let e = error_text("", &[(&var, value)]);
+        assert!(
+            e.contains(&format!("environment variable {var}")) && e.contains(wanted),
+            "{var}={value}: {e}"
+        );
+    }
+}
+
+#[test]
+fn sizes_never_saturate_and_integers_stay_exact() {
+    let absolute = |high: &str| format!("threshold_type = \"absolute\"\nthreshold_high = {high}\n");
+    for high in [
+        "\"17EiB\"",
+        "\"16EiB\"",
+        "\"99999999999999999999999GiB\"",
+        "1e20",
+    ] {
+        let e = error_text(&absolute(high), &[]);
+        assert!(
+            e.contains("threshold_high")
+                && e.contains("line 2, column 18")
+                && e.contains("too large"),
+            "{high}: {e}"
+        );
+    }
+    let e = error_text(
+        "threshold_type = \"absolute\"\n",
+        &[("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", "17EiB")],
+    );
+    assert!(
+        e.contains("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH") && e.contains("\"17EiB\" is too large"),
+        "{e}"
+    );
+    for (high, bytes) in [
+        ("9007199254740993", 9_007_199_254_740_993u64),
+        ("\"9007199254740993\"", 9_007_199_254_740_993),
+        ("2147483648.0", 2 << 30),
+        ("1.5e9", 1_500_000_000),
+        ("\"15.5EiB\"", (15 << 60) + (1 << 59)),
+        ("\"1.5GiB\"", 3 << 29),
+    ] {
+        let l = load_text(&absolute(high), &[]).unwrap_or_else(|e| panic!("{high}: {e}"));
+        let Watermarks::Absolute { high_bytes, .. } = l.config.watermarks else {
+            panic!("{high}: {:?}", l.config.watermarks)
+        };
+        assert_eq!(high_bytes, bytes, "{high}");
+    }
+    for (high, wanted) in [
+        ("1073741824.5", "whole number of bytes"),
+        ("\"1073741824.5\"", "whole number of bytes"),
+        ("-1", "negative"),
+        ("\"5 gibibytes\"", "unknown unit"),
+        ("\"80%\"", "relative"),
+    ] {
+        let e = error_text(&absolute(high), &[]);
+        assert!(e.contains(wanted), "{high}: {e}");
+    }
+    // Absolute mode without a size points at the setting that needs it.
+    let e = error_text("threshold_type = \"absolute\"\n", &[]);
+    assert!(
+        e.contains("line 1, column 18") && e.contains("needs threshold_high"),
+        "{e}"
+    );
+}
+
+#[test]
+fn environment_values_are_values_never_toml_text() {
+    let hostile = "90\nstate_dir = \"/tmp/x\"";
+    let e = error_text("", &[("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", hostile)]);
+    assert!(
+        e.starts_with(
+            "environment variable DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH: threshold_high = "
+        ),
+        "{e}"
+    );
+    // A string key takes the whole text as its value: nothing else is set.
+    let l = load_text(
+        "",
+        &[(
+            "DOCKER_IMAGE_CLEANER_KUBECONFIG",
+            "/etc/k.conf\"\nstate_dir = \"/tmp/x",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.state_dir,
+        std::path::PathBuf::from("/var/lib/docker-image-cleaner")
+    );
+    assert_eq!(l.source("state_dir"), &Source::Default);
+    assert_eq!(
+        l.source("kubeconfig"),
+        &Source::Env("DOCKER_IMAGE_CLEANER_KUBECONFIG".into())
+    );
+
+    // Every accepted form, each credited to its own variable.
+    let f = file("interval_seconds = 60\n");
+    let l = load(
+        Some(f.path()),
+        &env(&[
+            ("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", "90%"),
+            ("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", " 70 "),
+            ("DOCKER_IMAGE_CLEANER_DRY_RUN", "true"),
+            ("DOCKER_IMAGE_CLEANER_KEEP", "^a,^b , [a-z]+"),
+            ("DOCKER_IMAGE_CLEANER_PATH_TO_CHECK", "/a,/b"),
+            ("DOCKER_IMAGE_CLEANER_DELAY_SECONDS", "0.5"),
+            ("DOCKER_IMAGE_CLEANER_NODE_NAME", "123"),
+            ("DOCKER_IMAGE_CLEANER_MIN_AGE_SECONDS", "7200"),
+        ]),
+        Flags::default(),
+    )
+    .unwrap();
+    let c = &l.config;
+    assert_eq!(
+        c.watermarks,
+        Watermarks::Relative {
+            high_pct: 90.0,
+            low_pct: 70.0
+        }
+    );
+    assert!(c.dry_run);
+    let keep: Vec<&str> = c.keep.iter().map(Regex::as_str).collect();
+    assert_eq!(keep, ["^a", "^b", "[a-z]+"]);
+    assert_eq!(c.paths, [Path::new("/a"), Path::new("/b")]);
+    assert_eq!(c.delay, Duration::from_millis(500));
+    assert_eq!(c.node_name.as_deref(), Some("123"));
+    assert_eq!(c.min_age, Duration::from_secs(7200));
+    let text = l.render();
+    for (key, source) in [
+        (
+            "threshold_high",
+            "env DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH".to_string(),
+        ),
+        (
+            "threshold_low",
+            "env DOCKER_IMAGE_CLEANER_THRESHOLD_LOW".to_string(),
+        ),
+        ("dry_run", "env DOCKER_IMAGE_CLEANER_DRY_RUN".to_string()),
+        ("keep", "env DOCKER_IMAGE_CLEANER_KEEP".to_string()),
+        (
+            "path_to_check",
+            "env DOCKER_IMAGE_CLEANER_PATH_TO_CHECK".to_string(),
+        ),
+        (
+            "delay_seconds",
+            "env DOCKER_IMAGE_CLEANER_DELAY_SECONDS".to_string(),
+        ),
+        (
+            "node_name",
+            "env DOCKER_IMAGE_CLEANER_NODE_NAME".to_string(),
+        ),
+        (
+            "min_age_seconds",
+            "env DOCKER_IMAGE_CLEANER_MIN_AGE_SECONDS".to_string(),
+        ),
+        ("interval_seconds", format!("file {}", f.path().display())),
+        ("state_dir", "default".to_string()),
+        ("strategy", "default".to_string()),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"));
+        assert!(line.ends_with(&format!("  # {source}")), "{line}");
+    }
+
+    // Typed forms that are wrong are errors naming the variable, with the first reading's reason.
+    let e = error_text("", &[("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "-5")]);
+    assert!(
+        e.contains("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS") && e.contains("-5"),
+        "{e}"
+    );
+    let e = error_text("", &[("DOCKER_IMAGE_CLEANER_DRY_RUN", "yes")]);
+    assert!(
+        e.contains("DOCKER_IMAGE_CLEANER_DRY_RUN") && e.contains("boolean"),
+        "{e}"
+    );
+}
+
+#[test]
+fn node_names_must_be_kubernetes_names() {
+    for name in [
+        "../../api/v1/namespaces/kube-system/secrets/x",
+        "node-1?dryRun=All",
+        "node-1/status",
+        "node 1",
+        "Node-1",
+    ] {
+        let e = error_text(&format!("node_name = {name:?}\n"), &[]);
+        assert!(
+            e.contains("line 1, column 13") && e.contains(&format!("node_name = {name:?}")),
+            "{name:?}: {e}"
+        );
+        let e = error_text("", &[("DOCKER_IMAGE_CLEANER_NODE_NAME", name)]);
+        assert!(
+            e.contains("DOCKER_IMAGE_CLEANER_NODE_NAME"),
+            "{name:?}: {e}"
+        );
+    }
+    // A newline is shown escaped, not as a line break in the log.
+    let e = error_text("", &[("DOCKER_IMAGE_CLEANER_NODE_NAME", "node-1\nnode-2")]);
+    assert!(
+        e.contains(r#""node-1\nnode-2""#) && !e.contains('\n'),
+        "{e}"
+    );
+    // Surrounding whitespace is dropped; empty (or blank) turns cordoning off.
+    let l = load_text("", &[("DOCKER_IMAGE_CLEANER_NODE_NAME", " node-1\n")]).unwrap();
+    assert_eq!(l.config.node_name.as_deref(), Some("node-1"));
+    let l = load_text("node_name = \"  \"\n", &[]).unwrap();
+    assert_eq!(l.config.node_name, None);
+}
+
+#[test]
+fn docker_host_is_checked_and_completed() {
+    for (host, wanted) in [
+        ("tcp://127.0.0.1:99999", "99999"),
+        ("tcp://", "needs a host"),
+        ("unix://", "path"),
+        ("unix://docker.sock", "absolute"),
+        ("https://h:2376", "not supported by this build"),
+        ("ssh://me@h", "not supported by this build"),
+    ] {
+        let e = error_text("", &[("DOCKER_HOST", host)]);
+        assert!(
+            e.starts_with("environment variable DOCKER_HOST: docker_host = ") && e.contains(wanted),
+            "{host}: {e}"
+        );
+        let e = error_text(&format!("docker_host = {host:?}\n"), &[]);
+        assert!(
+            e.contains("line 1, column 15") && e.contains(wanted),
+            "{host}: {e}"
+        );
+    }
+    let l = load_text("", &[("DOCKER_HOST", "tcp://docker.internal")]).unwrap();
+    assert_eq!(
+        l.config.docker_host.as_deref(),
+        Some("tcp://docker.internal:2375")
+    );
+    assert!(
+        l.render()
+            .contains("docker_host = \"tcp://docker.internal:2375\"  # env DOCKER_HOST")
+    );
+}
+
+#[test]
+fn only_our_variables_must_be_utf8() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = |b: &[u8]| OsString::from(OsStr::from_bytes(b));
+    let vars: Env = [
+        (OsString::from("SITE_NOTE"), latin1(b"caf\xe9")),
+        (latin1(b"NOTE_\xe9"), OsString::from("x")),
+        (
+            OsString::from("DOCKER_IMAGE_CLEANER_NODE_NAME"),
+            OsString::from("n1"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let l = load_env(&vars).unwrap();
+    assert_eq!(l.config.node_name.as_deref(), Some("n1"));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+
+    for var in [
+        "DOCKER_IMAGE_CLEANER_NODE_NAME",
+        "DOCKER_IMAGE_CLEANER_CONFIG",
+        "DOCKER_IMAGE_CLEANER_STATE_DIR",
+        "DOCKER_HOST",
+    ] {
+        let vars: Env = [(OsString::from(var), latin1(b"n\xe9ud"))]
+            .into_iter()
+            .collect();
+        let e = load_env(&vars).unwrap_err();
+        assert!(matches!(e, Error::NotUtf8 { .. }), "{var}: {e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!(r#"environment variable {var} = "n\xe9ud": "#)),
+            "{e}"
+        );
+    }
+    // An unknown variable of our prefix is warned about, whatever its bytes.
+    let vars: Env = [(latin1(b"DOCKER_IMAGE_CLEANER_\xe9"), latin1(b"\xff"))]
+        .into_iter()
+        .collect();
+    let l = load_env(&vars).unwrap();
+    assert_eq!(
+        l.warnings,
+        ["ignoring unknown environment variable DOCKER_IMAGE_CLEANER_\u{FFFD}"]
     );
 }

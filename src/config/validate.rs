@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use super::raw::{Quantity, Raw, Seconds};
-use super::{Config, Error, MIN_ABSOLUTE_HIGH_BYTES, ThresholdType, Watermarks};
+use super::checks::{check_docker_host, check_node_name};
+use super::raw::{Quantity, Raw};
+use super::units::{self, Min, Seconds};
+use super::{
+    Config, Error, MIN_ABSOLUTE_HIGH_BYTES, MIN_INTERVAL, MIN_TIMEOUT, ThresholdType, Watermarks,
+};
 
 /// Checks `raw` (defaults filled in) and builds the [`Config`]. `origin` names where a key's
 /// value came from, for the error message.
@@ -22,12 +26,20 @@ pub(crate) fn validate(
         message,
     };
 
-    let node_name = raw
-        .node_name
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    // Surrounding whitespace is dropped (an EnvironmentFile line may end in a space); what is
+    // left must be a valid node name, or empty for "cordoning off".
+    let node_name = match raw.node_name.as_deref() {
+        None => None,
+        Some(given) => {
+            let name = given.trim();
+            if name.is_empty() {
+                None
+            } else {
+                check_node_name(name).map_err(|m| invalid("node_name", format!("{given:?}"), m))?;
+                Some(name.to_string())
+            }
+        }
+    };
 
     let paths = match &raw.path_to_check {
         None => d.paths.clone(),
@@ -55,30 +67,45 @@ pub(crate) fn validate(
         }
     };
 
-    let duration =
-        |key: &'static str, v: Option<Seconds>, default: Duration, positive: bool| match v {
-            None => Ok(default),
-            Some(Seconds(s)) if positive && s <= 0.0 => {
-                Err(invalid(key, s.to_string(), "must be greater than 0".into()))
-            }
-            Some(Seconds(s)) => Duration::try_from_secs_f64(s)
-                .map_err(|e| invalid(key, s.to_string(), e.to_string())),
-        };
-    let interval = duration("interval_seconds", raw.interval_seconds, d.interval, true)?;
-    let delay = duration("delay_seconds", raw.delay_seconds, d.delay, false)?;
-    let timeout = duration("timeout_seconds", raw.timeout_seconds, d.timeout, true)?;
-    let min_age = duration("min_age_seconds", raw.min_age_seconds, d.min_age, false)?;
+    let duration = |key: &'static str, v: Option<Seconds>, default: Duration, min: Min| match v {
+        None => Ok(default),
+        Some(s) => units::duration(s, min).map_err(|m| invalid(key, s.to_string(), m)),
+    };
+    let interval = duration(
+        "interval_seconds",
+        raw.interval_seconds,
+        d.interval,
+        Min::AtLeast(MIN_INTERVAL),
+    )?;
+    let delay = duration(
+        "delay_seconds",
+        raw.delay_seconds,
+        d.delay,
+        Min::AtLeast(Duration::ZERO),
+    )?;
+    let timeout = duration(
+        "timeout_seconds",
+        raw.timeout_seconds,
+        d.timeout,
+        Min::AtLeast(MIN_TIMEOUT),
+    )?;
+    let min_age = duration(
+        "min_age_seconds",
+        raw.min_age_seconds,
+        d.min_age,
+        Min::AtLeast(Duration::ZERO),
+    )?;
     let container_min_age = duration(
         "container_min_age_seconds",
         raw.container_min_age_seconds,
         d.container_min_age,
-        false,
+        Min::AtLeast(Duration::ZERO),
     )?;
     let max_cordon = duration(
         "max_cordon_seconds",
         raw.max_cordon_seconds,
         d.max_cordon,
-        true,
+        Min::AboveZero,
     )?;
 
     let watermarks = watermarks(raw, &invalid)?;
@@ -104,21 +131,12 @@ pub(crate) fn validate(
         ));
     }
 
-    let docker_host = raw
-        .docker_host
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    if let Some(host) = docker_host {
-        let known = ["unix://", "tcp://", "http://"];
-        if !known.iter().any(|scheme| host.starts_with(scheme)) {
-            return Err(invalid(
-                "docker_host",
-                format!("{host:?}"),
-                "must start with unix://, tcp:// or http://".into(),
-            ));
-        }
-    }
+    let docker_host = match raw.docker_host.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(host) => Some(
+            check_docker_host(host).map_err(|m| invalid("docker_host", format!("{host:?}"), m))?,
+        ),
+    };
 
     Ok(Config {
         node_name,
@@ -133,7 +151,7 @@ pub(crate) fn validate(
         keep,
         dry_run: raw.dry_run.unwrap_or(d.dry_run),
         state_dir,
-        docker_host: docker_host.map(str::to_string),
+        docker_host,
         kubeconfig: raw.kubeconfig.clone().filter(|p| !p.as_os_str().is_empty()),
         cordon_mode: raw.cordon_mode.unwrap_or(d.cordon_mode),
         max_cordon,
@@ -179,10 +197,11 @@ fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Error> {
         }
         ThresholdType::Absolute => {
             let high = match &raw.threshold_high {
+                // Reported against threshold_type: that is the setting that needs the size.
                 None => {
                     return Err(invalid(
-                        "threshold_high",
-                        "80".into(),
+                        "threshold_type",
+                        "\"absolute\"".into(),
                         "threshold_type = \"absolute\" needs threshold_high as a size, e.g. \"50GiB\"".into(),
                     ));
                 }
@@ -214,30 +233,41 @@ fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Error> {
     }
 }
 
+/// A percentage as written; the range is checked by the caller.
 fn percent(q: &Quantity) -> Result<f64, String> {
+    let not_a_percentage =
+        || "must be a percentage such as 80 or \"80%\" in relative mode".to_string();
     match q {
-        Quantity::Number(n) => Ok(*n),
-        Quantity::Text(s) => s
-            .trim()
-            .trim_end_matches('%')
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| "must be a percentage such as 80 or \"80%\" in relative mode".to_string()),
+        // Any integer a percentage can be fits an i32, hence an f64 exactly.
+        Quantity::Integer(n) => i32::try_from(*n)
+            .map(f64::from)
+            .map_err(|_| "must be a percentage above 0 and at most 100".to_string()),
+        Quantity::Float(x) => Ok(*x),
+        Quantity::Text(s) => {
+            let t = s.trim();
+            t.strip_suffix('%')
+                .unwrap_or(t)
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| not_a_percentage())
+        }
     }
 }
 
+/// A byte count as written, through [`units::parse_size`]: exact, never saturated.
 fn bytes(q: &Quantity) -> Result<u64, String> {
     match q {
-        Quantity::Number(n) if n.fract() == 0.0 && *n >= 0.0 => Ok(*n as u64),
-        Quantity::Number(_) => Err("must be a whole number of bytes".into()),
+        Quantity::Integer(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_string()),
+        Quantity::Float(x) if !x.is_finite() || *x < 0.0 => {
+            Err("must be a whole number of bytes, at least 0".into())
+        }
+        // `{}` writes every digit of a float (never an exponent), so the size parser sees the
+        // exact value and rejects a fraction or an overflow like any other text.
+        Quantity::Float(x) => units::parse_size(&format!("{x}")).map_err(|e| e.to_string()),
         Quantity::Text(s) if s.trim().ends_with('%') => {
             Err("a percentage needs threshold_type = \"relative\"".into())
         }
-        Quantity::Text(s) => s
-            .trim()
-            .parse::<bytesize::ByteSize>()
-            .map(|b| b.as_u64())
-            .map_err(|e| format!("not a size ({e}); write bytes or a size such as \"50GiB\"")),
+        Quantity::Text(s) => units::parse_size(s).map_err(|e| e.to_string()),
     }
 }
 

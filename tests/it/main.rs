@@ -1,6 +1,7 @@
 //! One integration-test binary; shared helpers live in `util`.
 
 mod clean;
+mod config;
 mod cordon;
 mod docker_harness;
 mod kube_fake;
