@@ -3,13 +3,15 @@
 //! - [`require`]: whether a real service (a private dockerd, kubectl, root, …) can be used here,
 //!   the CI rule, and the ledger that counts every real-service test as ran or skipped;
 //! - [`dockerd`]: a private dockerd per test on a loop-mounted ext4 filesystem;
-//! - [`cleaner`]: the built binary with its own configuration and state;
+//! - [`cleaner`]: the built binary with its own configuration and state, and [`daemon`], the one
+//!   process runner for it;
 //! - [`notify`]: a fake systemd notification socket;
 //! - [`host`]: bounded commands, `/proc`, mounts and loop devices.
 
 use std::time::{Duration, Instant};
 
 pub mod cleaner;
+pub mod daemon;
 pub mod dockerd;
 pub mod host;
 pub mod notify;
