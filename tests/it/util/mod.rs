@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 //!
 //! - [`require`]: whether a real service (a private dockerd, kubectl, root, …) can be used here,
-//!   the CI rule, and the ledger that counts every real-service test as ran or skipped;
+//!   and the CI rule; [`ledger`]: the file that counts every real-service test as ran or skipped;
 //! - [`dockerd`]: a private dockerd per test on a loop-mounted ext4 filesystem;
 //! - [`cleaner`]: the built binary with its own configuration and state, and [`daemon`], the one
 //!   process runner for it;
@@ -14,6 +14,7 @@ pub mod cleaner;
 pub mod daemon;
 pub mod dockerd;
 pub mod host;
+pub mod ledger;
 pub mod notify;
 pub mod require;
 
