@@ -9,7 +9,6 @@
 //! on log text or sleeps. Must not: know what the tests assert.
 
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -141,8 +140,8 @@ impl Daemon {
             panic!("still running {bound:?} later; killed:\n{}", self.context());
         }
         self.join_readers();
-        // `running()` returned false, so the status is set.
-        self.status.unwrap_or_else(|| ExitStatus::from_raw(0))
+        self.status
+            .expect("running() returned false, so it stored the exit status")
     }
 
     /// Runs to the end (bounded, as [`Daemon::wait_exit`]) and returns status, stdout, stderr.
