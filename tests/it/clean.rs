@@ -1,13 +1,16 @@
 //! The cleaning pass against a real, private dockerd on a small loop-mounted ext4 filesystem:
 //! what a user sees is which images and containers survive and what the filesystem reads after.
 
-use std::io::{BufRead, BufReader};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::util::cleaner::{Cleaner, plan_steps};
+use crate::util::daemon::Daemon;
 use crate::util::dockerd::PrivateDockerd;
+use crate::util::wait_until;
 
 const HOUR: i64 = 3600;
+/// Bound of anything a running daemon should do "soon" (start, a tick, a clean stop).
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// Unix milliseconds now (last use is kept in milliseconds).
 fn now_ms() -> i64 {
@@ -49,7 +52,7 @@ fn below_high_nothing_is_removed() {
         "DOCKER_IMAGE_CLEANER_PATH_TO_CHECK",
         "/nonexistent/docker-root",
     );
-    let out = crate::util::host::run(cmd, Duration::from_secs(60));
+    let out = Daemon::plain(cmd).output(MINUTE);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("/nonexistent/docker-root"), "{err}");
@@ -391,31 +394,18 @@ fn docker_unreachable_fails_once_and_run_waits() {
         "the error names the endpoint: {err}"
     );
 
-    let mut child = cleaner.spawn(&["run"]);
-    let stderr = child.stderr.take().expect("stderr");
-    let mut waits = 0;
-    let started = Instant::now();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("read stderr");
-        if line.contains("waiting for Docker") {
-            waits += 1;
-            if waits == 2 {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no retry within a minute"
-        );
-    }
-    assert_eq!(waits, 2, "run retries on every tick");
+    // Each tick that finds no Docker says so in its status, and the daemon keeps running.
+    let mut d = cleaner.spawn(&["run"]);
+    d.ready(MINUTE);
+    d.wait_status("waiting for Docker", MINUTE);
+    d.wait_status("waiting for Docker", MINUTE);
     assert!(
-        child.try_wait().expect("wait").is_none(),
-        "run keeps running while Docker is away"
+        d.running(),
+        "run keeps running while Docker is away:\n{}",
+        d.context()
     );
-    crate::util::host::signal("TERM", &[child.id()]);
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    // A SIGTERM is a clean stop: STOPPING=1, exit 0.
+    d.terminate(MINUTE);
 }
 
 #[test]
@@ -426,38 +416,36 @@ fn event_stream_is_live_and_survives_a_docker_restart() {
     let a = d.image("a:1", 1);
     let b = d.image("b:1", 1);
     let cleaner = Cleaner::new(&d, "threshold_high = 100\ninterval_seconds = 3600\n");
-    let mut child = cleaner.spawn(&["run"]);
+    let mut daemon = cleaner.spawn(&["run"]);
     let last_used = |id: &str| -> Option<i64> {
         cleaner
             .state()?
             .pointer(&format!("/engines/default/images/{id}/last_used_ms"))?
             .as_i64()
     };
-    let wait_for = |id: &str, since: i64, what: &str| {
-        let started = Instant::now();
-        while last_used(id).is_none_or(|t| t < since) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{what}: no use of {id} recorded since {since}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
     // The daemon connects at its first tick; uses before that are replayed from its start.
     let t0 = now_ms();
     use_image(&d, "a:1");
-    wait_for(&a, t0, "live stream");
+    assert!(
+        wait_until(MINUTE, || last_used(&a).is_some_and(|t| t >= t0)),
+        "live stream: no use of {a} recorded since {t0}:\n{}",
+        daemon.context()
+    );
 
     d.restart();
     let t1 = now_ms();
     use_image(&d, "b:1");
-    wait_for(&b, t1, "after Docker restarted");
     assert!(
-        child.try_wait().expect("wait").is_none(),
-        "the daemon survives a Docker restart"
+        wait_until(MINUTE, || last_used(&b).is_some_and(|t| t >= t1)),
+        "after Docker restarted: no use of {b} recorded since {t1}:\n{}",
+        daemon.context()
     );
-    crate::util::host::signal("TERM", &[child.id()]);
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    assert!(
+        daemon.running(),
+        "the daemon survives a Docker restart:\n{}",
+        daemon.context()
+    );
+    daemon.terminate(MINUTE);
 }
 
 #[test]

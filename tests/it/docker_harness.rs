@@ -3,7 +3,6 @@
 //! Run with `--nocapture` to see the start and teardown timings.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::util::dockerd::{PrivateDockerd, leftovers};
@@ -153,17 +152,16 @@ fn filler_and_restart() {
 
 #[test]
 fn teardown_after_a_panic_leaves_nothing() {
-    let mut dir: Option<PathBuf> = None;
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let Some(d) = PrivateDockerd::start("panics", 128, None) else {
-            return;
-        };
-        dir = Some(d.dir().to_path_buf());
+    let Some(d) = PrivateDockerd::start("panics", 128, None) else {
+        return;
+    };
+    let dir = d.dir().to_path_buf();
+    // `d` moves into the closure: the panic drops it while unwinding, as in a failing test.
+    let result = catch_unwind(AssertUnwindSafe(move || {
         let image = d.image("doomed:1", 1);
         d.running_container(&image);
         d.docker(&["no-such-command"]);
     }));
-    let Some(dir) = dir else { return };
     let message = result.expect_err("docker no-such-command must panic");
     let message = message
         .downcast_ref::<String>()

@@ -2,7 +2,8 @@
 //! the way a cluster does, our requests on the Node have the shape of `kubectl cordon/uncordon`,
 //! and kubectl reads back the state we wrote.
 //!
-//! With `CI=true` a missing kubectl fails these tests; elsewhere they are skipped with a note.
+//! Each test requires `Service::Kubectl` (`util::require`): without kubectl it is recorded as
+//! skipped, or fails under CI.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -12,23 +13,8 @@ use docker_image_cleaner::node::{ANNOTATION, Cordoner, NodeEvent, PassStart, TAI
 use serde_json::{Value, json};
 
 use crate::kube_fake::{FakeKube, quick_timing};
-
-/// The kubectl binary, or `None` (after a loud note) when it is missing outside CI.
-fn kubectl_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("kubectl"))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "kubectl is not on PATH: the kubectl cross-checks cannot run in CI without it"
-        );
-        eprintln!("SKIPPED: kubectl is not on PATH; the kubectl cross-checks did not run");
-    }
-    found
-}
+use crate::util::host;
+use crate::util::require::{Service, require};
 
 struct Kubectl {
     binary: PathBuf,
@@ -37,11 +23,17 @@ struct Kubectl {
 }
 
 impl Kubectl {
+    /// kubectl against `fake`, or `None` when this machine has none (recorded as a skip; a
+    /// failure under CI): the test returns at once.
     fn new(fake: &FakeKube) -> Option<Self> {
+        if !require(Service::Kubectl) {
+            return None;
+        }
+        let binary = host::find_in_path("kubectl").expect("require checked that kubectl is there");
         let home = fake.dir().join("home");
         std::fs::create_dir_all(&home).expect("kubectl home");
         Some(Self {
-            binary: kubectl_binary()?,
+            binary,
             kubeconfig: fake.kubeconfig().to_path_buf(),
             home,
         })

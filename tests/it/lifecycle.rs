@@ -16,9 +16,8 @@ use std::fs;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,8 +26,8 @@ use serde_json::{Value, json};
 
 use crate::kube_fake::FakeKube;
 use crate::util::cleaner::Cleaner;
-use crate::util::host;
-use crate::util::notify::{Message, NotifySocket};
+use crate::util::daemon::Daemon;
+use crate::util::wait_until;
 
 const NODE: &str = "n1";
 /// Watchdog of most tests: pings every 200 ms.
@@ -38,195 +37,9 @@ const SOON: Duration = Duration::from_secs(20);
 /// Exit code of an instance refused because another holds the lock (EX_TEMPFAIL).
 const EXIT_LOCKED: i32 = 75;
 
-/// The binary running as a service, with its own notify socket; its stderr is collected.
-/// Dropped while still running (a failed test), it is SIGKILLed.
-struct Daemon {
-    child: Child,
-    notify: NotifySocket,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-    status: Option<ExitStatus>,
-}
-
-impl Daemon {
-    /// Spawns `cmd` (from [`Cleaner::command`]) with a notify socket and `watchdog`.
-    fn spawn(mut cmd: Command, watchdog: Option<Duration>) -> Daemon {
-        let notify = NotifySocket::new();
-        notify.apply(&mut cmd, watchdog);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn docker-image-cleaner");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr piped");
-        let sink = Arc::clone(&stderr);
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Daemon {
-            child,
-            notify,
-            stderr,
-            reader: Some(reader),
-            status: None,
-        }
-    }
-
-    /// `run` of `cleaner` with the default test watchdog.
-    fn run(cleaner: &Cleaner) -> Daemon {
-        Daemon::spawn(cleaner.command(&["run"]), Some(WATCHDOG))
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: &str) {
-        host::signal(sig, &[self.pid()]);
-    }
-
-    fn running(&mut self) -> bool {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait");
-        }
-        self.status.is_none()
-    }
-
-    /// Receives until a message satisfies `want`; panics after `bound` with `what`, the
-    /// transcript, stderr and whether the process is still alive.
-    fn wait_for(
-        &mut self,
-        what: &str,
-        bound: Duration,
-        want: impl Fn(&Message) -> bool,
-    ) -> Message {
-        if let Some(m) = self.notify.try_wait_for(bound, want) {
-            return m;
-        }
-        let alive = if self.running() {
-            "still running".to_string()
-        } else {
-            format!("exited: {:?}", self.status)
-        };
-        if let Some(reader) = self.reader.take().filter(|_| self.status.is_some()) {
-            let _ = reader.join();
-        }
-        panic!("no {what} within {bound:?} ({alive}):\n{}", self.context());
-    }
-
-    /// Waits for a message carrying the assignment `line`.
-    fn wait_line(&mut self, line: &str, bound: Duration) -> Message {
-        self.wait_for(line, bound, |m| m.has(line))
-    }
-
-    /// Waits for a `STATUS=` starting with `prefix`.
-    fn wait_status(&mut self, prefix: &str, bound: Duration) -> Message {
-        self.wait_for(&format!("STATUS={prefix}…"), bound, |m| {
-            NotifySocket::status_starts(m, prefix)
-        })
-    }
-
-    /// Waits for the first message, which must be `READY=1` with a status.
-    fn ready(&mut self) -> Message {
-        let first = self.wait_for("first message", SOON, |_| true);
-        assert!(
-            first.has("READY=1") && first.status().is_some(),
-            "the first message must be READY=1 with a STATUS=:\n{}",
-            self.context()
-        );
-        first
-    }
-
-    /// Waits (bounded) for the process to exit, and for its stderr to be read to the end.
-    fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
-        let deadline = Instant::now() + bound;
-        while self.running() {
-            if Instant::now() > deadline {
-                self.signal("KILL");
-                let _ = self.child.wait();
-                panic!("still running {bound:?} later; killed:\n{}", self.context());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        self.status.expect("exited")
-    }
-
-    /// SIGTERM: `STOPPING=1`, then exit 0 within `bound`. Returns how long that took.
-    fn terminate(&mut self, bound: Duration) -> Duration {
-        let sent = Instant::now();
-        self.signal("TERM");
-        self.expect_clean_stop(bound);
-        sent.elapsed()
-    }
-
-    /// After a SIGTERM: `STOPPING=1` and exit 0, both within `bound`.
-    fn expect_clean_stop(&mut self, bound: Duration) {
-        self.wait_line("STOPPING=1", bound);
-        let status = self.wait_exit(bound);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "a SIGTERM must end in exit 0, got {status}:\n{}",
-            self.context()
-        );
-    }
-
-    fn log(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Notify transcript and stderr, for assertion messages.
-    fn context(&self) -> String {
-        format!(
-            "notify messages:\n{}\nstderr:\n{}",
-            self.notify.transcript(),
-            self.log()
-        )
-    }
-
-    /// The `STATUS=` values received so far, in order.
-    fn statuses(&self) -> Vec<String> {
-        self.notify
-            .received()
-            .iter()
-            .filter_map(|m| m.status().map(String::from))
-            .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.running() {
-            self.signal("KILL");
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds or `bound` passes; returns whether it held.
-fn eventually(bound: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + bound;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `run` of `cleaner` as a service with the default test watchdog.
+fn run(cleaner: &Cleaner) -> Daemon {
+    Daemon::service(cleaner.command(&["run"]), Some(WATCHDOG))
 }
 
 /// The TOML lines that turn cordoning on for [`NODE`] through `fake`.
@@ -275,20 +88,18 @@ fn a_second_instance_is_refused_at_once_while_the_first_runs() {
     let fake = FakeKube::start();
     let (host, path) = no_docker(&fake);
     let cleaner = Cleaner::for_host(&host, path, "");
-    let mut first = Daemon::run(&cleaner);
-    first.ready();
+    let mut first = run(&cleaner);
+    first.ready(SOON);
     let lock = cleaner.state_dir().join("lock");
 
     for args in [["run"], ["once"]] {
-        let mut second_notify = NotifySocket::new();
-        let mut cmd = cleaner.command(&args);
-        second_notify.apply(&mut cmd, Some(WATCHDOG));
         let started = Instant::now();
-        let out = host::run(cmd, SOON);
+        let mut second = Daemon::service(cleaner.command(&args), Some(WATCHDOG));
+        let status = second.wait_exit(SOON);
         let took = started.elapsed();
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = second.log();
         assert_eq!(
-            out.status.code(),
+            status.code(),
             Some(EXIT_LOCKED),
             "a second `{}` must exit 75: {err}",
             args[0]
@@ -302,10 +113,11 @@ fn a_second_instance_is_refused_at_once_while_the_first_runs() {
             "the message must name the lock {}: {err}",
             lock.display()
         );
+        // It has exited: anything it sent is already queued on the socket.
         assert!(
-            second_notify.recv(Duration::from_millis(50)).is_none(),
+            second.notify.recv(Duration::from_millis(50)).is_none(),
             "the refused instance must not notify systemd: {}",
-            second_notify.transcript()
+            second.notify.transcript()
         );
     }
 
@@ -329,8 +141,8 @@ fn sighup_applies_a_valid_file_and_keeps_the_running_configuration_on_an_invalid
     let (host, path) = no_docker(&fake);
     let cleaner = Cleaner::for_host(&host, path, "interval_seconds = 1\n");
     let original = fs::read_to_string(cleaner.config_path()).expect("config");
-    let mut d = Daemon::run(&cleaner);
-    d.ready();
+    let mut d = run(&cleaner);
+    d.ready(SOON);
     d.wait_status("waiting for Docker", SOON);
 
     // Invalid: cordoning on, but an impossible watermark. Nothing of it may be applied.
@@ -384,7 +196,7 @@ fn sighup_applies_a_valid_file_and_keeps_the_running_configuration_on_an_invalid
         d.context()
     );
     assert!(
-        eventually(SOON, || !cordoned(&fake.node(NODE))),
+        wait_until(SOON, || !cordoned(&fake.node(NODE))),
         "after the reload the leftover cordon is lifted on the next tick:\n{}",
         d.context()
     );
@@ -413,15 +225,17 @@ impl SilentSocket {
             .expect("temp dir");
         let path = dir.path().join("docker.sock");
         let listener = UnixListener::bind(&path).expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let mut held: Vec<UnixStream> = Vec::new();
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => held.push(conn),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            for conn in listener.incoming() {
+                // `stop` wakes the blocking accept with a connection of its own.
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    held.push(conn);
                 }
             }
             held.len()
@@ -436,20 +250,20 @@ impl SilentSocket {
 
     /// Stops accepting; returns how many connections were held.
     fn finish(mut self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+        self.stop_thread().unwrap_or_default()
+    }
+
+    fn stop_thread(&mut self) -> Option<usize> {
+        let thread = self.thread.take()?;
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.path);
+        thread.join().ok()
     }
 }
 
 impl Drop for SilentSocket {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_thread();
     }
 }
 
@@ -464,8 +278,8 @@ fn a_docker_that_never_answers_neither_stops_the_watchdog_nor_hangs_shutdown() {
     );
     // A watchdog of 1 s: pings every 500 ms; systemd would kill us after a 1 s gap.
     let watchdog = Duration::from_secs(1);
-    let mut d = Daemon::spawn(cleaner.command(&["run"]), Some(watchdog));
-    d.ready();
+    let mut d = Daemon::service(cleaner.command(&["run"]), Some(watchdog));
+    d.ready(SOON);
     // Three ticks whose Docker calls timed out.
     for _ in 0..3 {
         d.wait_status("waiting for Docker", Duration::from_secs(30));
@@ -586,8 +400,8 @@ mod with_dockerd {
                 node_toml(&fake)
             ),
         );
-        let mut d = Daemon::run(&cleaner);
-        let first = d.ready();
+        let mut d = run(&cleaner);
+        let first = d.ready(SOON);
         assert_eq!(first.status(), Some("starting"), "{}", d.context());
 
         let idle = d.wait_status("idle: ", SOON);
@@ -634,8 +448,8 @@ mod with_dockerd {
             .collect();
         images(&dockerd, 3, 10);
         let (fake, cleaner) = cleaner_that_must_cordon(&dockerd);
-        let mut d = Daemon::run(&cleaner);
-        d.ready();
+        let mut d = run(&cleaner);
+        d.ready(SOON);
         let step = d.wait_for("a container removal", SOON, |m| {
             m.status().is_some_and(|s| {
                 s.starts_with("cleaning: step 1 of") && s.contains("remove container")
@@ -685,8 +499,8 @@ mod with_dockerd {
         let mut cmd = cleaner.command(&["run"]);
         // A long pause between image removals: the stop must cut it short.
         cmd.env("DOCKER_IMAGE_CLEANER_DELAY_SECONDS", "60");
-        let mut d = Daemon::spawn(cmd, Some(WATCHDOG));
-        d.ready();
+        let mut d = Daemon::service(cmd, Some(WATCHDOG));
+        d.ready(SOON);
         let step = d.wait_for("an image removal", SOON, |m| {
             m.status()
                 .is_some_and(|s| s.starts_with("cleaning: step 1 of") && s.contains("remove image"))
@@ -728,10 +542,10 @@ mod with_dockerd {
         // The node requests are: the recovery GET at start, then the pass's GET and PATCH.
         fake.fail_next(2, crate::kube_fake::Fault::Pass);
         fake.fail_next(1, crate::kube_fake::Fault::Hang);
-        let mut d = Daemon::run(&cleaner);
-        d.ready();
+        let mut d = run(&cleaner);
+        d.ready(SOON);
         assert!(
-            eventually(SOON, || node_patches(&fake) == 1),
+            wait_until(SOON, || node_patches(&fake) == 1),
             "the cordon PATCH must arrive:\n{}",
             d.context()
         );
@@ -758,10 +572,10 @@ mod with_dockerd {
         // Recovery GET; the pass's GET and PATCH; the release's GET; its PATCH hangs.
         fake.fail_next(4, crate::kube_fake::Fault::Pass);
         fake.fail_next(1, crate::kube_fake::Fault::Hang);
-        let mut d = Daemon::run(&cleaner);
-        d.ready();
+        let mut d = run(&cleaner);
+        d.ready(SOON);
         assert!(
-            eventually(SOON, || node_patches(&fake) == 2),
+            wait_until(SOON, || node_patches(&fake) == 2),
             "the release PATCH must arrive:\n{}",
             d.context()
         );
@@ -782,8 +596,8 @@ mod with_dockerd {
         let mut cmd = cleaner.command(&["run"]);
         // The pass pauses after its first removal, cordoned: that is where it dies.
         cmd.env("DOCKER_IMAGE_CLEANER_DELAY_SECONDS", "60");
-        let mut first = Daemon::spawn(cmd, Some(WATCHDOG));
-        first.ready();
+        let mut first = Daemon::service(cmd, Some(WATCHDOG));
+        first.ready(SOON);
         first.wait_status("cleaning: step 1 of", SOON);
         let node = fake.node(NODE);
         assert!(
@@ -804,8 +618,8 @@ mod with_dockerd {
         let mut cmd = cleaner.command(&["run"]);
         cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", "99");
         cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", "98");
-        let mut second = Daemon::spawn(cmd, Some(WATCHDOG));
-        second.ready();
+        let mut second = Daemon::service(cmd, Some(WATCHDOG));
+        second.ready(SOON);
         second.wait_status("idle: ", SOON);
         let context = second.context();
         assert_uncordoned(&fake, &context);

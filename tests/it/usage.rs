@@ -1,8 +1,8 @@
 //! `usage` against `du -sxB1`.
 //!
 //! Every tree is built in a temporary directory and measured both ways; the byte counts must agree
-//! exactly. The mount-point and unreadable-entry tests need root: without it they fail when
-//! `CI=true` and otherwise print a loud skip note.
+//! exactly. The mount-point and unreadable-entry tests need root (`require(Service::Root)`):
+//! without it they are recorded as skipped, or fail under CI (see `util::require`).
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use docker_image_cleaner::usage::{self, TreeUsage};
+
+use crate::util::require::{Service, require};
 
 const KIB: usize = 1024;
 /// Size of the file outside the tree that symlinks point to: far more than the tree holds.
@@ -201,52 +203,32 @@ impl Drop for Mount {
     }
 }
 
-/// Mounts a 1 MiB tmpfs on `dir`, or returns `None` after a loud note when that is impossible
-/// here (not root). Under `CI=true` that is a failure instead.
-fn mount_tmpfs(dir: &Path) -> Option<Mount> {
+/// Mounts a 1 MiB tmpfs on `dir` (as root: the test has required [`Service::Root`]).
+fn mount_tmpfs(dir: &Path) -> Mount {
     mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"], dir)
 }
 
-/// `mount ARGS... dir`, as [`mount_tmpfs`].
-fn mount(args: &[&str], dir: &Path) -> Option<Mount> {
+/// `mount ARGS... dir`; panics when that fails.
+fn mount(args: &[&str], dir: &Path) -> Mount {
     let out = Command::new("mount")
         .args(args)
         .arg(dir)
         .output()
         .expect("run mount");
-    if out.status.success() {
-        return Some(Mount(dir.to_owned()));
-    }
-    let why = format!(
-        "cannot mount {args:?} on {} ({}); this test needs root",
+    assert!(
+        out.status.success(),
+        "cannot mount {args:?} on {}: {}",
         dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+        String::from_utf8_lossy(&out.stderr).trim()
     );
-    skip_or_fail(&why);
-    None
-}
-
-/// Whether this process runs as root (effective uid 0), from `/proc/self/status`.
-fn is_root() -> bool {
-    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"));
-    // Fields: real, effective, saved, filesystem.
-    uids.and_then(|uids| uids.split_whitespace().nth(1)) == Some("0")
-}
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why} (CI=true: not skipping)");
-    }
-    // Straight to stderr: libtest captures `eprintln!` of passing tests, and this must be seen.
-    let _ = writeln!(std::io::stderr(), "\n!!!!!!!! SKIPPED: {why} !!!!!!!!\n");
+    Mount(dir.to_owned())
 }
 
 #[test]
 fn mount_point_inside_is_neither_counted_nor_entered() {
+    if !require(Service::Root) {
+        return;
+    }
     let tmp = tempdir();
     let (tree, _outside) = build_tree(tmp.path());
     let mnt = tree.join("a/b/mnt");
@@ -255,9 +237,7 @@ fn mount_point_inside_is_neither_counted_nor_entered() {
     let mount_point_dir = fs::symlink_metadata(&mnt).expect("stat mnt").blocks() * 512;
     assert!(mount_point_dir > 0);
 
-    let Some(_mount) = mount_tmpfs(&mnt) else {
-        return;
-    };
+    let _mount = mount_tmpfs(&mnt);
     write_file(&mnt.join("on-tmpfs"), 256 * KIB);
     fs::create_dir(mnt.join("dir-on-tmpfs")).expect("mkdir on tmpfs");
     assert_ne!(
@@ -282,6 +262,9 @@ fn mount_point_inside_is_neither_counted_nor_entered() {
 
 #[test]
 fn bind_mounts_of_the_same_filesystem_count_once_and_cycles_end() {
+    if !require(Service::Root) {
+        return;
+    }
     let tmp = tempdir();
     let (tree, _outside) = build_tree(tmp.path());
     fs::create_dir(tree.join("view")).expect("mkdir view");
@@ -298,12 +281,8 @@ fn bind_mounts_of_the_same_filesystem_count_once_and_cycles_end() {
     // so `-x` does not stop there: only remembering directories does. (du with one operand
     // would count `a/b/c` twice and the tree twice.) The directories they cover disappear.
     let c = tree.join("a/b/c");
-    let Some(_view) = mount(&["--bind", &c.to_string_lossy()], &tree.join("view")) else {
-        return;
-    };
-    let Some(_loop) = mount(&["--bind", &tree.to_string_lossy()], &tree.join("a/b/loop")) else {
-        return;
-    };
+    let _view = mount(&["--bind", &c.to_string_lossy()], &tree.join("view"));
+    let _loop = mount(&["--bind", &tree.to_string_lossy()], &tree.join("a/b/loop"));
     let after = measure(&[&tree]);
     assert_eq!(after.bytes, before.bytes - covered, "{before:?} {after:?}");
     assert_eq!(after.inodes, before.inodes - 2);
@@ -316,11 +295,13 @@ const CHILD_MARKER: &str = "TREE_USAGE";
 const NOBODY: u32 = 65534;
 
 /// Not a test of its own: the body of the unprivileged child of the test below, which runs this
-/// test binary again as `nobody` with only this test selected.
+/// test binary again as `nobody` with only this test selected. Run by hand (`--ignored`, no
+/// [`CHILD_ROOT_VAR`]), it is that test, so it never passes without asserting anything.
 #[test]
 #[ignore = "helper run by unreadable_entries_are_counted_and_the_walk_goes_on"]
 fn unprivileged_child() {
     let Some(root) = std::env::var_os(CHILD_ROOT_VAR) else {
+        unreadable_entries_are_counted_and_the_walk_goes_on();
         return;
     };
     let usage = measure(&[Path::new(&root)]);
@@ -332,6 +313,10 @@ fn unprivileged_child() {
 
 #[test]
 fn unreadable_entries_are_counted_and_the_walk_goes_on() {
+    // Root makes entries unreadable to a walk run as `nobody`.
+    if !require(Service::Root) {
+        return;
+    }
     let tmp = tempdir();
     let tree = tmp.path().join("tree");
     fs::create_dir_all(tree.join("locked")).expect("mkdir locked");
@@ -349,12 +334,8 @@ fn unreadable_entries_are_counted_and_the_walk_goes_on() {
     // Names can be listed but not stat'ed: no search (x) permission.
     mode(&tree.join("list-only"), 0o644);
 
-    if !is_root() {
-        skip_or_fail("not root: cannot make entries unreadable to a walk; this test needs root");
-        return;
-    }
     let exe = std::env::current_exe().expect("current test binary");
-    let out = match Command::new(&exe)
+    let out = Command::new(&exe)
         .args([
             "--exact",
             "usage::unprivileged_child",
@@ -365,16 +346,7 @@ fn unreadable_entries_are_counted_and_the_walk_goes_on() {
         .uid(NOBODY)
         .gid(NOBODY)
         .output()
-    {
-        Ok(out) => out,
-        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-            skip_or_fail(&format!(
-                "cannot run as uid {NOBODY} ({err}); this test needs root"
-            ));
-            return;
-        }
-        Err(err) => panic!("cannot run {} as uid {NOBODY}: {err}", exe.display()),
-    };
+        .unwrap_or_else(|err| panic!("cannot run {} as uid {NOBODY}: {err}", exe.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let Some(line) = stdout.lines().find_map(|l| l.strip_prefix(CHILD_MARKER)) else {

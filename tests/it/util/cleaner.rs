@@ -1,15 +1,18 @@
-//! Runs the built `docker-image-cleaner` binary against a [`PrivateDockerd`], with its own
-//! configuration file and state directory.
+//! The built `docker-image-cleaner` binary set up against a [`PrivateDockerd`] (or any Docker
+//! endpoint), with its own configuration file and state directory; runs go through the one
+//! runner, [`Daemon`].
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use super::daemon::Daemon;
 use super::dockerd::PrivateDockerd;
-use super::host;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_docker-image-cleaner");
+/// Bound of a run to completion.
+const RUN_BOUND: Duration = Duration::from_secs(300);
 
 /// One cleaner set up for one daemon.
 pub struct Cleaner {
@@ -58,8 +61,10 @@ impl Cleaner {
         self.dir.path().join("state")
     }
 
-    /// A command for the binary with `--config` and a clean environment (no stray
-    /// `DOCKER_IMAGE_CLEANER_*` or `DOCKER_HOST` from the machine).
+    /// A command for the binary with `--config`, `--log stderr` and a clean environment: no stray
+    /// `DOCKER_IMAGE_CLEANER_*`, `DOCKER_HOST` or `RUST_LOG` from the machine, and none of the
+    /// variables a service manager may have handed the test process (`NOTIFY_SOCKET`, …; the
+    /// runner sets its own). Run it with [`Daemon`].
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config")
@@ -72,13 +77,21 @@ impl Cleaner {
                 cmd.env_remove(k);
             }
         }
+        for k in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+        ] {
+            cmd.env_remove(k);
+        }
         cmd.env("DOCKER_HOST", &self.host);
         cmd
     }
 
-    /// Runs the binary to completion (bounded).
+    /// Runs the binary to completion, as from a shell (bounded: SIGKILL and a panic after 5 min).
     pub fn run(&self, args: &[&str]) -> Output {
-        host::run(self.command(args), Duration::from_secs(300))
+        Daemon::plain(self.command(args)).output(RUN_BOUND)
     }
 
     /// Runs the binary and asserts exit 0; returns (stdout, stderr).
@@ -94,16 +107,13 @@ impl Cleaner {
         if let Some(low) = low {
             cmd.env("DOCKER_IMAGE_CLEANER_THRESHOLD_LOW", low.to_string());
         }
-        succeeded(args, host::run(cmd, Duration::from_secs(300)))
+        succeeded(args, Daemon::plain(cmd).output(RUN_BOUND))
     }
 
-    /// Starts the binary in the background, stdout and stderr piped.
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn docker-image-cleaner")
+    /// Starts the binary in the background as a systemd service without a watchdog (see
+    /// [`Daemon::service`]); it is killed when the [`Daemon`] is dropped.
+    pub fn spawn(&self, args: &[&str]) -> Daemon {
+        Daemon::service(self.command(args), None)
     }
 
     /// The last-use table as saved, or `None` before the first save.

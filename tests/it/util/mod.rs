@@ -1,292 +1,39 @@
 //! Helpers shared by the integration tests.
+//!
+//! - [`require`]: whether a real service (a private dockerd, kubectl, root, …) can be used here,
+//!   and the CI rule; [`ledger`]: the file that counts every real-service test as ran or skipped;
+//! - [`dockerd`]: a private dockerd per test on a loop-mounted ext4 filesystem;
+//! - [`cleaner`]: the built binary with its own configuration and state, and [`daemon`], the one
+//!   process runner for it;
+//! - [`notify`]: a fake systemd notification socket;
+//! - [`host`]: bounded commands, `/proc`, mounts and loop devices.
+
+use std::time::{Duration, Instant};
 
 pub mod cleaner;
+pub mod daemon;
 pub mod dockerd;
+pub mod host;
+pub mod ledger;
 pub mod notify;
+pub mod require;
 
-/// Host plumbing for [`dockerd`]: bounded commands, `/proc` scans, mounts, loop devices.
-/// Std only; everything goes through the usual tools (`kill`, `umount`, `losetup`) so no `unsafe`.
-pub mod host {
-    use std::fs;
-    use std::path::Path;
-    use std::process::{Command, Output, Stdio};
-    use std::sync::mpsc;
-    use std::time::{Duration, Instant};
+/// How often [`wait_until`] looks.
+const POLL: Duration = Duration::from_millis(20);
 
-    /// Runs `cmd` with stdin closed and output captured; SIGKILLs it and panics after `bound`.
-    pub fn run(mut cmd: Command, bound: Duration) -> Output {
-        let shown = format!("{cmd:?}");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {shown}: {e}"));
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(bound) {
-            Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {shown}: {e}")),
-            Err(_) => {
-                signal("KILL", &[pid]);
-                panic!("{shown} did not finish within {bound:?}; killed");
-            }
+/// Polls `condition` every 20 ms until it holds (true) or `timeout` has passed (false, after one
+/// last look). For observable conditions with no event to wait on (a process gone, a file
+/// written, a request recorded); never a fixed sleep.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
         }
-    }
-
-    /// Runs `program args` (bounded) and panics with its stderr unless it succeeds.
-    pub fn run_ok(program: &str, args: &[&str], bound: Duration) -> Output {
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        let out = run(cmd, bound);
-        if !out.status.success() {
-            panic!(
-                "{program} {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
         }
-        out
-    }
-
-    /// `kill -<sig> pids…`; errors (already gone) are ignored. Never panics.
-    pub fn signal(sig: &str, pids: &[u32]) {
-        if pids.is_empty() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .args(pids.iter().map(u32::to_string))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    /// Whether we run as uid 0 (from `/proc/self/status`, no libc).
-    pub fn is_root() -> bool {
-        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    }
-
-    /// Whether `tool` is an executable file in one of PATH's dirs or the sbin dirs.
-    pub fn in_path(tool: &str) -> bool {
-        let path = std::env::var("PATH").unwrap_or_default();
-        path.split(':')
-            .chain(["/usr/sbin", "/sbin"])
-            .any(|d| Path::new(d).join(tool).is_file())
-    }
-
-    /// Live processes (not zombies) whose command line names a path under `dir`, plus all their
-    /// descendants (container processes run under shims). `"pid cmdline"` strings, for messages.
-    pub fn processes_under(dir: &Path) -> Vec<String> {
-        let procs = scan_proc();
-        let needle = format!("{}/", dir.display());
-        let mut picked: Vec<u32> = procs
-            .iter()
-            .filter(|p| p.cmdline.contains(&needle))
-            .map(|p| p.pid)
-            .collect();
-        let mut i = 0;
-        while i < picked.len() {
-            let parent = picked[i];
-            for p in &procs {
-                if p.ppid == parent && !picked.contains(&p.pid) {
-                    picked.push(p.pid);
-                }
-            }
-            i += 1;
-        }
-        procs
-            .iter()
-            .filter(|p| picked.contains(&p.pid))
-            .map(|p| format!("{} {}", p.pid, p.cmdline))
-            .collect()
-    }
-
-    /// SIGKILLs [`processes_under`] `dir` and waits (bounded) until they are gone. Never panics.
-    pub fn kill_processes_under(dir: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pids: Vec<u32> = processes_under(dir)
-                .iter()
-                .filter_map(|p| p.split(' ').next()?.parse().ok())
-                .collect();
-            if pids.is_empty() {
-                return;
-            }
-            if Instant::now() > deadline {
-                eprintln!(
-                    "processes under {} survive SIGKILL: {pids:?}",
-                    dir.display()
-                );
-                return;
-            }
-            signal("KILL", &pids);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Mount points at or under `dir`, in mount order (`/proc/self/mountinfo`).
-    pub fn mounts_under(dir: &Path) -> Vec<String> {
-        let dir = dir.display().to_string();
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(|m| m.replace("\\040", " "))
-            .filter(|m| *m == dir || m.starts_with(&format!("{dir}/")))
-            .collect()
-    }
-
-    /// Loop devices backed by `file` (`losetup -j`).
-    pub fn loop_devices_of(file: &Path) -> Vec<String> {
-        let out = Command::new("losetup")
-            .arg("-j")
-            .arg(file)
-            .stderr(Stdio::null())
-            .output();
-        let text = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        text.lines()
-            .filter_map(|l| l.split(':').next())
-            .map(String::from)
-            .collect()
-    }
-
-    /// Unmounts everything under `dir` innermost first (lazily if busy), detaches the loop
-    /// devices of `dir/fs.img` and removes `dir`, unless something is still mounted there
-    /// (then deleting would reach into a live filesystem). Never panics; reports on stderr.
-    pub fn teardown_dir(dir: &Path) {
-        for _ in 0..5 {
-            let mounts = mounts_under(dir);
-            if mounts.is_empty() {
-                break;
-            }
-            for m in mounts.iter().rev() {
-                let ok = Command::new("umount").arg(m).stderr(Stdio::null()).status();
-                if !matches!(ok, Ok(s) if s.success()) {
-                    let _ = Command::new("umount").args(["--lazy", m]).status();
-                }
-            }
-        }
-        for dev in loop_devices_of(&dir.join("fs.img")) {
-            let _ = Command::new("losetup").args(["--detach", &dev]).status();
-        }
-        let left = mounts_under(dir);
-        if !left.is_empty() {
-            eprintln!("still mounted, keeping {}: {left:?}", dir.display());
-            return;
-        }
-        if let Err(e) = fs::remove_dir_all(dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            eprintln!("removing {}: {e}", dir.display());
-        }
-    }
-
-    /// `statvfs` of a filesystem as `stat -f` reports it: an oracle independent of the library's
-    /// own statvfs code.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    pub struct FsStat {
-        /// Fundamental block size in bytes (`f_frsize`).
-        pub block_bytes: u64,
-        /// Total data blocks (`f_blocks`).
-        pub blocks: u64,
-        /// Blocks available to unprivileged users (`f_bavail`).
-        pub blocks_avail: u64,
-        /// Total inodes (`f_files`).
-        pub files: u64,
-        /// Free inodes (`f_ffree`; equals `f_favail` on ext4).
-        pub files_free: u64,
-    }
-
-    impl FsStat {
-        /// `100 * (1 - f_bavail / f_blocks)`: the formula the cleaner and the kubelet trigger on.
-        pub fn used_pct(&self) -> f64 {
-            100.0 * (1.0 - self.blocks_avail as f64 / self.blocks as f64)
-        }
-
-        /// `100 * (1 - f_ffree / f_files)`.
-        pub fn inodes_used_pct(&self) -> f64 {
-            100.0 * (1.0 - self.files_free as f64 / self.files as f64)
-        }
-
-        /// Bytes counted as used by [`FsStat::used_pct`] (`(f_blocks - f_bavail) * f_frsize`).
-        pub fn used_bytes(&self) -> u64 {
-            (self.blocks - self.blocks_avail) * self.block_bytes
-        }
-    }
-
-    /// [`FsStat`] of the filesystem holding `path`, from `stat -f`.
-    pub fn statfs(path: &Path) -> FsStat {
-        let mut cmd = Command::new("stat");
-        cmd.args(["-f", "-c", "%S %b %a %c %d"]).arg(path);
-        let out = run(cmd, Duration::from_secs(30));
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<u64> = text
-            .split_whitespace()
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        let [block_bytes, blocks, blocks_avail, files, files_free] = v[..] else {
-            panic!(
-                "stat -f {} printed {text:?} ({})",
-                path.display(),
-                out.status
-            );
-        };
-        FsStat {
-            block_bytes,
-            blocks,
-            blocks_avail,
-            files,
-            files_free,
-        }
-    }
-
-    struct Proc {
-        pid: u32,
-        ppid: u32,
-        cmdline: String,
-    }
-
-    fn scan_proc() -> Vec<Proc> {
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        let mut procs = Vec::new();
-        for e in entries.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            // Fields after the last ')' (the command may contain one): state, ppid, …
-            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-                continue;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let mut fields = rest.split_whitespace();
-            let (Some(state), Some(ppid)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            if state == "Z" || state == "X" {
-                continue;
-            }
-            let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            procs.push(Proc {
-                pid,
-                ppid: ppid.parse().unwrap_or(0),
-                cmdline,
-            });
-        }
-        procs
+        std::thread::sleep(POLL.min(left));
     }
 }
