@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::env::{self, CONFIG_ENV, Env, env_var};
 use super::file;
-use super::raw::Raw;
+use super::raw::{FILE_ONLY_KEYS, Raw};
 use super::validate::validate;
 use super::{Config, Error};
 
@@ -83,7 +83,7 @@ impl Loaded {
 /// as one value of its key (see `env::layer`), never as TOML text.
 pub fn load(explicit: Option<&Path>, env: &Env, flags: Flags) -> Result<Loaded, Error> {
     let mut values = Vec::new();
-    for key in Raw::KEYS {
+    for key in Raw::KEYS.iter().filter(|k| !FILE_ONLY_KEYS.contains(k)) {
         let var = env_var(key);
         if let Some(value) = env.get(&var)? {
             values.push((*key, var, value));
@@ -117,7 +117,11 @@ pub fn load(explicit: Option<&Path>, env: &Env, flags: Flags) -> Result<Loaded, 
             sources.insert(set, Source::Env(var.clone()));
         }
     }
-    let known: Vec<String> = Raw::KEYS.iter().map(|k| env_var(k)).collect();
+    let known: Vec<String> = Raw::KEYS
+        .iter()
+        .filter(|k| !FILE_ONLY_KEYS.contains(k))
+        .map(|k| env_var(k))
+        .collect();
     let mut warnings: Vec<String> = env
         .ours()
         .filter(|k| k != CONFIG_ENV && !known.contains(k))

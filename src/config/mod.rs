@@ -186,6 +186,72 @@ pub struct Config {
     pub on_cordon_failure: OnCordonFailure,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// The floor of the engine configured without `[[engine]]` tables (`floor`).
+    pub floor: Floor,
+    /// At or above this percentage of a filesystem (blocks or inodes), floors are ignored and
+    /// the min age falls to `critical_min_age` for the pass: above 0, at most 100, at least the
+    /// high watermark in relative mode.
+    pub critical_pct: f64,
+    /// The min age at or above the critical watermark: zero or more, below [`MAX_DURATION`].
+    pub critical_min_age: Duration,
+    /// The engines to clean, in the order configured: the `[[engine]]` tables, or one engine
+    /// named [`DEFAULT_ENGINE`] from `docker_host`, `path_to_check` and `floor`. Never empty;
+    /// names are unique.
+    pub engines: Vec<EngineConfig>,
+}
+
+/// The name of the engine configured without `[[engine]]` tables.
+pub const DEFAULT_ENGINE: &str = "default";
+
+/// How much of an engine's data pressure from outside never removes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Floor {
+    /// A percentage of the size of the filesystem holding the engine's data (0: no floor).
+    Percent(f64),
+    /// A size.
+    Bytes(u64),
+}
+
+impl Floor {
+    /// No floor.
+    pub const NONE: Floor = Floor::Percent(0.0);
+
+    /// The floor in bytes on a filesystem of `fs_total_bytes`.
+    pub fn bytes(&self, fs_total_bytes: u64) -> u64 {
+        match *self {
+            Floor::Bytes(b) => b,
+            // The percentage is in 0..=100, so the product is within 0..=fs_total_bytes.
+            Floor::Percent(p) => (fs_total_bytes as f64 * p / 100.0) as u64,
+        }
+    }
+
+    /// True when there is no floor.
+    pub fn is_none(&self) -> bool {
+        matches!(*self, Floor::Bytes(0)) || matches!(*self, Floor::Percent(p) if p <= 0.0)
+    }
+}
+
+impl fmt::Display for Floor {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match *self {
+            Floor::Percent(p) => write!(f, "{p}%"),
+            Floor::Bytes(b) => write!(f, "{}", bytesize::ByteSize(b).display().iec()),
+        }
+    }
+}
+
+/// One container engine to clean.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Its name, in logs, status, metrics and the state file: lowercase letters, digits, `-`,
+    /// `_` and `.`, at most 63 characters.
+    pub name: String,
+    /// Its endpoint, as [`Config::docker_host`]; `None` for the local socket.
+    pub docker_host: Option<String>,
+    /// Its data, measured for its footprint (at least one absolute path).
+    pub paths: Vec<PathBuf>,
+    /// What pressure from outside never removes.
+    pub floor: Floor,
 }
 
 impl Default for Config {
@@ -213,6 +279,15 @@ impl Default for Config {
             max_cordon: Duration::from_secs(1800),
             on_cordon_failure: OnCordonFailure::Clean,
             log_level: LogLevel::Info,
+            floor: Floor::NONE,
+            critical_pct: 95.0,
+            critical_min_age: Duration::from_secs(120),
+            engines: vec![EngineConfig {
+                name: DEFAULT_ENGINE.to_string(),
+                docker_host: None,
+                paths: vec![PathBuf::from("/var/lib/docker")],
+                floor: Floor::NONE,
+            }],
         }
     }
 }

@@ -61,10 +61,27 @@ raw_config! {
     max_cordon_seconds: Seconds,
     on_cordon_failure: OnCordonFailure,
     log_level: LogLevel,
+    floor: Quantity,
+    threshold_critical: Quantity,
+    critical_min_age_seconds: Seconds,
+    engine: Vec<RawEngine>,
 }
 
 /// Keys whose environment value is a comma-separated list.
 pub(crate) const LIST_KEYS: &[&str] = &["path_to_check", "keep"];
+
+/// Keys only the file can set (tables have no environment form).
+pub(crate) const FILE_ONLY_KEYS: &[&str] = &["engine"];
+
+/// One `[[engine]]` table as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEngine {
+    pub name: String,
+    pub docker_host: Option<String>,
+    pub paths: Option<StringList>,
+    pub floor: Option<Quantity>,
+}
 
 impl<'de> Deserialize<'de> for Seconds {
     /// An integer stays exact ([`Seconds::Whole`]); a float must be finite and not negative.

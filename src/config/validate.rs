@@ -6,10 +6,11 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::checks::{check_docker_host, check_node_name};
-use super::raw::{Quantity, Raw};
+use super::raw::{Quantity, Raw, RawEngine, StringList};
 use super::units::{self, Min, Seconds};
 use super::{
-    Config, Error, MIN_ABSOLUTE_HIGH_BYTES, MIN_INTERVAL, MIN_TIMEOUT, ThresholdType, Watermarks,
+    Config, DEFAULT_ENGINE, EngineConfig, Error, Floor, MIN_ABSOLUTE_HIGH_BYTES, MIN_INTERVAL,
+    MIN_TIMEOUT, ThresholdType, Watermarks,
 };
 
 /// Checks `raw` (defaults filled in) and builds the [`Config`]. `origin` names where a key's
@@ -44,26 +45,7 @@ pub(crate) fn validate(
     let paths = match &raw.path_to_check {
         None => d.paths.clone(),
         Some(list) => {
-            if list.0.is_empty() {
-                return Err(invalid(
-                    "path_to_check",
-                    "[]".into(),
-                    "name at least one path".into(),
-                ));
-            }
-            let mut paths = Vec::new();
-            for p in &list.0 {
-                let path = PathBuf::from(p);
-                if !path.is_absolute() {
-                    return Err(invalid(
-                        "path_to_check",
-                        format!("{p:?}"),
-                        "must be an absolute path".into(),
-                    ));
-                }
-                paths.push(path);
-            }
-            paths
+            absolute_paths(list).map_err(|(value, m)| invalid("path_to_check", value, m))?
         }
     };
 
@@ -138,6 +120,112 @@ pub(crate) fn validate(
         ),
     };
 
+    let floor = match &raw.floor {
+        None => d.floor,
+        Some(q) => floor(q).map_err(|m| invalid("floor", q.to_string(), m))?,
+    };
+    let critical_pct = match &raw.threshold_critical {
+        None => match watermarks {
+            // A high watermark above the default critical one makes every pass critical
+            // otherwise.
+            Watermarks::Relative { high_pct, .. } => d.critical_pct.max(high_pct),
+            Watermarks::Absolute { .. } => d.critical_pct,
+        },
+        Some(q) => {
+            let pct = percent(q).map_err(|m| invalid("threshold_critical", q.to_string(), m))?;
+            let least = match watermarks {
+                Watermarks::Relative { high_pct, .. } => high_pct,
+                Watermarks::Absolute { .. } => 0.0,
+            };
+            if !(pct > 0.0 && pct <= 100.0 && pct >= least) {
+                return Err(invalid(
+                    "threshold_critical",
+                    q.to_string(),
+                    format!(
+                        "must be a percentage above 0, at most 100 and at least threshold_high ({least})"
+                    ),
+                ));
+            }
+            pct
+        }
+    };
+    let critical_min_age = duration(
+        "critical_min_age_seconds",
+        raw.critical_min_age_seconds,
+        d.critical_min_age,
+        Min::AtLeast(Duration::ZERO),
+    )?;
+
+    let engines = match raw.engine.as_deref() {
+        None => vec![EngineConfig {
+            name: DEFAULT_ENGINE.to_string(),
+            docker_host: docker_host.clone(),
+            paths: paths.clone(),
+            floor,
+        }],
+        Some([]) => {
+            return Err(invalid(
+                "engine",
+                "[]".into(),
+                "name at least one engine, or leave the [[engine]] tables out".into(),
+            ));
+        }
+        Some(tables) => {
+            // With tables, the top-level engine keys would be ignored: say so, unless they
+            // hold their defaults (as the shipped file does).
+            for (key, set) in [
+                ("docker_host", docker_host.is_some()),
+                ("path_to_check", paths != d.paths),
+                ("floor", !floor.is_none()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        key,
+                        "(set)".into(),
+                        format!(
+                            "conflicts with the [[engine]] tables: set {key} in each table instead"
+                        ),
+                    ));
+                }
+            }
+            let mut engines: Vec<EngineConfig> = Vec::new();
+            for (i, table) in tables.iter().enumerate() {
+                let engine = engine(table).map_err(|(field, value, m)| {
+                    invalid(
+                        "engine",
+                        value,
+                        format!(
+                            "[[engine]] number {} ({:?}), {field}: {m}",
+                            i + 1,
+                            table.name
+                        ),
+                    )
+                })?;
+                if engines.iter().any(|e| e.name == engine.name) {
+                    return Err(invalid(
+                        "engine",
+                        format!("{:?}", engine.name),
+                        format!("[[engine]] number {}: the name is used twice", i + 1),
+                    ));
+                }
+                engines.push(engine);
+            }
+            engines
+        }
+    };
+    // What the trigger measures: every engine's data.
+    let paths = if raw.engine.is_some() {
+        let mut all: Vec<PathBuf> = Vec::new();
+        for p in engines.iter().flat_map(|e| &e.paths) {
+            if !all.contains(p) {
+                all.push(p.clone());
+            }
+        }
+        all
+    } else {
+        paths
+    };
+
     Ok(Config {
         node_name,
         paths,
@@ -157,7 +245,90 @@ pub(crate) fn validate(
         max_cordon,
         on_cordon_failure: raw.on_cordon_failure.unwrap_or(d.on_cordon_failure),
         log_level: raw.log_level.unwrap_or(d.log_level),
+        floor,
+        critical_pct,
+        critical_min_age,
+        engines,
     })
+}
+
+/// A list of absolute paths, at least one; on error the offending value and why.
+fn absolute_paths(list: &StringList) -> Result<Vec<PathBuf>, (String, String)> {
+    if list.0.is_empty() {
+        return Err(("[]".into(), "name at least one path".into()));
+    }
+    let mut paths = Vec::new();
+    for p in &list.0 {
+        let path = PathBuf::from(p);
+        if !path.is_absolute() {
+            return Err((format!("{p:?}"), "must be an absolute path".into()));
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// An engine name: what the state file, metrics labels and logs can carry unquoted.
+fn engine_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1 to 63 lowercase letters, digits, '-', '_' or '.'".into())
+    }
+}
+
+/// One `[[engine]]` table; on error the field, its value and why.
+fn engine(t: &RawEngine) -> Result<EngineConfig, (&'static str, String, String)> {
+    engine_name(&t.name).map_err(|m| ("name", format!("{:?}", t.name), m))?;
+    let docker_host = match t.docker_host.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(host) => {
+            Some(check_docker_host(host).map_err(|m| ("docker_host", format!("{host:?}"), m))?)
+        }
+    };
+    let paths = match &t.paths {
+        None => {
+            return Err((
+                "paths",
+                "(missing)".into(),
+                "name the engine's data root, e.g. paths = [\"/var/lib/docker\"]".into(),
+            ));
+        }
+        Some(list) => absolute_paths(list).map_err(|(v, m)| ("paths", v, m))?,
+    };
+    let floor = match &t.floor {
+        None => Floor::NONE,
+        Some(q) => super::validate::floor(q).map_err(|m| ("floor", q.to_string(), m))?,
+    };
+    Ok(EngineConfig {
+        name: t.name.clone(),
+        docker_host,
+        paths,
+        floor,
+    })
+}
+
+/// A floor: a bare number is a percentage of the filesystem (like the relative watermarks),
+/// `"15%"` too, and a value with a unit is a size.
+fn floor(q: &Quantity) -> Result<Floor, String> {
+    let pct = match q {
+        Quantity::Text(s) if !s.trim().ends_with('%') => {
+            return units::parse_size(s)
+                .map(Floor::Bytes)
+                .map_err(|e| e.to_string());
+        }
+        other => percent(other)?,
+    };
+    if (0.0..=100.0).contains(&pct) {
+        Ok(Floor::Percent(pct))
+    } else {
+        Err("must be a percentage from 0 to 100, or a size such as \"20GiB\"".into())
+    }
 }
 
 type Invalid<'a> = dyn Fn(&'static str, String, String) -> Error + 'a;
@@ -348,7 +519,35 @@ pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
         ("max_cordon_seconds", secs(c.max_cordon)),
         ("on_cordon_failure", lower(&c.on_cordon_failure)),
         ("log_level", lower(&c.log_level)),
+        ("floor", floor_value(c.floor)),
+        ("threshold_critical", c.critical_pct.to_string()),
+        ("critical_min_age_seconds", secs(c.critical_min_age)),
+        (
+            "engine",
+            format!(
+                "[{}]",
+                c.engines
+                    .iter()
+                    .map(|e| format!(
+                        "{{ name = {}, docker_host = {}, paths = {}, floor = {} }}",
+                        string(&e.name),
+                        string(e.docker_host.as_deref().unwrap_or("")),
+                        list(e.paths.iter().map(|p| p.display().to_string()).collect()),
+                        floor_value(e.floor)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
     ];
     debug_assert_eq!(keys.len(), Raw::KEYS.len());
     keys
+}
+
+/// A floor as TOML: a percentage as a bare number, a size as its byte count in a string.
+fn floor_value(f: Floor) -> String {
+    match f {
+        Floor::Percent(p) => p.to_string(),
+        Floor::Bytes(b) => format!("\"{b}B\""),
+    }
 }
