@@ -244,6 +244,8 @@ pub async fn run(
     let pinger = async { notifier.feed_watchdog().await };
     let work = async {
         if !config.dry_run {
+            // The guard's calls are bounded (credential plugin included): keep pinging meanwhile.
+            notifier.alive_for(cordoner.max_call_time());
             match or_shutdown(&shutdown, cordoner.recover()).await {
                 Some(Err(e)) if e.is_config() => return Err(e.into()),
                 Some(Err(e)) => log::warn!(
@@ -287,6 +289,7 @@ pub async fn run(
                 () = tokio::time::sleep(beat) => {}
                 _ = ticker.tick() => {
                     notifier.update("checking");
+                    notifier.alive_for(cordoner.max_call_time());
                     or_shutdown(&shutdown, cordoner.retry_release()).await;
                     if docker.is_none() {
                         match or_shutdown(&shutdown, DockerEngine::connect(config.docker_host.as_deref(), config.timeout)).await {
