@@ -2,7 +2,9 @@
 
 mod clean;
 mod cordon;
+mod credentials;
 mod docker_harness;
+mod kube_daemon;
 mod kube_fake;
 mod kubectl;
 mod lifecycle;
