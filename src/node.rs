@@ -186,10 +186,11 @@ impl Cordoner {
     }
 
     /// The longest any one call of the guard (`recover`, `begin_pass`, `check_deadline`,
-    /// `end_pass`, `retry_release`) can take: a release plus an Event post. The daemon extends
-    /// its watchdog promise by this before calling the guard.
+    /// `end_pass`, `retry_release`) can take: `end_pass`'s release (or pending recovery) plus its
+    /// Event post, each cut short at its limit. The daemon extends its watchdog promise by this
+    /// before calling the guard.
     pub fn max_call_time(&self) -> Duration {
-        self.timing.release_budget + self.timing.call_budget
+        self.timing.release_budget.max(self.timing.call_budget) + self.timing.call_budget
     }
 
     /// One line for `status` and `STATUS=`: whether cordoning is on and what it holds.

@@ -42,6 +42,11 @@ impl Daemon {
                 kubeconfig.display().to_string()
             ),
         );
+        Daemon::run(cleaner, watchdog)
+    }
+
+    /// `run` of `cleaner`.
+    fn run(cleaner: Cleaner, watchdog: Duration) -> Daemon {
         let mut cmd = cleaner.command(&["run"]);
         let notify = NotifySocket::new();
         notify.apply(&mut cmd, Some(watchdog));
@@ -311,4 +316,79 @@ fn insecure_skip_tls_verify_is_honoured_with_a_warning() {
             && l.contains(&kubeconfig.display().to_string())),
         "a warning names the setting and the kubeconfig:\n{log}"
     );
+}
+
+/// With a private dockerd: passes that clean while the credential plugin fails.
+mod with_dockerd {
+    use super::*;
+    use crate::util::dockerd::PrivateDockerd;
+
+    #[test]
+    fn a_failing_plugin_leaves_passes_to_on_cordon_failure_and_says_so() {
+        for (policy, outcome) in [
+            ("clean", "last pass: nothing left to remove"),
+            ("skip", "last pass: skipped"),
+        ] {
+            let Some(dockerd) = PrivateDockerd::start(&format!("kd-{policy}"), 512, None) else {
+                return;
+            };
+            for i in 0..2 {
+                dockerd.image(&format!("img-{i}:1"), 10);
+            }
+            let fake = FakeKube::start();
+            fake.add_node(NODE, json!({}));
+            let runs = fake.dir().join("runs");
+            let plugin = fake.write_script(
+                "failing.sh",
+                &format!("echo run >> '{}'\nexit 3\n", runs.display()),
+            );
+            let kubeconfig = fake.dir().join("failing.kubeconfig");
+            fake.write_kubeconfig_user(&kubeconfig, &exec_user(&plugin));
+            let (used, _) = dockerd.used_pct();
+            let high = (used - 1.0).floor();
+            assert!(high >= 1.0, "setup: usage {used}% too low to start a pass");
+            let cleaner = Cleaner::new(
+                &dockerd,
+                &format!(
+                    "threshold_high = {high}\nthreshold_low = 0\nnode_name = {NODE:?}\nkubeconfig = {:?}\non_cordon_failure = {policy:?}\n",
+                    kubeconfig.display().to_string()
+                ),
+            );
+            let mut d = Daemon::run(cleaner, Duration::from_secs(2));
+            d.ready();
+            let idle = d
+                .notify
+                .try_wait_for(Duration::from_secs(60), |m| {
+                    NotifySocket::status_starts(m, "idle: ")
+                })
+                .unwrap_or_else(|| panic!("{policy}: no pass ended:\n{}", d.context()));
+            let status = idle.status().unwrap_or_default().to_string();
+            assert!(
+                status.contains(outcome)
+                    && status.contains("no Kubernetes credential")
+                    && status.contains("failing.sh")
+                    && status.contains("status 3"),
+                "{policy}: STATUS says what the pass did and why it was not cordoned: {status}\n{}",
+                d.context()
+            );
+            assert!(
+                lines(&runs).len() >= 2,
+                "{policy}: tried at start and again at the pass:\n{}",
+                d.context()
+            );
+            assert!(d.running(), "{policy}:\n{}", d.context());
+            d.terminate(SOON);
+            let tags = dockerd.tags();
+            let ours_left = tags.iter().filter(|t| t.starts_with("img-")).count();
+            assert_eq!(
+                ours_left,
+                if policy == "clean" { 0 } else { 2 },
+                "{policy}: images left {tags:?}"
+            );
+            assert!(
+                fake.requests().is_empty(),
+                "{policy}: nothing reached the API server"
+            );
+        }
+    }
 }
