@@ -345,3 +345,49 @@ fn group_gone(pid: u32, bound: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test]
+async fn client_certificate_files_not_written_yet_are_waited_for() {
+    let fake = FakeKube::start();
+    fake.add_node(NODE, json!({}));
+    // The kubelet's kubeconfig names its client certificate before TLS bootstrap writes it.
+    let cert = fake.dir().join("pki/kubelet-client-current.pem");
+    let path = kubeconfig(
+        &fake,
+        "kubelet.conf",
+        &format!(
+            "    client-certificate: {}\n    client-key: {}\n    token: {}\n",
+            cert.display(),
+            cert.display(),
+            fake.token()
+        ),
+    );
+    let mut c = cordoner(&config_with(&fake, &path));
+    let err = c.recover().await.expect_err("no certificate yet");
+    let text = chain(&err);
+    assert!(!err.is_config() && err.is_transient(), "{text}");
+    assert!(text.contains(&cert.display().to_string()), "{text}");
+    assert!(
+        c.describe().contains("no Kubernetes credential"),
+        "{}",
+        c.describe()
+    );
+    assert!(fake.requests().is_empty());
+
+    // Bootstrap writes certificate and key into one file, as the kubelet does.
+    let issued = rcgen::generate_simple_self_signed(vec!["system:node:n1".to_string()])
+        .expect("certificate");
+    std::fs::create_dir_all(cert.parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        &cert,
+        format!(
+            "{}{}",
+            issued.cert.pem(),
+            issued.signing_key.serialize_pem()
+        ),
+    )
+    .expect("write certificate");
+    c.retry_release().await;
+    assert_eq!(fake.node_calls(NODE).len(), 1, "the recovery GET went out");
+    assert!(c.describe().contains("cordon ready"), "{}", c.describe());
+}
