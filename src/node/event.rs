@@ -34,7 +34,10 @@ impl Cordoner {
             ),
             Err(e @ Error::NoKubeconfig { .. }) => log::debug!("event not posted: {}", chain(&e)),
             Err(e) => {
-                self.record(&e);
+                // Not fatal, and not what `describe()` reports; a refused credential still goes.
+                if e.status() == Some(401) {
+                    self.link.forget();
+                }
                 log::warn!("{}", chain(&e));
             }
         }
