@@ -132,11 +132,16 @@ impl Startup {
         config: &Config,
         lock: Option<InstanceLock>,
         shutdown: &CancellationToken,
+        notifier: Option<&Notifier>,
     ) -> Result<Self, Error> {
         let store = Store::new(&config.state_dir);
         let tables = store.load()?;
         let mut cordoner = Cordoner::new(config);
         if !config.dry_run {
+            // The guard's calls are bounded (credential plugin included): keep pinging meanwhile.
+            if let Some(n) = notifier {
+                n.alive_for(cordoner.max_call_time());
+            }
             match or_shutdown(shutdown, cordoner.recover()).await {
                 Some(Err(e)) if e.is_config() => return Err(e.into()),
                 Some(Err(e)) => log::warn!(
@@ -183,7 +188,7 @@ impl Startup {
 /// to date, cleans, saves the state. Fails when Docker or a watched path cannot be reached.
 pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Report, Error> {
     let lock = Startup::lock(config)?;
-    let mut s = Startup::begin(config, lock, shutdown).await?;
+    let mut s = Startup::begin(config, lock, shutdown, None).await?;
     let engine = or_shutdown(
         shutdown,
         DockerEngine::connect(config.docker_host.as_deref(), config.timeout),
@@ -309,7 +314,7 @@ pub async fn run(config: Config, mut control: Control, notifier: &Notifier) -> R
     notifier.ready("starting");
     let shutdown = control.shutdown.clone();
     let work = async {
-        let start = Startup::begin(&config, lock, &shutdown).await?;
+        let start = Startup::begin(&config, lock, &shutdown, Some(notifier)).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut daemon = Daemon {
             ticker: ticker(config.interval, Instant::now()),
@@ -407,6 +412,7 @@ impl Daemon<'_> {
     /// A tick: retry a pending release, connect if needed, run a pass, save.
     async fn tick(&mut self) {
         self.notifier.step("checking");
+        self.notifier.alive_for(self.start.cordoner.max_call_time());
         or_shutdown(&self.shutdown, self.start.cordoner.retry_release()).await;
         if self.connection.is_none() && !self.connect().await {
             return;

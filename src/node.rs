@@ -8,33 +8,52 @@
 //! state. A node cordoned by someone else is cleaned but never uncordoned, and a release removes
 //! only what we added and only while our annotation is still there.
 //!
-//! A fresh `kube::Client` is built for every pass, so a rotated kubelet client certificate is
-//! picked up, with connect and request timeouts so no call can hang a pass.
+//! One `kube::Client` is kept between calls and passes (`connection`): rebuilt when the
+//! kubeconfig or a file it names changes (a rotated kubelet client certificate), when an exec
+//! plugin's credential expires, at the next pass for a plugin credential without expiry, and after
+//! a 401. Every call of the guard has a hard time limit, [`Cordoner::max_call_time`] at most, so the
+//! daemon can promise the watchdog to be back in time.
 //!
 //! - `patch`: the pure decisions on a Node and the patches (unit-tested).
-//! - `guard`: the GET-then-PATCH sequences that cordon, release and recover.
+//! - `lifecycle`: what we know of our cordon, and every transition in one table.
+//! - `api`: escaped request URLs, and `update`, the read-decide-send-retry shape.
+//! - `guard`: cordon, release and recover, through `update`.
 //! - `event`: the Event posted on the Node.
-//! - `kubeconfig`: which kubeconfig, and the client built from it.
+//! - `kubeconfig`: which kubeconfig, what it says, and the client built from it.
+//! - `credential`, `exec`, `redact`: the user's credential, exec plugins, and keeping secrets out
+//!   of logs.
+//! - `connection`: the cached client.
 //! - `error`: [`Error`] (log lines print it with [`crate::error_chain`]).
 
+mod api;
+mod connection;
+mod credential;
 mod error;
 mod event;
+mod exec;
 mod guard;
 mod kubeconfig;
+mod lifecycle;
 mod patch;
+mod redact;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::config::{Config, CordonMode, OnCordonFailure};
 
+use connection::Link;
+use lifecycle::{Lifecycle, Transition};
+
 pub use crate::error_chain as chain;
+pub use api::is_subdomain;
+pub use credential::CredentialError;
 pub use error::{Error, KubeError};
 pub use event::node_event;
+pub use exec::PluginError;
 pub use kubeconfig::{DEFAULT_KUBECONFIG, KUBELET_KUBECONFIG, Located, locate};
 pub use patch::{ANNOTATION, Hold, LEGACY_ANNOTATION, TAINT_EFFECT, TAINT_KEY};
+pub use redact::redact;
 
 /// Our name as field manager, Event source and reporting component.
 pub const COMPONENT: &str = "docker-image-cleaner";
@@ -61,8 +80,9 @@ pub struct NodeEvent {
     pub message: String,
 }
 
-/// Timeouts and retry bounds of the API calls. The defaults keep any one call under 10 s and a
-/// release under about 12 s; tests shorten them.
+/// Timeouts and retry bounds of the API calls. Every public call of [`Cordoner`] is cut short
+/// at its limit, whatever the API server or a credential plugin does: see
+/// [`Cordoner::max_call_time`]. Tests shorten them.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     /// TCP and TLS connect timeout.
@@ -73,8 +93,12 @@ pub struct Timing {
     pub release_tries: u32,
     /// Pause after the first failed try; doubled after each further one.
     pub release_backoff: Duration,
-    /// Time limit of one release, all tries included.
+    /// Time limit of one release, all tries and the credential included.
     pub release_budget: Duration,
+    /// Time limit of an exec credential plugin; it is killed then.
+    pub exec_timeout: Duration,
+    /// Time limit of one cordon, recovery or Event post, the credential included.
+    pub call_budget: Duration,
 }
 
 impl Default for Timing {
@@ -85,24 +109,22 @@ impl Default for Timing {
             release_tries: 3,
             release_backoff: Duration::from_millis(500),
             release_budget: Duration::from_secs(12),
+            exec_timeout: Duration::from_secs(10),
+            call_budget: Duration::from_secs(15),
         }
     }
 }
 
-/// What `describe()` reports besides a held cordon.
+/// The outcome of the last call, for `describe()` (besides what the lifecycle says).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Status {
+enum Report {
     Ready,
     Waiting(Vec<PathBuf>),
+    NoCredential(String),
     Failed(String),
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    hold: Hold,
-    since: Instant,
-}
-
+/// The guard of one node: cordons around passes, releases on every path, recovers leftovers.
 /// Holds the cordon state across passes (a release that failed is retried on later ticks).
 pub struct Cordoner {
     node: Option<String>,
@@ -112,19 +134,14 @@ pub struct Cordoner {
     on_failure: OnCordonFailure,
     dry_run: bool,
     timing: Timing,
-    /// The pass's client; dropped at the end of every pass and after a failed call.
-    client: Option<kube::Client>,
-    /// The kubeconfig last used, to log a change once.
-    used: Option<PathBuf>,
+    /// What we know of our cordon; changed only through [`Lifecycle::next`].
+    life: Lifecycle,
+    /// The last call's outcome.
+    report: Report,
+    /// The cached client and credential.
+    link: Link,
     /// The Node's uid from this pass's GET, for the Event.
-    node_uid: Option<String>,
-    held: Option<Held>,
-    /// A leftover of ours may be on the node: at start until a GET has looked, and after a cordon
-    /// PATCH whose outcome is unknown.
-    recovery_pending: bool,
-    /// The max_cordon release was tried in this pass (not again between every removal).
-    deadline_tried: bool,
-    status: Status,
+    pass_uid: Option<String>,
 }
 
 impl std::fmt::Debug for Cordoner {
@@ -132,9 +149,8 @@ impl std::fmt::Debug for Cordoner {
         f.debug_struct("Cordoner")
             .field("node", &self.node)
             .field("mode", &self.mode)
-            .field("held", &self.held)
-            .field("recovery_pending", &self.recovery_pending)
-            .field("status", &self.status)
+            .field("life", &self.life)
+            .field("report", &self.report)
             .finish_non_exhaustive()
     }
 }
@@ -142,21 +158,24 @@ impl std::fmt::Debug for Cordoner {
 impl Cordoner {
     /// Builds the guard from the configuration; with no `node_name` every call is a no-op.
     pub fn new(config: &Config) -> Self {
+        let node = config.node_name.clone().filter(|n| !n.is_empty());
         Self {
-            node: config.node_name.clone().filter(|n| !n.is_empty()),
+            life: match node {
+                // Until a GET has looked, a cordon of ours may be left from a crash; a name that
+                // is not a Node name never reaches a URL (recover() says so).
+                Some(ref n) if is_subdomain(n) => Lifecycle::RecoveryPending,
+                _ => Lifecycle::Idle,
+            },
+            node,
             mode: config.cordon_mode,
             setting: config.kubeconfig.clone(),
             max_cordon: config.max_cordon,
             on_failure: config.on_cordon_failure,
             dry_run: config.dry_run,
             timing: Timing::default(),
-            client: None,
-            used: None,
-            node_uid: None,
-            held: None,
-            recovery_pending: config.node_name.as_ref().is_some_and(|n| !n.is_empty()),
-            deadline_tried: false,
-            status: Status::Ready,
+            report: Report::Ready,
+            link: Link::default(),
+            pass_uid: None,
         }
     }
 
@@ -164,6 +183,14 @@ impl Cordoner {
     pub fn with_timing(mut self, timing: Timing) -> Self {
         self.timing = timing;
         self
+    }
+
+    /// The longest any one call of the guard (`recover`, `begin_pass`, `check_deadline`,
+    /// `end_pass`, `retry_release`) can take: `end_pass`'s release (or pending recovery) plus its
+    /// Event post, each cut short at its limit. The daemon extends its watchdog promise by this
+    /// before calling the guard.
+    pub fn max_call_time(&self) -> Duration {
+        self.timing.release_budget.max(self.timing.call_budget) + self.timing.call_budget
     }
 
     /// One line for `status` and `STATUS=`: whether cordoning is on and what it holds.
@@ -174,22 +201,30 @@ impl Cordoner {
         if self.dry_run {
             return format!("node {node}: cordoning off (dry run)");
         }
-        if let Some(held) = &self.held {
-            let secs = held.since.elapsed().as_secs();
-            return match &self.status {
-                Status::Failed(e) => format!(
-                    "node {node}: {} held for {secs} s, release failed, retrying every tick: {e}",
-                    held.hold
-                ),
-                _ => format!("node {node}: {} held for {secs} s", held.hold),
-            };
+        match &self.life {
+            Lifecycle::Held { hold, since, .. } => {
+                return format!(
+                    "node {node}: {hold} held for {} s",
+                    since.elapsed().as_secs()
+                );
+            }
+            Lifecycle::ReleaseFailed { hold, since, error } => {
+                return format!(
+                    "node {node}: {hold} held for {} s, release failed, retrying every tick: {error}",
+                    since.elapsed().as_secs()
+                );
+            }
+            Lifecycle::Idle | Lifecycle::RecoveryPending => {}
         }
-        match &self.status {
-            Status::Waiting(tried) => {
+        match &self.report {
+            Report::Waiting(tried) => {
                 format!("node {node}: waiting for kubeconfig ({})", list(tried))
             }
-            Status::Failed(e) => format!("node {node}: last Kubernetes call failed: {e}"),
-            Status::Ready => {
+            Report::NoCredential(e) => {
+                format!("node {node}: no Kubernetes credential, tried again every pass: {e}")
+            }
+            Report::Failed(e) => format!("node {node}: last Kubernetes call failed: {e}"),
+            Report::Ready => {
                 let env = std::env::var_os("KUBECONFIG");
                 let kubeconfig = match locate(self.setting.as_deref(), env.as_deref(), Path::exists)
                 {
@@ -210,38 +245,42 @@ impl Cordoner {
 
     /// At start: lift a cordon of ours (or of the original tool's) left by a crash, with a warning.
     ///
-    /// Returns an error when the kubeconfig is invalid ([`Error::is_config`]) or the API server
-    /// could not be asked; recovery is then retried by [`Cordoner::retry_release`] every tick. A
-    /// missing kubeconfig is not an error: [`Cordoner::describe`] says it is awaited.
+    /// Returns an error when the kubeconfig or `node_name` is invalid ([`Error::is_config`]), or
+    /// the API server or a credential could not be had (transient); recovery is then retried by
+    /// [`Cordoner::retry_release`] every tick. A missing kubeconfig is not an error:
+    /// [`Cordoner::describe`] says it is awaited.
     pub async fn recover(&mut self) -> Result<(), Error> {
         let Some(node) = self.node.clone() else {
             log::info!("cordoning is off: no node_name set, nothing touches Kubernetes");
             return Ok(());
         };
-        match self.mode {
-            CordonMode::None => log::info!(
+        if self.mode == CordonMode::None {
+            log::info!(
                 "cordon_mode = none: node {node} is never cordoned; a cordon of ours left behind is still lifted"
-            ),
-            CordonMode::Cordon | CordonMode::Taint => {}
+            );
         }
-        let result = self.try_recover(&node).await;
-        self.client = None;
+        let result = self.bounded_recover(&node).await;
+        self.link.end_pass();
         match result {
             Err(Error::NoKubeconfig { tried }) => {
                 log::info!(
                     "no kubeconfig yet for node {node} (looked at {}): cordoning waits, retried every tick",
                     list(&tried)
                 );
-                self.status = Status::Waiting(tried);
+                self.report = Report::Waiting(tried);
                 Ok(())
             }
-            other => other,
+            Err(e) => {
+                self.record(&e);
+                Err(e)
+            }
+            Ok(()) => Ok(()),
         }
     }
 
     /// Before the first removal of a pass: cordon when we may.
     pub async fn begin_pass(&mut self) -> PassStart {
-        self.deadline_tried = false;
+        self.apply(Transition::PassBegins);
         let Some(node) = self.node.clone() else {
             return PassStart::Proceed;
         };
@@ -251,11 +290,14 @@ impl Cordoner {
             CordonMode::Cordon => Hold::Unschedulable,
             CordonMode::Taint => Hold::Taint,
         };
-        let Err(e) = self.try_cordon(&node, want).await else {
+        let budget = self.timing.call_budget;
+        let result = tokio::time::timeout(budget, self.cordon(&node, want))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("cordoning", &node, budget)));
+        let Err(e) = result else {
             return PassStart::Proceed;
         };
         self.record(&e);
-        self.client = None;
         let why = chain(&e);
         match self.on_failure {
             OnCordonFailure::Clean => {
@@ -271,17 +313,16 @@ impl Cordoner {
 
     /// Between two removals: uncordon early once `max_cordon` has passed; the pass goes on.
     pub async fn check_deadline(&mut self) {
-        let (Some(held), Some(node)) = (self.held, self.node.clone()) else {
+        let (Some((hold, since)), Some(node)) = (self.life.held(), self.node.clone()) else {
             return;
         };
-        let elapsed = held.since.elapsed();
-        if self.deadline_tried || elapsed < self.max_cordon {
+        let elapsed = since.elapsed();
+        if !self.life.deadline_due() || elapsed < self.max_cordon {
             return;
         }
-        self.deadline_tried = true;
+        self.apply(Transition::DeadlineTried);
         log::warn!(
-            "node {node}: {} held for {:.1} s, over max_cordon {:.1} s: releasing it, the pass goes on uncordoned",
-            held.hold,
+            "node {node}: {hold} held for {:.1} s, over max_cordon {:.1} s: releasing it, the pass goes on uncordoned",
             elapsed.as_secs_f64(),
             self.max_cordon.as_secs_f64()
         );
@@ -294,93 +335,58 @@ impl Cordoner {
         if let Some(event) = event {
             self.post(&event).await;
         }
-        self.client = None;
-        self.node_uid = None;
+        self.link.end_pass();
+        self.pass_uid = None;
     }
 
     /// At every tick: retry a release that failed earlier, or a recovery not yet done.
     pub async fn retry_release(&mut self) {
         self.settle().await;
-        self.client = None;
+        self.link.end_pass();
     }
 
     /// True while we hold a cordon: during a pass, and after a release that failed until a
     /// retry succeeds.
     pub fn holds_cordon(&self) -> bool {
-        self.held.is_some()
+        self.life.held().is_some()
     }
 
-    /// Releases what we hold (bounded retries), or finishes a pending recovery.
-    async fn settle(&mut self) {
-        let Some(node) = self.node.clone() else {
-            return;
-        };
-        if self.dry_run {
-            return;
-        }
-        if let Some(held) = self.held {
-            let budget = self.timing.release_budget;
-            let result = tokio::time::timeout(budget, self.release(&node, held))
-                .await
-                .unwrap_or(Err(Error::ReleaseTimeout {
-                    node: node.clone(),
-                    after: budget,
-                }));
-            match result {
-                Ok(()) => {
-                    self.held = None;
-                    self.status = Status::Ready;
-                }
-                Err(e) => {
-                    self.client = None;
-                    self.record(&e);
-                    log::error!("{}; still held, retrying every tick", chain(&e));
-                }
-            }
-        } else if self.recovery_pending {
-            match self.try_recover(&node).await {
-                Ok(()) => {}
-                Err(e @ Error::NoKubeconfig { .. }) => {
-                    log::debug!("{}", chain(&e));
-                    self.record(&e);
-                }
-                Err(e) => {
-                    self.client = None;
-                    self.record(&e);
-                    log::warn!("{}; retrying every tick", chain(&e));
-                }
-            }
-        }
+    /// The one place the lifecycle changes.
+    fn apply(&mut self, t: Transition) {
+        self.life.apply(t, tokio::time::Instant::now());
     }
 
-    /// The pass's client, built on first use from the kubeconfig found now.
-    async fn connect(&mut self) -> Result<kube::Client, Error> {
-        if let Some(client) = &self.client {
-            return Ok(client.clone());
-        }
-        let env = std::env::var_os("KUBECONFIG");
-        let path = match locate(self.setting.as_deref(), env.as_deref(), Path::exists) {
-            Located::Found(path) => path,
-            Located::Missing(tried) => return Err(Error::NoKubeconfig { tried }),
-        };
-        let timeouts = kubeconfig::Timeouts {
-            connect: self.timing.connect_timeout,
-            request: self.timing.request_timeout,
-        };
-        let client = kubeconfig::client(&path, timeouts).await?;
-        if self.used.as_deref() != Some(path.as_path()) {
-            log::info!("using kubeconfig {}", path.display());
-            self.used = Some(path);
-        }
-        self.client = Some(client.clone());
-        Ok(client)
-    }
-
+    /// Notes a failed call for `describe()`; a credential the API server refused is dropped.
     fn record(&mut self, e: &Error) {
-        self.status = match e {
-            Error::NoKubeconfig { tried } => Status::Waiting(tried.clone()),
-            other => Status::Failed(chain(other)),
+        if e.status() == Some(401) {
+            self.link.forget();
+        }
+        self.report = match e {
+            Error::NoKubeconfig { tried } => Report::Waiting(tried.clone()),
+            Error::Credential { .. } => Report::NoCredential(chain(e)),
+            other => Report::Failed(chain(other)),
         };
+    }
+
+    /// The client for the next request: the node name checked, the cached client or a new one.
+    async fn client(&mut self) -> Result<kube::Client, Error> {
+        match &self.node {
+            Some(node) if !is_subdomain(node) => Err(Error::NodeName { node: node.clone() }),
+            _ => {
+                self.link
+                    .client(self.setting.as_deref(), &self.timing)
+                    .await
+            }
+        }
+    }
+}
+
+/// The error of a call cut short at its limit.
+fn timed_out(what: &'static str, node: &str, after: Duration) -> Error {
+    Error::Timeout {
+        what,
+        node: node.to_string(),
+        after,
     }
 }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::credential::CredentialError;
 use super::patch::Hold;
 
 /// Errors of the Kubernetes side.
@@ -22,6 +23,45 @@ pub enum Error {
         /// What is wrong with it.
         #[source]
         source: kube::config::KubeconfigError,
+    },
+    /// The kubeconfig asks for something refused: a CA together with insecure-skip-tls-verify,
+    /// an auth method not supported, an inline token that is not a valid header value.
+    #[error("kubeconfig {}: {what}", path.display())]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// What, naming the entry.
+        what: String,
+    },
+    /// The user entry's credential cannot be had now (a token or certificate file missing or
+    /// unreadable, an exec plugin that failed or hung): retried at the next call.
+    #[error("no credential for user \"{user}\" of kubeconfig {}", path.display())]
+    Credential {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// The user entry.
+        user: String,
+        /// Why.
+        #[source]
+        source: CredentialError,
+    },
+    /// `node_name` is not a Node name (checked again here, before it goes into any URL).
+    #[error(
+        "node_name {node:?} is not a valid Node name (an RFC 1123 subdomain: lowercase letters, digits, '-' and '.')"
+    )]
+    NodeName {
+        /// The name as configured.
+        node: String,
+    },
+    /// A call of the guard ran out of its time limit.
+    #[error("{what} on node {node} gave up after {} s", after.as_secs_f32())]
+    Timeout {
+        /// What was being done.
+        what: &'static str,
+        /// Node name.
+        node: String,
+        /// The limit.
+        after: std::time::Duration,
     },
     /// The kubeconfig parsed but no client could be built from it (TLS material, proxy).
     #[error("cannot build a Kubernetes client from kubeconfig {}", path.display())]
@@ -85,17 +125,31 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the error comes from the configuration (an invalid kubeconfig): exit 78 at start.
+    /// True when the error comes from the configuration (a kubeconfig that does not parse or
+    /// asks for something refused, a node name that is not one): exit 78 at start. A
+    /// credential that cannot be had now is not: it is tried again.
     pub fn is_config(&self) -> bool {
-        matches!(self, Error::Kubeconfig { .. } | Error::Client { .. })
+        matches!(
+            self,
+            Error::Kubeconfig { .. }
+                | Error::Refused { .. }
+                | Error::Client { .. }
+                | Error::NodeName { .. }
+        )
     }
 
     /// True when trying again soon may succeed: the API server unreachable, slow, overloaded or
     /// in conflict (409), or a kubeconfig still to come.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::NoKubeconfig { .. } | Error::ReleaseTimeout { .. } => true,
-            Error::Kubeconfig { .. } | Error::Client { .. } => false,
+            Error::NoKubeconfig { .. }
+            | Error::ReleaseTimeout { .. }
+            | Error::Credential { .. }
+            | Error::Timeout { .. } => true,
+            Error::Kubeconfig { .. }
+            | Error::Refused { .. }
+            | Error::Client { .. }
+            | Error::NodeName { .. } => false,
             Error::Get { source, .. }
             | Error::Cordon { source, .. }
             | Error::Uncordon { source, .. }

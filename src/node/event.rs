@@ -5,13 +5,16 @@
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 
-use super::chain;
+use super::api::{self, ObjectPath};
 use super::error::{Error, KubeError};
-use super::{COMPONENT, Cordoner, EVENT_NAMESPACE, NodeEvent};
+use super::{COMPONENT, Cordoner, EVENT_NAMESPACE, NodeEvent, chain, timed_out};
+
+/// The longest object name Kubernetes accepts (an RFC 1123 subdomain).
+const MAX_NAME: usize = 253;
 
 impl Cordoner {
+    /// Posts `event` on the Node within the call budget; a failure is logged, never fatal.
     pub(super) async fn post(&mut self, event: &NodeEvent) {
         let Some(node) = self.node.clone() else {
             return;
@@ -19,39 +22,62 @@ impl Cordoner {
         if self.dry_run {
             return;
         }
-        let result = async {
-            let client = self.connect().await?;
-            // The kubelet's convention when the uid is unknown: the node name (kubectl
-            // describe node finds both).
-            let uid = self.node_uid.clone().unwrap_or_else(|| node.clone());
-            let object = node_event(&node, &uid, event, Timestamp::now());
-            Api::<Event>::namespaced(client, EVENT_NAMESPACE)
-                .create(&PostParams::default(), &object)
-                .await
-                .map_err(|e| Error::Event {
-                    node: node.clone(),
-                    reason: event.reason,
-                    source: KubeError(e),
-                })
-        }
-        .await;
+        let budget = self.timing.call_budget;
+        let result = tokio::time::timeout(budget, self.try_post(&node, event))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("posting an event", &node, budget)));
         match result {
-            Ok(_) => log::info!(
+            Ok(()) => log::info!(
                 "posted event {} on node {node}: {}",
                 event.reason,
                 event.message
             ),
             Err(e @ Error::NoKubeconfig { .. }) => log::debug!("event not posted: {}", chain(&e)),
-            Err(e) => log::warn!("{}", chain(&e)),
+            Err(e) => {
+                // Not fatal, and not what `describe()` reports; a refused credential still goes.
+                if e.status() == Some(401) {
+                    self.link.forget();
+                }
+                log::warn!("{}", chain(&e));
+            }
         }
     }
+
+    async fn try_post(&mut self, node: &str, event: &NodeEvent) -> Result<(), Error> {
+        let client = self.client().await?;
+        // The kubelet's convention when the uid is unknown: the node name (kubectl describe
+        // node finds both).
+        let uid = self.pass_uid.clone().unwrap_or_else(|| node.to_string());
+        let object = node_event(node, &uid, event, Timestamp::now());
+        let events = ObjectPath::namespaced_collection("/api/v1", EVENT_NAMESPACE, "events");
+        api::create::<Event>(&client, &events, &object)
+            .await
+            .map(|_| ())
+            .map_err(|source: KubeError| Error::Event {
+                node: node.to_string(),
+                reason: event.reason,
+                source,
+            })
+    }
+}
+
+/// `{node}.{nanoseconds in hex}` as the kubelet names its events, the node part shortened when
+/// the whole would pass the 253 characters of a name (and trimmed to end in a letter or digit).
+fn event_name(node: &str, now: Timestamp) -> String {
+    let suffix = format!(".{:x}", now.as_nanosecond());
+    let room = MAX_NAME.saturating_sub(suffix.len());
+    let mut prefix: String = node.chars().take(room).collect();
+    while prefix.ends_with(['.', '-']) {
+        prefix.pop();
+    }
+    format!("{prefix}{suffix}")
 }
 
 /// The core/v1 Event posted on the Node, shaped like the kubelet's own node events.
 pub fn node_event(node: &str, uid: &str, event: &NodeEvent, now: Timestamp) -> Event {
     Event {
         metadata: ObjectMeta {
-            name: Some(format!("{node}.{:x}", now.as_nanosecond())),
+            name: Some(event_name(node, now)),
             namespace: Some(EVENT_NAMESPACE.to_string()),
             ..ObjectMeta::default()
         },
@@ -103,5 +129,18 @@ mod tests {
         assert_eq!(value["source"]["component"], COMPONENT);
         assert_eq!(value["source"]["host"], "n1");
         assert_eq!(value["firstTimestamp"], "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn event_names_stay_valid_names() {
+        let now = Timestamp::from_second(1_800_000_000).expect("valid");
+        assert_eq!(
+            event_name("n1", now),
+            format!("n1.{:x}", now.as_nanosecond())
+        );
+        let long = format!("{}.{}", vec!["a".repeat(60); 3].join("."), "b-c".repeat(20));
+        let name = event_name(&long, now);
+        assert!(name.len() <= MAX_NAME, "{}", name.len());
+        assert!(super::super::is_subdomain(&name), "{name}");
     }
 }

@@ -1,124 +1,162 @@
-//! The GET-then-PATCH sequences of the guard: cordon, release and recover a node. Each reads the
-//! node, lets `patch` decide, sends at most one PATCH, and reads again when the node changed in
-//! between (409 on our `resourceVersion`).
+//! Cordon, release and recover a node: each is one [`api::update`] with a pure decision from
+//! `patch`, and the lifecycle transition its outcome calls for. Every call here runs under a
+//! time limit set by the caller in `node.rs`; a cordon PATCH that may have landed before the call
+//! was cut short leaves the lifecycle at `RecoveryPending`, so the next tick looks.
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
 use tokio::time::Instant;
 
-use super::chain;
+use super::api::{self, Decision, ObjectPath, UpdateError, Updated};
 use super::error::{Error, KubeError};
-use super::patch::{self, ANNOTATION, Hold};
-use super::{COMPONENT, Cordoner, Held, Status};
+use super::lifecycle::{Lifecycle, Transition};
+use super::patch::{self, ANNOTATION, Begin, Hold};
+use super::{Cordoner, Report, chain, timed_out};
 
 /// How many times a GET + PATCH is redone when the node changed in between (409).
 const CONFLICT_TRIES: u32 = 3;
 
+/// What a cordon found or did.
+enum Cordoned {
+    /// A cordon of ours was there already.
+    Adopted(Hold),
+    /// Someone else's cordon: clean without touching it.
+    Foreign,
+    /// Our PATCH was accepted.
+    Took(Hold),
+}
+
+/// What a recovery found or did; the strings are the annotation found, `key=value`.
+enum Recovered {
+    Nothing,
+    DryRun(String),
+    Lifted(Option<Hold>, String),
+}
+
+/// The annotation of ours the node carries, `key=value`, for log lines.
+fn found(node: &Node) -> String {
+    let (key, since) = patch::annotation(node).unwrap_or((ANNOTATION, "?"));
+    format!("{key}={since}")
+}
+
 impl Cordoner {
-    pub(super) async fn try_recover(&mut self, node: &str) -> Result<(), Error> {
-        let client = self.connect().await?;
-        for attempt in 1..=CONFLICT_TRIES {
-            let current = get(&client, node).await?;
-            let Some((hold, value)) = patch::recover(&current) else {
-                log::info!("node {node} carries no cordon of ours");
-                self.recovery_pending = false;
-                self.status = Status::Ready;
-                return Ok(());
-            };
-            let (key, since) = patch::annotation(&current).unwrap_or((ANNOTATION, "?"));
-            let what = match hold {
-                Some(hold) => format!("lifting {hold} left behind"),
-                None => "dropping the stale annotation (node schedulable)".to_string(),
-            };
-            if self.dry_run {
-                log::warn!("node {node} carries {key}={since}: dry run, not {what}");
-                self.recovery_pending = false;
-                return Ok(());
-            }
-            log::warn!("node {node} carries {key}={since} from an earlier run: {what}");
-            let lifted = hold;
-            let hold = hold.unwrap_or(Hold::Unschedulable);
-            match send_patch(&client, node, value).await {
-                Ok(_) => {
-                    match lifted {
-                        Some(hold) => {
-                            log::info!("node {node}: lifted {hold} left by an earlier run")
-                        }
-                        None => log::info!("node {node}: dropped the stale {key}"),
+    /// Cordons `node` the `want` way unless it is cordoned already.
+    pub(super) async fn cordon(&mut self, node: &str, want: Hold) -> Result<(), Error> {
+        let client = self.client().await?;
+        let stamp = stamp();
+        let life = &mut self.life;
+        let result = api::update(
+            &client,
+            &ObjectPath::node(node),
+            CONFLICT_TRIES,
+            |n: &Node| {
+                match patch::begin(n, want, &stamp) {
+                    Begin::Adopt(hold) => Decision::Keep(Cordoned::Adopted(hold)),
+                    Begin::Foreign => Decision::Keep(Cordoned::Foreign),
+                    Begin::Patch(hold, value) => {
+                        // From here on a cordon of ours may be on the node, whatever becomes of
+                        // this call.
+                        life.apply(Transition::MayHaveLanded, Instant::now());
+                        Decision::Send(value, Cordoned::Took(hold))
                     }
-                    self.recovery_pending = false;
-                    self.status = Status::Ready;
-                    return Ok(());
                 }
-                Err(e) if is_conflict(&e) && attempt < CONFLICT_TRIES => {
-                    log::info!("node {node} changed since it was read: reading it again");
+            },
+        )
+        .await;
+        match result {
+            Ok(Updated { object, outcome }) => {
+                self.pass_uid = object.metadata.uid.clone();
+                self.report = Report::Ready;
+                match outcome {
+                    Cordoned::Adopted(hold) => {
+                        log::warn!(
+                            "node {node} already carries our {hold} ({}): holding it for this pass",
+                            found(&object)
+                        );
+                        self.apply(Transition::Took(hold));
+                    }
+                    Cordoned::Foreign => {
+                        log::info!(
+                            "node {node} is already cordoned by someone else: cleaning without touching the cordon"
+                        );
+                        self.apply(Transition::Clear);
+                    }
+                    Cordoned::Took(hold) => {
+                        log::info!("cordoned node {node} ({hold}) for this pass");
+                        self.apply(Transition::Took(hold));
+                    }
                 }
-                Err(source) => {
-                    let node = node.to_string();
-                    return Err(Error::Uncordon { node, hold, source });
+                Ok(())
+            }
+            Err(UpdateError::Read(source)) => Err(get_failed(node, source)),
+            Err(UpdateError::Write { intent, source }) => {
+                // Answered: the PATCH did not land, and the GET showed nothing of ours. No
+                // answer: it may have landed; the next tick looks (RecoveryPending).
+                if source.status().is_some() {
+                    self.apply(Transition::Clear);
                 }
+                let hold = match intent {
+                    Cordoned::Took(hold) | Cordoned::Adopted(hold) => hold,
+                    Cordoned::Foreign => want,
+                };
+                Err(Error::Cordon {
+                    node: node.to_string(),
+                    hold,
+                    source,
+                })
             }
         }
-        unreachable!("the last conflict try returns")
     }
 
-    pub(super) async fn try_cordon(&mut self, node: &str, want: Hold) -> Result<(), Error> {
-        let client = self.connect().await?;
-        for attempt in 1..=CONFLICT_TRIES {
-            let current = get(&client, node).await?;
-            self.node_uid = current.metadata.uid.clone();
-            self.recovery_pending = false;
-            self.status = Status::Ready;
-            match patch::begin(&current, want, &stamp()) {
-                patch::Begin::Adopt(hold) => {
-                    let (key, since) = patch::annotation(&current).unwrap_or((ANNOTATION, "?"));
-                    log::warn!(
-                        "node {node} already carries our {hold} ({key}={since}): holding it for this pass"
-                    );
-                    self.held = Some(Held {
-                        hold,
-                        since: Instant::now(),
-                    });
-                    return Ok(());
+    /// Releases what we hold (bounded retries) or finishes a pending recovery; failures are
+    /// recorded for `describe()` and retried at the next tick.
+    pub(super) async fn settle(&mut self) {
+        let Some(node) = self.node.clone() else {
+            return;
+        };
+        if self.dry_run {
+            return;
+        }
+        if let Some((hold, since)) = self.life.held() {
+            let budget = self.timing.release_budget;
+            let result = tokio::time::timeout(budget, self.release(&node, hold, since))
+                .await
+                .unwrap_or(Err(Error::ReleaseTimeout {
+                    node: node.clone(),
+                    after: budget,
+                }));
+            match result {
+                Ok(()) => {
+                    self.apply(Transition::Released);
+                    self.report = Report::Ready;
                 }
-                patch::Begin::Foreign => {
-                    log::info!(
-                        "node {node} is already cordoned by someone else: cleaning without touching the cordon"
-                    );
-                    self.held = None;
-                    return Ok(());
+                Err(e) => {
+                    self.record(&e);
+                    self.apply(Transition::ReleaseFailed(chain(&e)));
+                    log::error!("{}; still held, retrying every tick", chain(&e));
                 }
-                patch::Begin::Patch(hold, value) => match send_patch(&client, node, value).await {
-                    Ok(_) => {
-                        log::info!("cordoned node {node} ({hold}) for this pass");
-                        self.held = Some(Held {
-                            hold,
-                            since: Instant::now(),
-                        });
-                        return Ok(());
-                    }
-                    Err(e) if is_conflict(&e) && attempt < CONFLICT_TRIES => {
-                        log::info!("node {node} changed since it was read: reading it again");
-                    }
-                    Err(source) => {
-                        // The PATCH may have landed before the failure: look again when settling.
-                        self.recovery_pending = source.status().is_none();
-                        let node = node.to_string();
-                        return Err(Error::Cordon { node, hold, source });
-                    }
-                },
+            }
+        } else if self.life == Lifecycle::RecoveryPending {
+            match self.bounded_recover(&node).await {
+                Ok(()) => {}
+                Err(e @ Error::NoKubeconfig { .. }) => {
+                    log::debug!("{}", chain(&e));
+                    self.record(&e);
+                }
+                Err(e) => {
+                    self.record(&e);
+                    log::warn!("{}; retrying every tick", chain(&e));
+                }
             }
         }
-        unreachable!("the last conflict try returns")
     }
 
     /// Up to `release_tries` tries with doubling pauses for transient failures.
-    pub(super) async fn release(&mut self, node: &str, held: Held) -> Result<(), Error> {
+    async fn release(&mut self, node: &str, hold: Hold, since: Instant) -> Result<(), Error> {
         let mut pause = self.timing.release_backoff;
         let mut attempt = 1;
         loop {
-            match self.release_once(node, held).await {
+            match self.release_once(node, hold, since).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() && attempt < self.timing.release_tries => {
                     log::info!(
@@ -127,7 +165,6 @@ impl Cordoner {
                         self.timing.release_tries,
                         pause.as_millis()
                     );
-                    self.client = None;
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                     attempt += 1;
@@ -137,69 +174,105 @@ impl Cordoner {
         }
     }
 
-    async fn release_once(&mut self, node: &str, held: Held) -> Result<(), Error> {
-        let client = self.connect().await?;
-        let hold = held.hold;
-        for attempt in 1..=CONFLICT_TRIES {
-            let current = match get(&client, node).await {
-                Err(e) if e.status() == Some(404) => {
-                    log::warn!("node {node} is gone: nothing to release");
-                    return Ok(());
-                }
-                other => other?,
-            };
-            let Some(value) = patch::release(&current, hold) else {
+    async fn release_once(&mut self, node: &str, hold: Hold, since: Instant) -> Result<(), Error> {
+        let client = self.client().await?;
+        let result = api::update(
+            &client,
+            &ObjectPath::node(node),
+            CONFLICT_TRIES,
+            |n: &Node| match patch::release(n, hold) {
+                Some(value) => Decision::Send(value, true),
+                None => Decision::Keep(false),
+            },
+        )
+        .await;
+        match result {
+            Ok(Updated { outcome: true, .. }) => {
+                let secs = since.elapsed().as_secs();
+                log::info!("uncordoned node {node} ({hold}) after {secs} s");
+                Ok(())
+            }
+            Ok(Updated { outcome: false, .. }) => {
                 log::warn!(
                     "node {node} no longer carries {ANNOTATION} (released already, or taken over): leaving it as it is"
                 );
-                return Ok(());
-            };
-            match send_patch(&client, node, value).await {
-                Ok(_) => {
-                    let secs = held.since.elapsed().as_secs();
-                    log::info!("uncordoned node {node} ({hold}) after {secs} s");
-                    return Ok(());
+                Ok(())
+            }
+            Err(UpdateError::Read(e)) if e.status() == Some(404) => {
+                log::warn!("node {node} is gone: nothing to release");
+                Ok(())
+            }
+            Err(UpdateError::Read(source)) => Err(get_failed(node, source)),
+            Err(UpdateError::Write { source, .. }) => Err(Error::Uncordon {
+                node: node.to_string(),
+                hold,
+                source,
+            }),
+        }
+    }
+
+    /// [`Cordoner::try_recover`] within the call budget.
+    pub(super) async fn bounded_recover(&mut self, node: &str) -> Result<(), Error> {
+        let budget = self.timing.call_budget;
+        tokio::time::timeout(budget, self.try_recover(node))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("checking for a leftover cordon", node, budget)))
+    }
+
+    /// Lifts a cordon of ours left behind, or drops our stale annotation.
+    async fn try_recover(&mut self, node: &str) -> Result<(), Error> {
+        let client = self.client().await?;
+        let dry_run = self.dry_run;
+        let result = api::update(
+            &client,
+            &ObjectPath::node(node),
+            CONFLICT_TRIES,
+            |n: &Node| match patch::recover(n) {
+                None => Decision::Keep(Recovered::Nothing),
+                Some(_) if dry_run => Decision::Keep(Recovered::DryRun(found(n))),
+                Some((hold, value)) => Decision::Send(value, Recovered::Lifted(hold, found(n))),
+            },
+        )
+        .await;
+        match result {
+            Ok(Updated { outcome, .. }) => {
+                match outcome {
+                    Recovered::Nothing => log::info!("node {node} carries no cordon of ours"),
+                    Recovered::DryRun(what) => log::warn!(
+                        "node {node} carries {what} from an earlier run: dry run, not lifting it"
+                    ),
+                    Recovered::Lifted(Some(hold), what) => {
+                        log::warn!("node {node}: lifted {hold} left by an earlier run ({what})")
+                    }
+                    Recovered::Lifted(None, what) => log::warn!(
+                        "node {node}: dropped the stale {what} (the node was schedulable)"
+                    ),
                 }
-                Err(e) if is_conflict(&e) && attempt < CONFLICT_TRIES => {
-                    log::info!("node {node} changed since it was read: reading it again");
-                }
-                Err(source) => {
-                    let node = node.to_string();
-                    return Err(Error::Uncordon { node, hold, source });
-                }
+                self.apply(Transition::Clear);
+                self.report = Report::Ready;
+                Ok(())
+            }
+            Err(UpdateError::Read(source)) => Err(get_failed(node, source)),
+            Err(UpdateError::Write { intent, source }) => {
+                let hold = match intent {
+                    Recovered::Lifted(Some(hold), _) => hold,
+                    _ => Hold::Unschedulable,
+                };
+                Err(Error::Uncordon {
+                    node: node.to_string(),
+                    hold,
+                    source,
+                })
             }
         }
-        unreachable!("the last conflict try returns")
     }
 }
 
-async fn get(client: &kube::Client, node: &str) -> Result<Node, Error> {
-    Api::<Node>::all(client.clone())
-        .get(node)
-        .await
-        .map_err(|e| Error::Get {
-            node: node.to_string(),
-            source: KubeError(e),
-        })
-}
-
-async fn send_patch(
-    client: &kube::Client,
-    node: &str,
-    value: serde_json::Value,
-) -> Result<Node, KubeError> {
-    let params = PatchParams {
-        field_manager: Some(COMPONENT.to_string()),
-        ..PatchParams::default()
-    };
-    Api::<Node>::all(client.clone())
-        .patch(node, &params, &Patch::Strategic(value))
-        .await
-        .map_err(KubeError)
-}
-
-fn is_conflict(e: &KubeError) -> bool {
-    e.status() == Some(409)
+fn get_failed(node: &str, source: KubeError) -> Error {
+    Error::Get {
+        node: node.to_string(),
+        source,
+    }
 }
 
 /// The annotation value: now, to the second, RFC 3339 in UTC.

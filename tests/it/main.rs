@@ -3,7 +3,9 @@
 mod clean;
 mod config;
 mod cordon;
+mod credentials;
 mod docker_harness;
+mod kube_daemon;
 mod kube_fake;
 mod kubectl;
 mod lifecycle;

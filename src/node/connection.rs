@@ -1,0 +1,123 @@
+//! The guard's connection to the API server, kept apart from its lifecycle: one `kube::Client`
+//! and its credential, reused across calls and passes while
+//! - the same kubeconfig is found, and neither it nor any file it names (CA, token file, client
+//!   certificate and key) changed (device, inode, size, mtime, ctime): a rotated kubelet client
+//!   certificate or token file is picked up by the next call;
+//! - an exec plugin's credential has not reached its `expirationTimestamp` (less a minute, as
+//!   kube-rs and client-go refresh); one without an expiry serves the current pass only, and
+//!   the plugin runs again at the next;
+//! - the API server has not answered 401 with it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::error::Error;
+use super::kubeconfig::{self, Located, Timeouts, locate};
+use super::{Timing, credential};
+
+/// How long before its expiry a plugin's credential is fetched again.
+const EXPIRY_MARGIN: SignedDuration = SignedDuration::from_secs(60);
+
+/// What identifies one version of a file; `None` for a missing file.
+type FileStamp = Option<(u64, u64, u64, i64, i64, i64, i64)>;
+
+fn stamp(path: &Path) -> FileStamp {
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
+}
+
+struct Connection {
+    path: PathBuf,
+    client: kube::Client,
+    inputs: Vec<(PathBuf, FileStamp)>,
+    expires: Option<Timestamp>,
+    this_pass_only: bool,
+}
+
+impl Connection {
+    fn fresh(&self, path: &Path, now: Timestamp) -> bool {
+        self.path == path
+            && self.inputs.iter().all(|(file, was)| stamp(file) == *was)
+            && self
+                .expires
+                .is_none_or(|at| now.checked_add(EXPIRY_MARGIN).is_ok_and(|soon| soon < at))
+    }
+}
+
+/// The cached connection, and the kubeconfig last used (to log a change once).
+#[derive(Default)]
+pub struct Link {
+    current: Option<Connection>,
+    used: Option<PathBuf>,
+}
+
+impl Link {
+    /// A client for the kubeconfig found now (`setting`, else `KUBECONFIG`, else the defaults):
+    /// the cached one while it is fresh, else a new one with a newly resolved credential.
+    pub async fn client(
+        &mut self,
+        setting: Option<&Path>,
+        timing: &Timing,
+    ) -> Result<kube::Client, Error> {
+        let env = std::env::var_os("KUBECONFIG");
+        let path = match locate(setting, env.as_deref(), Path::exists) {
+            Located::Found(path) => path,
+            Located::Missing(tried) => {
+                self.current = None;
+                return Err(Error::NoKubeconfig { tried });
+            }
+        };
+        if let Some(c) = &self.current
+            && c.fresh(&path, Timestamp::now())
+        {
+            return Ok(c.client.clone());
+        }
+        self.current = None;
+        // Stamps are taken before the files are read: a change while reading shows next time.
+        let mut inputs = vec![(path.clone(), stamp(&path))];
+        let loaded = kubeconfig::load(&path)?;
+        inputs.extend(loaded.files.iter().map(|f| (f.clone(), stamp(f))));
+        let credential = credential::resolve(&loaded, timing.exec_timeout).await?;
+        inputs.extend(credential.files.iter().map(|f| (f.clone(), stamp(f))));
+        let timeouts = Timeouts {
+            connect: timing.connect_timeout,
+            request: timing.request_timeout,
+        };
+        let client = kubeconfig::client(&loaded, &credential, timeouts)?;
+        if self.used.as_deref() != Some(path.as_path()) {
+            log::info!("using kubeconfig {}", path.display());
+            self.used = Some(path.clone());
+        }
+        self.current = Some(Connection {
+            path,
+            client: client.clone(),
+            inputs,
+            expires: credential.expires,
+            this_pass_only: credential.from_plugin && credential.expires.is_none(),
+        });
+        Ok(client)
+    }
+
+    /// The end of a pass (or of a call outside one): a plugin credential without expiry goes.
+    pub fn end_pass(&mut self) {
+        if self.current.as_ref().is_some_and(|c| c.this_pass_only) {
+            self.current = None;
+        }
+    }
+
+    /// After the API server refused the credential (401): the next call builds anew.
+    pub fn forget(&mut self) {
+        self.current = None;
+    }
+}
