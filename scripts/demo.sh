@@ -11,9 +11,9 @@
 #
 # It never touches the machine's own Docker (/var/run/docker.sock, /var/lib/docker) or its
 # containerd: everything lives under /tmp/dic-demo-<pid>/ and is removed on exit, also after a
-# failure or Ctrl-C; what a killed run left behind is removed by the next run first. About 40 s
-# on a 2-core machine, plus the build (a few seconds when built, minutes from scratch) and, on a
-# fresh machine, the apt-get install.
+# failure or Ctrl-C; what a killed run left behind is removed by the next run first. About 20 s
+# on an idle 2-core machine (50 s at most seen under load), plus the build (seconds when built
+# before, minutes from scratch) and, on a fresh machine, the apt-get install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
