@@ -7,8 +7,10 @@
 #
 # Needs root, Debian's docker.io (dockerd and its 20.10 CLI), debootstrap (installed when
 # missing), mkfs.ext4 and losetup. It never touches the machine's own Docker daemon: it starts
-# two private ones under /tmp/dic-inst-<pid>/ and removes everything it made on exit, also on
-# failure or Ctrl-C (and the leftovers of an earlier run that was killed):
+# two private ones, each with its own containerd, under /tmp/dic-inst-<pid>/ and removes
+# everything it made on exit, also on failure or Ctrl-C (and the leftovers of an earlier run
+# that was killed). The functions it shares with test-packer.sh are in testlib.sh.
+# The two daemons:
 #   dockerd "sys"  (a/, data root on /tmp) runs the systemd container;
 #   dockerd "node" (b/, data root on a 256 MiB loop ext4) is the node's Docker as the cleaner
 #                  sees it: its socket is bound into the container as /run/docker.sock and its
@@ -23,13 +25,6 @@ cd "$(dirname "$0")/.."
 
 readonly NAME=docker-image-cleaner
 readonly UNIT=$NAME.service
-readonly DOCKERD=/usr/sbin/dockerd
-readonly DOCKER=/usr/bin/docker # the 20.10 client matching dockerd (/usr/local/bin/docker is newer)
-readonly CACHE=${DIC_ROOTFS_CACHE:-/var/cache/dic-test-rootfs}
-readonly SUITE=bookworm
-# rpm: Debian's rpm installs the .rpm too, which runs its scriptlets (their fallback branch).
-# procps: the deb depends on it (/bin/kill for ExecReload=), and dpkg -i cannot fetch it.
-readonly INCLUDE=systemd,systemd-sysv,dbus,procps,rpm
 readonly TMP_PREFIX=/tmp/dic-inst-
 # Bounds, in seconds.
 readonly BOOT_BOUND=120  # systemd in the container reaching running/degraded
@@ -40,35 +35,8 @@ die() {
     echo "test-install.sh: $*" >&2
     exit 2
 }
-
-# --- results ------------------------------------------------------------------------------
-results=()
-failures=0
-pass() {
-    results+=("PASS  $1")
-    echo "PASS  $1"
-}
-fail() {
-    results+=("FAIL  $1${2:+ ($2)}")
-    echo "FAIL  $1${2:+ ($2)}"
-    failures=$((failures + 1))
-}
-# check NAME CMD...: PASS when CMD succeeds, else FAIL with the last lines of its output.
-check() {
-    local name=$1 out
-    shift
-    if out=$("$@" 2>&1); then
-        pass "$name"
-    else
-        fail "$name" "$(tail -n 4 <<<"$out" | tr '\n' ' ')"
-    fi
-}
-summary() {
-    echo
-    echo "== summary"
-    printf '%s\n' "${results[@]}"
-    echo "${#results[@]} checks, $failures failed"
-}
+# Results (pass, fail, check, summary), the private dockerds, teardown, the debootstrap tree.
+. packaging/testlib.sh
 
 # --- preconditions --------------------------------------------------------------------------
 [ "$(id -u)" -eq 0 ] || die "must run as root (dockerd, mount, losetup)"
@@ -78,43 +46,9 @@ done
 for tool in mkfs.ext4 losetup mount umount tar systemd-analyze; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool missing"
 done
-if ! command -v debootstrap >/dev/null 2>&1; then
-    echo "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-fi
 # --- teardown -----------------------------------------------------------------------------
 # Everything this run starts lives under $work: processes are found by their command line
 # naming it, mounts by their mount point under it, the loop device by its backing file.
-teardown_dir() {
-    local dir=$1 pid pids m dev
-    [ -d "$dir" ] || return 0
-    for pidfile in "$dir"/a/docker.pid "$dir"/b/docker.pid; do
-        [ -f "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/"; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        fi
-    done
-    # containerd, shims and whatever a shim still runs (the container's systemd and its services).
-    pids=$(grep -lsF -- "$dir/" /proc/[0-9]*/cmdline | cut -d/ -f3 || true)
-    for pid in $pids; do
-        [ "$pid" = "$$" ] || [ "$pid" = "$BASHPID" ] && continue
-        pkill -KILL --parent "$pid" 2>/dev/null || true
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    # Innermost mounts first (overlays and netns under the data and exec roots, then the loop fs).
-    for _ in 1 2 3; do
-        while read -r m; do
-            umount -l "$m" 2>/dev/null || true
-        done < <(awk -v d="$dir/" 'index($5, d) == 1 { print length($5), $5 }' /proc/self/mountinfo | sort -rn | cut -d' ' -f2-)
-    done
-    for dev in $(losetup -j "$dir/b/fs.img" -O NAME -n 2>/dev/null); do
-        losetup -d "$dev" 2>/dev/null || true
-    done
-    rm -rf "$dir"
-}
 work=$TMP_PREFIX$$
 container=
 cleanup() {
@@ -135,41 +69,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # Leftovers of runs that were killed before their trap ran.
-for stale in "$TMP_PREFIX"*; do
-    [ -d "$stale" ] || continue
-    pid=${stale#"$TMP_PREFIX"}
-    if [ "$pid" = "$$" ] || ! [ -d "/proc/$pid" ]; then
-        echo "removing $stale left by an earlier run"
-        teardown_dir "$stale"
-    fi
-done
+sweep_stale "$TMP_PREFIX"
 mkdir -p "$work"/a "$work"/b/fs "$work"/pkgs "$work"/cli
-echo '{}' >"$work/daemon.json"
 
 # --- rootfs -------------------------------------------------------------------------------
-key=$(echo "$SUITE $INCLUDE minbase" | sha256sum | cut -c1-12)
-rootfs=$CACHE/$SUITE-$key.tar
-if [ -f "$rootfs" ]; then
-    echo "== rootfs: cached $rootfs"
-else
-    echo "== rootfs: debootstrap $SUITE into $rootfs (cached for later runs)"
-    t=$SECONDS
-    mkdir -p "$CACHE" "$work/rootfs"
-    debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$work/rootfs" http://deb.debian.org/debian \
-        >"$work/debootstrap.log" 2>&1 || {
-        tail -n 20 "$work/debootstrap.log"
-        die "debootstrap failed"
-    }
-    # No getty on a console that does not exist; nothing else in minbase needs a tweak.
-    ln -sf /dev/null "$work/rootfs/etc/systemd/system/getty.target"
-    rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
-    tar -C "$work/rootfs" --numeric-owner -cf "$rootfs.tmp" .
-    mv "$rootfs.tmp" "$rootfs"
-    # Trees made for an earlier package list are of no further use.
-    find "$CACHE" -maxdepth 1 -name "$SUITE-*.tar" ! -name "$(basename "$rootfs")" -delete
-    rm -rf "$work/rootfs"
-    echo "debootstrap: $((SECONDS - t)) s"
-fi
+ensure_rootfs
 
 if [ "${1:-}" = "--rootfs-only" ]; then
     exit 0
@@ -205,21 +109,6 @@ check "systemd-analyze security exposure ${exposure:-?} <= 3.0" \
     systemd-analyze security --offline=yes --threshold=30 "$work/unit/$UNIT"
 
 # --- two private dockerds -----------------------------------------------------------------
-start_dockerd() { # start_dockerd DIR DATA_ROOT
-    local dir=$1 data_root=$2
-    "$DOCKERD" --data-root="$data_root" --exec-root="$dir/exec" --pidfile="$dir/docker.pid" \
-        --config-file="$work/daemon.json" -H "unix://$dir/docker.sock" \
-        --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
-        --storage-driver=overlay2 >"$dir/dockerd.log" 2>&1 </dev/null &
-    for _ in $(seq 1 300); do
-        if "$DOCKER" --config "$work/cli" -H "unix://$dir/docker.sock" version >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    tail -n 20 "$dir/dockerd.log"
-    die "dockerd in $dir did not answer within 60 s"
-}
 da() { timeout "$CMD_BOUND" "$DOCKER" --config "$work/cli" -H "unix://$work/a/docker.sock" "$@"; }
 echo "== private dockerds"
 start_dockerd "$work/a" "$work/a/data"
@@ -240,31 +129,18 @@ deb2_version=$deb_version+upgrade1
 cargo deb --no-build --locked --quiet --deb-version "$deb2_version" --output "$work/pkgs/upgrade.deb" >/dev/null
 cargo generate-rpm --set-metadata 'release = "2"' --output "$work/pkgs/upgrade.rpm" >/dev/null
 
-# cgroup v1 (hybrid) here: systemd needs the host hierarchy mounted read-write, /run and
-# /run/lock as tmpfs, CAP_SYS_ADMIN for the mounts it and the unit's sandboxing make, and no
-# seccomp filter. It stops on SIGRTMIN+3.
 echo "== boot systemd (cgroup $(stat -fc %T /sys/fs/cgroup): $(test -d /sys/fs/cgroup/unified && echo hybrid v1+v2 || echo see above))"
 container=dic-inst-$$
-da run -d --name "$container" --hostname dic-node \
-    --network none --cap-add SYS_ADMIN --security-opt seccomp=unconfined \
-    -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock \
+da run -d --name "$container" --hostname dic-node "${SYSTEMD_RUN_ARGS[@]}" \
     -v "$work/b/docker.sock:/run/docker.sock" -v "$work/b/fs/docker:/var/lib/docker:ro" \
     -v "$work/pkgs:/pkgs:ro" \
-    -e container=docker --stop-signal SIGRTMIN+3 \
     "$image" /lib/systemd/systemd >/dev/null
 c() { timeout "$CMD_BOUND" "$DOCKER" --config "$work/cli" -H "unix://$work/a/docker.sock" exec "$container" "$@"; }
-# Until systemd has set up its bus, systemctl fails with "Failed to connect to bus".
-boot_deadline=$((SECONDS + BOOT_BOUND))
-while :; do
-    state=$(c timeout "$BOOT_BOUND" systemctl is-system-running --wait 2>&1 || true)
-    case $state in *"connect to bus"*) ;; *) break ;; esac
-    [ "$SECONDS" -lt "$boot_deadline" ] || break
-    sleep 0.5
-done
-case $state in
-running | degraded) pass "systemd boots in the container ($state)" ;;
+wait_systemd "$BOOT_BOUND" c
+case $systemd_state in
+running | degraded) pass "systemd boots in the container ($systemd_state)" ;;
 *)
-    fail "systemd boots in the container" "$state"
+    fail "systemd boots in the container" "$systemd_state"
     da logs "$container" 2>&1 | tail -n 30
     summary
     exit 1

@@ -3,20 +3,15 @@
 # of an instance starts it, after the node-name unit has written /etc/default/docker-image-cleaner.
 #
 #   packaging/build.sh
-#   packer init packaging/packer && packer build -var version=0.1.0 packaging/packer
+#   packer init packaging/packer && packer build -var version=0.1.0 packaging/packer   # Packer >= 1.7
+#   packer build -var version=0.1.0 packaging/packer/docker-image-cleaner.pkr.hcl        # Packer 1.6
 #
-# The source below is an example (Debian 12 on AWS); keep the provisioners and swap the source
+# This file is valid for Packer 1.6.6 (Debian 12's) and later; plugins.pkr.hcl beside it, which
+# only Packer 1.7 and later read, names the Amazon plugin for `packer init`. The provisioning
+# itself is provision.sh, which packaging/test-packer.sh runs in a Debian 12 systemd container.
+#
+# The source below is an example (Debian 12 on AWS); keep the build block and swap the source
 # for the builder and base image of your node image. See README.md beside this file.
-
-packer {
-  required_version = ">= 1.9.0"
-  required_plugins {
-    amazon = {
-      version = ">= 1.3.0"
-      source  = "github.com/hashicorp/amazon"
-    }
-  }
-}
 
 variable "version" {
   type        = string
@@ -45,7 +40,6 @@ variable "instance_type" {
 
 locals {
   package = var.package_format == "deb" ? "docker-image-cleaner_${var.version}-1_amd64.deb" : "docker-image-cleaner-${var.version}-1.x86_64.rpm"
-  install = var.package_format == "deb" ? "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y /tmp/${local.package}" : "sudo dnf install -y /tmp/${local.package}"
 }
 
 source "amazon-ebs" "node" {
@@ -62,12 +56,9 @@ source "amazon-ebs" "node" {
     owners      = ["136693071363"] # Debian
     most_recent = true
   }
-  # IMDSv2 only, as the node-name script expects.
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 1
-  }
+  # The node-name script asks the metadata service with IMDSv2, so the nodes launched from this
+  # image may require it (http_tokens = "required" in their launch template). Packer 1.7 and
+  # later can require it on the build instance too (metadata_options); Packer 1.6 cannot.
 }
 
 build {
@@ -83,23 +74,11 @@ build {
     destination = "/tmp/"
   }
 
+  # Install the package, the node-name script and its unit; check the cleaner is enabled and
+  # not running; empty its state. packaging/test-packer.sh runs this same script.
   provisioner "shell" {
-    inline = [
-      "set -eux",
-      # Install: enables docker-image-cleaner.service, does not start it.
-      local.install,
-      # Boot-time node name from the instance metadata, written before the cleaner starts.
-      "sudo install -m 0755 /tmp/docker-image-cleaner-node-name /usr/local/sbin/docker-image-cleaner-node-name",
-      "sudo install -m 0644 /tmp/docker-image-cleaner-node-name.service /etc/systemd/system/docker-image-cleaner-node-name.service",
-      "sudo systemctl daemon-reload",
-      "sudo systemctl enable docker-image-cleaner-node-name.service docker-image-cleaner.service",
-      # The bake must end with the cleaner enabled and not running.
-      "systemctl is-enabled docker-image-cleaner.service",
-      "! systemctl is-active --quiet docker-image-cleaner.service",
-      # Nothing of this instance may leak into the image: the state starts empty on each node.
-      "sudo find /var/lib/docker-image-cleaner -mindepth 1 -delete",
-      "sudo rm -f /etc/default/docker-image-cleaner",
-      "rm -f /tmp/${local.package} /tmp/docker-image-cleaner-node-name /tmp/docker-image-cleaner-node-name.service",
-    ]
+    script           = "${path.root}/provision.sh"
+    environment_vars = ["PACKAGE=/tmp/${local.package}", "FILES=/tmp"]
+    execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
   }
 }
