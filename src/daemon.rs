@@ -14,11 +14,11 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{now_ms, now_nanos};
-use crate::config::Config;
-use crate::cycle::{self, Pass, Progress, Report};
+use crate::config::{Config, EngineConfig};
+use crate::cycle::{self, Member, Pass, Progress, Quiet, Report};
 use crate::docker::{self, DockerEngine, Engine, UseEvent};
 use crate::error_chain;
-use crate::lastuse::{self, LastUse, Store, store::Tables};
+use crate::lastuse::{self, Store, store::Tables};
 use crate::node::{self, Cordoner};
 use crate::notify::Notifier;
 use crate::usage::PathMeter;
@@ -184,31 +184,86 @@ impl Startup {
     }
 }
 
+/// Connects to `engine`, with its name in the error.
+async fn connect(engine: &EngineConfig, timeout: Duration) -> Result<DockerEngine, docker::Error> {
+    let connected = DockerEngine::connect(engine.docker_host.as_deref(), timeout).await;
+    if let Ok(e) = &connected
+        && e.is_podman()
+    {
+        log::debug!("engine {}: Podman's Docker-compatible API", engine.name);
+    }
+    connected
+}
+
+/// The members of a pass: each connected engine with its configuration and last-use table.
+fn members<'a>(
+    config: &'a Config,
+    connected: &'a [(usize, DockerEngine)],
+    tables: &'a mut Tables,
+) -> Vec<Member<'a, DockerEngine>> {
+    let names: Vec<&str> = connected
+        .iter()
+        .map(|(i, _)| config.engines[*i].name.as_str())
+        .collect();
+    let mut out = Vec::with_capacity(connected.len());
+    for (name, last_use) in tables.engines_mut(&names) {
+        if let Some((i, engine)) = connected
+            .iter()
+            .find(|(i, _)| config.engines[*i].name == name)
+        {
+            out.push(Member {
+                config: &config.engines[*i],
+                engine,
+                last_use,
+            });
+        }
+    }
+    out
+}
+
 /// One pass and out (`once`): replays the events since the last run so that last use is up
-/// to date, cleans, saves the state. Fails when Docker or a watched path cannot be reached.
+/// to date, cleans, saves the state. Fails when no engine or a watched path can be reached.
 pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Report, Error> {
     let lock = Startup::lock(config)?;
     let mut s = Startup::begin(config, lock, shutdown, None).await?;
-    let engine = or_shutdown(
-        shutdown,
-        DockerEngine::connect(config.docker_host.as_deref(), config.timeout),
-    )
-    .await
-    .ok_or(Error::Interrupted)??;
-    let last_use = s.tables.default_engine();
-    let replayed = or_shutdown(shutdown, cycle::replay(&engine, last_use, now_nanos()))
-        .await
-        .ok_or(Error::Interrupted)??;
-    log::debug!("replayed {replayed} Docker events since the last run");
+    let mut connected = Vec::new();
+    let mut first_error = None;
+    for (i, engine) in config.engines.iter().enumerate() {
+        match or_shutdown(shutdown, connect(engine, config.timeout))
+            .await
+            .ok_or(Error::Interrupted)?
+        {
+            Ok(e) => connected.push((i, e)),
+            Err(e) => {
+                log::error!("engine {}: {}", engine.name, error_chain(&e));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if connected.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e.into());
+    }
+    for (i, engine) in &connected {
+        let last_use = s.tables.engine_mut(&config.engines[*i].name);
+        let replayed = or_shutdown(shutdown, cycle::replay(engine, last_use, now_nanos()))
+            .await
+            .ok_or(Error::Interrupted)??;
+        log::debug!(
+            "engine {}: replayed {replayed} events since the last run",
+            config.engines[*i].name
+        );
+    }
     let report = Pass {
         config,
-        engine: &engine,
+        members: members(config, &connected, &mut s.tables),
         meter: &PathMeter::new(config),
-        last_use,
         guard: &mut s.cordoner,
         progress: &(),
         shutdown,
         now_ms: now_ms(),
+        quiet: &mut Quiet::default(),
     }
     .run()
     .await;
@@ -237,9 +292,17 @@ impl Drop for Connection {
     }
 }
 
+/// An engine's event, with the engine's name.
+type Used = (String, UseEvent);
+
 /// Follows the engine's events into `tx`, reconnecting with backoff whenever the stream ends
 /// (Docker restarted), resuming from the last event seen.
-async fn follow(engine: DockerEngine, mut since: i64, tx: mpsc::UnboundedSender<UseEvent>) {
+async fn follow(
+    name: String,
+    engine: DockerEngine,
+    mut since: i64,
+    tx: mpsc::UnboundedSender<Used>,
+) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let mut stream = std::pin::pin!(engine.use_events(Some(since), None));
@@ -249,12 +312,12 @@ async fn follow(engine: DockerEngine, mut since: i64, tx: mpsc::UnboundedSender<
                 Ok(event) => {
                     since = since.max(event.time_nanos);
                     got_any = true;
-                    if tx.send(event).is_err() {
+                    if tx.send((name.clone(), event)).is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    log::warn!("Docker event stream broke: {}", error_chain(&e));
+                    log::warn!("engine {name}: event stream broke: {}", error_chain(&e));
                     break;
                 }
             }
@@ -263,7 +326,7 @@ async fn follow(engine: DockerEngine, mut since: i64, tx: mpsc::UnboundedSender<
             backoff = Duration::from_secs(1);
         }
         log::info!(
-            "reconnecting to Docker's event stream in {}s",
+            "engine {name}: reconnecting to its event stream in {}s",
             backoff.as_secs()
         );
         tokio::time::sleep(backoff).await;
@@ -285,7 +348,7 @@ impl Progress for Watched<'_> {
 enum Wake {
     Stop,
     Reload(Box<Config>),
-    Used(UseEvent),
+    Used(Used),
     Save,
     Beat,
     Tick,
@@ -297,11 +360,13 @@ struct Daemon<'n> {
     notifier: &'n Notifier,
     shutdown: CancellationToken,
     start: Startup,
-    connection: Option<Connection>,
+    /// One slot per configured engine, `None` while it is not connected.
+    connections: Vec<Option<Connection>>,
     ticker: Interval,
     save_due: Option<Instant>,
-    events_tx: mpsc::UnboundedSender<UseEvent>,
-    events: mpsc::UnboundedReceiver<UseEvent>,
+    events_tx: mpsc::UnboundedSender<Used>,
+    events: mpsc::UnboundedReceiver<Used>,
+    quiet: Quiet,
 }
 
 /// The daemon: a pass every `interval` until shutdown; Docker being away is waited out.
@@ -316,16 +381,18 @@ pub async fn run(config: Config, mut control: Control, notifier: &Notifier) -> R
     let work = async {
         let start = Startup::begin(&config, lock, &shutdown, Some(notifier)).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
+        let connections = config.engines.iter().map(|_| None).collect();
         let mut daemon = Daemon {
             ticker: ticker(config.interval, Instant::now()),
             config,
             notifier,
             shutdown: shutdown.clone(),
+            connections,
             start,
-            connection: None,
             save_due: None,
             events_tx,
             events,
+            quiet: Quiet::default(),
         };
         daemon.serve(&mut control.reload).await;
         Ok::<_, Error>(daemon)
@@ -397,57 +464,69 @@ impl Daemon<'_> {
 
     /// An engine event: last use moves on; the state is saved a moment later (events come in
     /// bursts).
-    async fn used(&mut self, event: &UseEvent) {
-        let Some(c) = &self.connection else { return };
-        let last_use = self.start.tables.default_engine();
-        or_shutdown(
-            &self.shutdown,
-            cycle::apply_event(&c.engine, last_use, event),
-        )
-        .await;
+    async fn used(&mut self, (name, event): &Used) {
+        let Some(engine) = self.connected(name).cloned() else {
+            return;
+        };
+        let last_use = self.start.tables.engine_mut(name);
+        or_shutdown(&self.shutdown, cycle::apply_event(&engine, last_use, event)).await;
         self.save_due
             .get_or_insert(Instant::now() + Duration::from_secs(2));
     }
 
-    /// A tick: retry a pending release, connect if needed, run a pass, save.
+    /// The connection of engine `name`, if connected.
+    fn connected(&self, name: &str) -> Option<&DockerEngine> {
+        let i = self.config.engines.iter().position(|e| e.name == name)?;
+        self.connections.get(i)?.as_ref().map(|c| &c.engine)
+    }
+
+    /// A tick: retry a pending release, connect what is not connected, run a pass over the
+    /// engines that answer, save.
     async fn tick(&mut self) {
         self.notifier.step("checking");
         self.notifier.alive_for(self.start.cordoner.max_call_time());
         or_shutdown(&self.shutdown, self.start.cordoner.retry_release()).await;
-        if self.connection.is_none() && !self.connect().await {
+        let down = self.connect().await;
+        if self.connections.iter().all(Option::is_none) {
+            self.notifier
+                .status(&format!("waiting for Docker: {}", down.join("; ")));
             return;
         }
-        let Some(c) = &self.connection else { return };
-        let last_use = self.start.tables.default_engine();
-        while let Ok(event) = self.events.try_recv() {
-            if or_shutdown(
-                &self.shutdown,
-                cycle::apply_event(&c.engine, last_use, &event),
-            )
-            .await
-            .is_none()
-            {
+        while let Ok(used) = self.events.try_recv() {
+            self.used(&used).await;
+            if self.shutdown.is_cancelled() {
                 break;
             }
         }
+        let connected: Vec<(usize, DockerEngine)> = self
+            .connections
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.as_ref()?.engine.clone())))
+            .collect();
         let result = Pass {
             config: &self.config,
-            engine: &c.engine,
+            members: members(&self.config, &connected, &mut self.start.tables),
             meter: &PathMeter::new(&self.config),
-            last_use,
             guard: &mut self.start.cordoner,
             progress: &Watched(self.notifier),
             shutdown: &self.shutdown,
             now_ms: now_ms(),
+            quiet: &mut self.quiet,
         }
         .run()
         .await;
         let cordon = self.start.cordoner.describe();
+        let down = if down.is_empty() {
+            String::new()
+        } else {
+            format!("; down: {}", down.join("; "))
+        };
         match result {
             Ok(report) => {
                 log::info!("{}", report.summary());
                 self.notifier.status(&format!(
-                    "idle: {}; last pass: {}; {cordon}",
+                    "idle: {}; last pass: {}{down}; {cordon}",
                     report.after,
                     report.outcome_text(),
                 ));
@@ -455,34 +534,54 @@ impl Daemon<'_> {
             Err(e) => {
                 log::error!("pass failed: {}", error_chain(&e));
                 self.notifier
-                    .status(&format!("idle; last pass failed: {e}; {cordon}"));
+                    .status(&format!("idle; last pass failed: {e}{down}; {cordon}"));
             }
         }
         self.save_due = None;
         self.start.save(self.config.dry_run);
     }
 
-    /// Connects to Docker and starts following its events; false when Docker is not there (or
-    /// shutdown came first).
-    async fn connect(&mut self) -> bool {
-        let connecting =
-            DockerEngine::connect(self.config.docker_host.as_deref(), self.config.timeout);
-        match or_shutdown(&self.shutdown, connecting).await {
-            None => false,
-            Some(Ok(engine)) => {
-                log::info!("connected to Docker");
-                let last_use: &LastUse = self.start.tables.default_engine();
-                let since = last_use.cursor_nanos().unwrap_or_else(now_nanos);
-                let follower = tokio::spawn(follow(engine.clone(), since, self.events_tx.clone()));
-                self.connection = Some(Connection { engine, follower });
-                true
+    /// Connects every engine not connected yet and starts following its events; returns the
+    /// engines still down, each with why.
+    async fn connect(&mut self) -> Vec<String> {
+        let mut down = Vec::new();
+        for i in 0..self.config.engines.len() {
+            if self.connections[i].is_some() {
+                continue;
             }
-            Some(Err(e)) => {
-                log::error!("waiting for Docker: {}", error_chain(&e));
-                self.notifier.status(&format!("waiting for Docker: {e}"));
-                false
+            let engine = &self.config.engines[i];
+            match or_shutdown(&self.shutdown, connect(engine, self.config.timeout)).await {
+                None => break,
+                Some(Ok(connected)) => {
+                    log::info!("engine {}: connected", engine.name);
+                    let since = self
+                        .start
+                        .tables
+                        .engine_mut(&engine.name)
+                        .cursor_nanos()
+                        .unwrap_or_else(now_nanos);
+                    let follower = tokio::spawn(follow(
+                        engine.name.clone(),
+                        connected.clone(),
+                        since,
+                        self.events_tx.clone(),
+                    ));
+                    self.connections[i] = Some(Connection {
+                        engine: connected,
+                        follower,
+                    });
+                }
+                Some(Err(e)) => {
+                    log::error!(
+                        "engine {}: waiting for it: {}",
+                        engine.name,
+                        error_chain(&e)
+                    );
+                    down.push(format!("{}: {e}", engine.name));
+                }
             }
         }
+        down
     }
 
     /// Takes a new configuration. What needs a restart to change (the state directory) is
@@ -498,8 +597,8 @@ impl Daemon<'_> {
             );
             new.state_dir = config.state_dir.clone();
         }
-        if new.docker_host != config.docker_host || new.timeout != config.timeout {
-            self.connection = None;
+        if new.engines != config.engines || new.timeout != config.timeout {
+            self.connections = new.engines.iter().map(|_| None).collect();
         }
         if new.interval != config.interval {
             self.ticker = ticker(new.interval, Instant::now() + new.interval);

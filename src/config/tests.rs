@@ -635,3 +635,129 @@ fn only_our_variables_must_be_utf8() {
         ["ignoring unknown environment variable DOCKER_IMAGE_CLEANER_\u{FFFD}"]
     );
 }
+
+#[test]
+fn engine_tables_give_one_engine_each_and_the_union_of_their_paths() {
+    let c = load_text(
+        r#"
+[[engine]]
+name = "host"
+paths = ["/var/lib/docker"]
+floor = "20GiB"
+
+[[engine]]
+name = "dind"
+docker_host = "unix:///run/dind/docker.sock"
+paths = ["/var/lib/dind", "/var/lib/docker"]
+floor = 15
+"#,
+        &[],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.engines.len(), 2);
+    assert_eq!(c.engines[0].name, "host");
+    assert_eq!(c.engines[0].docker_host, None);
+    assert_eq!(c.engines[0].floor, Floor::Bytes(20 << 30));
+    assert_eq!(c.engines[1].floor, Floor::Percent(15.0));
+    assert_eq!(
+        c.engines[1].docker_host.as_deref(),
+        Some("unix:///run/dind/docker.sock")
+    );
+    assert_eq!(
+        c.paths,
+        vec![
+            std::path::PathBuf::from("/var/lib/docker"),
+            "/var/lib/dind".into()
+        ]
+    );
+}
+
+#[test]
+fn without_tables_the_original_settings_make_the_default_engine() {
+    let c = load_text(
+        "",
+        &[
+            ("DOCKER_IMAGE_CLEANER_PATH_TO_CHECK", "/data/docker"),
+            ("DOCKER_HOST", "unix:///run/d.sock"),
+            ("DOCKER_IMAGE_CLEANER_FLOOR", "10GiB"),
+            ("DOCKER_IMAGE_CLEANER_THRESHOLD_CRITICAL", "97"),
+            ("DOCKER_IMAGE_CLEANER_CRITICAL_MIN_AGE_SECONDS", "60"),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.engines.len(), 1);
+    let e = &c.engines[0];
+    assert_eq!(e.name, DEFAULT_ENGINE);
+    assert_eq!(e.paths, vec![std::path::PathBuf::from("/data/docker")]);
+    assert_eq!(e.docker_host.as_deref(), Some("unix:///run/d.sock"));
+    assert_eq!(e.floor, Floor::Bytes(10 << 30));
+    assert_eq!(c.critical_pct, 97.0);
+    assert_eq!(c.critical_min_age, Duration::from_secs(60));
+}
+
+#[test]
+fn bad_engine_tables_name_the_table_and_the_field() {
+    let cases = [
+        (
+            "[[engine]]\nname = \"Host\"\npaths = [\"/a\"]\n",
+            "[[engine]] number 1 (\"Host\"), name",
+        ),
+        (
+            "[[engine]]\nname = \"a\"\n",
+            "[[engine]] number 1 (\"a\"), paths",
+        ),
+        (
+            "[[engine]]\nname = \"a\"\npaths = [\"rel\"]\n",
+            "must be an absolute path",
+        ),
+        (
+            "[[engine]]\nname = \"a\"\npaths = [\"/a\"]\n[[engine]]\nname = \"a\"\npaths = [\"/b\"]\n",
+            "[[engine]] number 2: the name is used twice",
+        ),
+        (
+            "[[engine]]\nname = \"a\"\npaths = [\"/a\"]\nfloor = 101\n",
+            "floor: must be a percentage from 0 to 100",
+        ),
+        (
+            "[[engine]]\nname = \"a\"\npaths = [\"/a\"]\nfloor = \"17EiB\"\n",
+            "floor",
+        ),
+        (
+            "path_to_check = [\"/x\"]\n[[engine]]\nname = \"a\"\npaths = [\"/a\"]\n",
+            "path_to_check = (set): conflicts with the [[engine]] tables",
+        ),
+        (
+            "[[engine]]\nname = \"a\"\npaths = [\"/a\"]\nkeep = []\n",
+            "unknown field `keep`",
+        ),
+        ("threshold_critical = 70\n", "at least threshold_high (80)"),
+        ("threshold_critical = 101\n", "at most 100"),
+    ];
+    for (text, want) in cases {
+        let e = error_text(text, &[]);
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+    // An environment variable cannot set tables: it is an unknown one.
+    let l = load_text("", &[("DOCKER_IMAGE_CLEANER_ENGINE", "x")]).unwrap();
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("DOCKER_IMAGE_CLEANER_ENGINE")),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn critical_defaults_to_95_or_the_high_watermark() {
+    assert_eq!(load_text("", &[]).unwrap().config.critical_pct, 95.0);
+    assert_eq!(
+        load_text("threshold_high = 97\n", &[])
+            .unwrap()
+            .config
+            .critical_pct,
+        97.0
+    );
+}

@@ -19,13 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Strategy};
 use crate::docker::{self, Engine, Removal};
-use crate::lastuse::LastUse;
 use crate::node::{Cordoner, NodeEvent, PassStart};
+use crate::policy::next::{EngineView, Why};
 use crate::policy::{self, Action, Course, Input, Outcome, Plan, Step, StepResult};
 use crate::usage::{self, Measurement, Meter, size};
 
-pub use report::{Report, Tally, node_event, outcome_text};
-pub use stock::{Stock, apply_event, replay, take_stock};
+pub use report::{Context, Quiet, Report, Tallies, Tally, node_event, outcome_text};
+pub use stock::{EngineStock, Footprints, Member, Stock, apply_event, replay, take_stock};
 
 /// Errors that end a pass early.
 #[derive(Debug, thiserror::Error)]
@@ -86,12 +86,10 @@ impl Guard for Cordoner {
 pub struct Pass<'a, E: Engine, M: Meter, G: Guard> {
     /// The configuration.
     pub config: &'a Config,
-    /// The engine.
-    pub engine: &'a E,
+    /// The engines that answer (an engine that is down is left out by the caller).
+    pub members: Vec<Member<'a, E>>,
     /// Measures the watched paths.
     pub meter: &'a M,
-    /// Last-use times; reconciled with the inventory before planning.
-    pub last_use: &'a mut LastUse,
     /// The cordon guard.
     pub guard: &'a mut G,
     /// Where progress goes.
@@ -100,21 +98,23 @@ pub struct Pass<'a, E: Engine, M: Meter, G: Guard> {
     pub shutdown: &'a CancellationToken,
     /// Now, unix milliseconds, as the caller read the clock.
     pub now_ms: i64,
+    /// Warnings posted by earlier passes (a lasting condition is posted once an hour).
+    pub quiet: &'a mut Quiet,
 }
 
 impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
     /// Runs one pass. The node is released on every path out of it, errors included.
-    pub async fn run(self) -> Result<Report, Error> {
+    pub async fn run(mut self) -> Result<Report, Error> {
         let started = Instant::now();
         let config = self.config;
         let before = self.meter.measure().await?;
-        let report = |outcome, after, plan, tally| {
+        let report = |outcome, after, plan, tallies| {
             Report::new(
                 outcome,
                 before.clone(),
                 after,
                 plan,
-                tally,
+                tallies,
                 started.elapsed(),
             )
         };
@@ -123,11 +123,12 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 "usage {before}: below the high watermark ({})",
                 config.watermarks
             );
+            self.quiet.clear();
             return Ok(report(
                 Outcome::BelowHigh,
                 before.clone(),
                 None,
-                Tally::default(),
+                Tallies::default(),
             ));
         }
         log::info!(
@@ -135,22 +136,33 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
             config.watermarks
         );
         self.progress.update("cleaning: taking stock");
+        let filesystems = match &before {
+            Measurement::Relative(all) => all.clone(),
+            Measurement::Absolute(_) => self.meter.filesystems().await?,
+        };
         // Taking stock changes nothing: a shutdown need not wait for it.
         let stock = tokio::select! {
             biased;
             () = self.shutdown.cancelled() => {
-                return Ok(report(Outcome::Interrupted, before.clone(), None, Tally::default()));
+                return Ok(report(Outcome::Interrupted, before.clone(), None, Tallies::default()));
             }
-            stock = take_stock(self.engine, self.last_use, config, &before, self.now_ms) => stock?,
+            stock = take_stock(&mut self.members, self.meter, config, &before, &filesystems, self.now_ms, Footprints::ForFloors) => stock?,
         };
-        let plan = stock.plan;
+        if stock.critical {
+            log::warn!(
+                "at or above the critical watermark ({}%): floors are ignored and the min age is {} s for this pass",
+                config.critical_pct,
+                config.critical_min_age.min(config.min_age).as_secs()
+            );
+        }
+        let plan = stock.plan.clone();
         log::info!("{}", plan.to_string().trim_end());
         if config.dry_run {
             return Ok(report(
                 Outcome::DryRun,
                 before.clone(),
                 Some(plan),
-                Tally::default(),
+                Tallies::default(),
             ));
         }
         if policy::cordons(&plan, config) && self.guard.begin_pass().await == PassStart::Skip {
@@ -161,55 +173,97 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 Outcome::Skipped,
                 before.clone(),
                 Some(plan),
-                Tally::default(),
+                Tallies::default(),
             ));
         }
-        let mut tally = Tally::default();
+        let mut tallies = Tallies::default();
+        for e in &stock.engines {
+            tallies.of(&e.name);
+        }
         let executed = Execution {
             config,
-            engine: self.engine,
+            members: &self.members,
             meter: self.meter,
             guard: &mut *self.guard,
             progress: self.progress,
             shutdown: self.shutdown,
         }
-        .run(&plan, &before, &mut tally)
+        .run(&plan, &stock.views(), &before, &mut tallies)
         .await;
         // Measure again before releasing, so the Event carries the figures; a failed
         // measurement must not keep the cordon.
         let after = self.meter.measure().await;
         let event = match (&executed, &after) {
             (Ok(outcome), Ok(after)) => {
-                node_event(*outcome, &tally, &before, after, &config.watermarks)
+                let context = Context {
+                    critical: stock.critical.then_some(config.critical_pct),
+                    outside: filesystems
+                        .iter()
+                        .enumerate()
+                        .filter(|_| stock.engines.iter().any(|e| e.footprint_bytes.is_some()))
+                        .map(|(i, fs)| (fs.path.display().to_string(), stock.outside_bytes(fs, i)))
+                        .collect(),
+                };
+                if *outcome == Outcome::FloorsReached {
+                    log::warn!(
+                        "the engines are at their floors and usage is still above the low watermark: {}",
+                        context
+                            .outside
+                            .iter()
+                            .map(|(p, b)| format!("{} of {p} is outside the engines", size(*b)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                node_event(
+                    *outcome,
+                    &tallies,
+                    &before,
+                    after,
+                    &config.watermarks,
+                    &context,
+                )
             }
             _ => None,
         };
+        let event = match event {
+            Some(e) if self.quiet.admit(&e, Instant::now()) => Some(e),
+            Some(e) => {
+                log::info!("not posting {} again within the hour", e.reason);
+                None
+            }
+            None => {
+                self.quiet.clear();
+                None
+            }
+        };
         self.guard.end_pass(event).await;
         let outcome = executed?;
-        Ok(report(outcome, after?, Some(plan), tally))
+        Ok(report(outcome, after?, Some(plan), tallies))
     }
 }
 
 /// The execution of one plan: the I/O the [`Course`] asks for.
-struct Execution<'a, E: Engine, M: Meter, G: Guard> {
+struct Execution<'a, 'm, E: Engine, M: Meter, G: Guard> {
     config: &'a Config,
-    engine: &'a E,
+    members: &'a [Member<'m, E>],
     meter: &'a M,
     guard: &'a mut G,
     progress: &'a dyn Progress,
     shutdown: &'a CancellationToken,
 }
 
-impl<E: Engine, M: Meter, G: Guard> Execution<'_, E, M, G> {
+impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
     /// Carries `plan` out until the course stops it.
     async fn run(
         &mut self,
         plan: &Plan,
+        engines: &[EngineView],
         before: &Measurement,
-        tally: &mut Tally,
+        tallies: &mut Tallies,
     ) -> Result<Outcome, Error> {
         let total = plan.steps.len();
-        let mut course = Course::new(plan, self.config, before);
+        let mut course = Course::new(plan, self.config, before, engines);
         let mut last = before.clone();
         let mut action = course.next(Input::Start);
         loop {
@@ -223,14 +277,21 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, E, M, G> {
                     let step = &plan.steps[i];
                     self.progress
                         .update(&format!("cleaning: step {} of {total}: {step}", i + 1));
-                    let result = self.step(step, tally).await?;
+                    let result = self.step(step, tallies.of(step.engine())).await?;
                     course.next(Input::Ran(result))
                 }
-                Action::Skip(i) => {
-                    log::info!(
-                        "dangling images were enough: not pruning the other images (step {} of {total})",
-                        i + 1
-                    );
+                Action::Skip(i, why) => {
+                    let step = &plan.steps[i];
+                    match why {
+                        Why::DanglingSufficed => log::info!(
+                            "dangling images were enough: not pruning the other images (step {} of {total})",
+                            i + 1
+                        ),
+                        Why::Floor => log::info!("{step}: left, its engine has reached its floor"),
+                        Why::NotNeeded => log::debug!(
+                            "{step}: left, its engine's filesystems are below the low watermark"
+                        ),
+                    }
                     course.next(Input::Skipped)
                 }
                 Action::Measure => {
@@ -266,9 +327,15 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, E, M, G> {
         }
     }
 
-    /// Performs one step; counts and logs what it did.
+    /// Performs one step on its engine; counts and logs what it did.
     async fn step(&mut self, step: &Step, tally: &mut Tally) -> Result<StepResult, Error> {
-        let engine = self.engine;
+        let Some(member) = self.members.iter().find(|m| m.config.name == step.engine()) else {
+            // The plan only names engines of the pass.
+            log::warn!("{step}: no such engine in this pass, skipping");
+            tally.skipped += 1;
+            return Ok(StepResult::NotRemoved);
+        };
+        let engine = member.engine;
         Ok(match step {
             Step::RemoveContainer { id, .. } => {
                 count(step, &engine.remove_container(id).await?, tally, false)
@@ -276,16 +343,16 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, E, M, G> {
             Step::RemoveImage { id, tags, .. } => {
                 count(step, &engine.remove_image(id, tags).await?, tally, true)
             }
-            Step::PruneContainers => {
+            Step::PruneContainers { .. } => {
                 tally.containers += pruned("containers", engine.prune_containers().await?);
                 StepResult::Removed
             }
-            Step::PruneDanglingImages => {
+            Step::PruneDanglingImages { .. } => {
                 let n = pruned("dangling images", engine.prune_images(false).await?);
                 tally.images += n;
                 StepResult::PrunedDangling(n)
             }
-            Step::PruneAllImages => {
+            Step::PruneAllImages { .. } => {
                 tally.images += pruned("unused images", engine.prune_images(true).await?);
                 StepResult::Removed
             }

@@ -1,9 +1,11 @@
 //! What a pass did: the [`Report`] (one line in the log, `STATUS=`, the exit of `once`) and the
 //! Event posted on the Node. Formatting only.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::config::Watermarks;
 use crate::node::NodeEvent;
@@ -11,7 +13,7 @@ use crate::policy::{self, Outcome, Plan};
 use crate::usage::{Measurement, signed_size, size};
 
 /// Counts of what the execution did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     /// Containers removed.
     pub containers: usize,
@@ -19,6 +21,50 @@ pub struct Tally {
     pub images: usize,
     /// Removals refused (409), found done (404) or left because the image changed.
     pub skipped: usize,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        self.containers += other.containers;
+        self.images += other.images;
+        self.skipped += other.skipped;
+    }
+}
+
+/// Counts per engine, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tallies(pub BTreeMap<String, Tally>);
+
+impl Tallies {
+    /// The counts of `engine`.
+    pub fn of(&mut self, engine: &str) -> &mut Tally {
+        self.0.entry(engine.to_string()).or_default()
+    }
+
+    /// Every engine's counts added up.
+    pub fn total(&self) -> Tally {
+        let mut t = Tally::default();
+        for e in self.0.values() {
+            t.add(e);
+        }
+        t
+    }
+
+    /// `dind 2 containers, 3 images; host 1 image` when more than one engine did something;
+    /// empty otherwise.
+    pub fn per_engine(&self) -> String {
+        let busy: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(_, t)| t.containers + t.images > 0)
+            .map(|(name, t)| format!("{name} {} containers, {} images", t.containers, t.images))
+            .collect();
+        if self.0.len() > 1 && !busy.is_empty() {
+            busy.join("; ")
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// What a pass did.
@@ -45,6 +91,8 @@ pub struct Report {
     pub freed_inodes: i64,
     /// How long it took.
     pub duration: Duration,
+    /// What each engine did.
+    pub engines: Tallies,
 }
 
 impl Report {
@@ -54,10 +102,11 @@ impl Report {
         before: Measurement,
         after: Measurement,
         plan: Option<Plan>,
-        tally: Tally,
+        engines: Tallies,
         duration: Duration,
     ) -> Self {
         let (freed_bytes, freed_inodes) = before.freed_since(&after);
+        let tally = engines.total();
         Report {
             outcome,
             before,
@@ -69,6 +118,7 @@ impl Report {
             freed_bytes,
             freed_inodes,
             duration,
+            engines,
         }
     }
 
@@ -79,12 +129,18 @@ impl Report {
 
     /// The one line logged at the end of a pass.
     pub fn summary(&self) -> String {
+        let per_engine = self.engines.per_engine();
         format!(
-            "{}: removed {} containers and {} images ({} skipped), freed {} and {} inodes in {:.1}s; before {}; after {}",
+            "{}: removed {} containers and {} images ({} skipped{}), freed {} and {} inodes in {:.1}s; before {}; after {}",
             self.outcome_text(),
             self.removed_containers,
             self.removed_images,
             self.skipped,
+            if per_engine.is_empty() {
+                String::new()
+            } else {
+                format!("; {per_engine}")
+            },
             signed_size(self.freed_bytes),
             self.freed_inodes,
             self.duration.as_secs_f64(),
@@ -102,32 +158,76 @@ pub fn outcome_text(outcome: Outcome) -> &'static str {
         Outcome::Skipped => "skipped: the node could not be cordoned",
         Outcome::ReachedLow => "below the low watermark",
         Outcome::Exhausted => "nothing left to remove, still above the low watermark",
+        Outcome::FloorsReached => {
+            "everything above the engines' floors is gone, still above the low watermark"
+        }
         Outcome::Interrupted => "interrupted by shutdown",
     }
+}
+
+/// What the Node Event of a pass says beyond the counts.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// At or above the critical watermark.
+    pub critical: Option<f64>,
+    /// Bytes of each watched filesystem outside the engines, by path (when measured).
+    pub outside: Vec<(String, u64)>,
 }
 
 /// The Node Event for a pass that removed something or could not reach the low watermark.
 pub fn node_event(
     outcome: Outcome,
-    t: &Tally,
+    engines: &Tallies,
     before: &Measurement,
     after: &Measurement,
     w: &Watermarks,
+    context: &Context,
 ) -> Option<NodeEvent> {
     let (bytes, inodes) = before.freed_since(after);
+    let t = engines.total();
+    let per_engine = engines.per_engine();
+    let per_engine = if per_engine.is_empty() {
+        String::new()
+    } else {
+        format!(" ({per_engine})")
+    };
+    let critical = context.critical.map_or(String::new(), |pct| {
+        format!("; at or above the critical watermark ({pct}%): floors ignored, min age lowered")
+    });
+    let need = policy::need(after, w);
     match outcome {
-        Outcome::Exhausted => {
-            let need = policy::need(after, w);
+        Outcome::Exhausted => Some(NodeEvent {
+            warning: true,
+            reason: "FreeDiskSpaceFailed",
+            message: format!(
+                "removed {} containers and {} images{per_engine}, freed {}, but usage is still above the low watermark ({w}): {} and {} inodes short; now {after}{critical}",
+                t.containers,
+                t.images,
+                signed_size(bytes),
+                size(need.bytes),
+                need.inodes
+            ),
+        }),
+        Outcome::FloorsReached => {
+            let outside: Vec<String> = context
+                .outside
+                .iter()
+                .map(|(path, b)| format!("{} on {path}", size(*b)))
+                .collect();
             Some(NodeEvent {
                 warning: true,
-                reason: "FreeDiskSpaceFailed",
+                reason: "DiskPressureElsewhere",
                 message: format!(
-                    "removed {} containers and {} images, freed {}, but usage is still above the low watermark ({w}): {} and {} inodes short; now {after}",
+                    "removed {} containers and {} images{per_engine}, freed {}; what is left of the engines is at their floors and usage is still above the low watermark ({w}), {} short: {} outside the engines; now {after}",
                     t.containers,
                     t.images,
                     signed_size(bytes),
                     size(need.bytes),
-                    need.inodes
+                    if outside.is_empty() {
+                        "the rest is".to_string()
+                    } else {
+                        outside.join(", ")
+                    }
                 ),
             })
         }
@@ -135,12 +235,49 @@ pub fn node_event(
             warning: false,
             reason: "ImagesRemoved",
             message: format!(
-                "removed {} containers and {} images, freed {} and {inodes} inodes; now {after}",
+                "removed {} containers and {} images{per_engine}, freed {} and {inodes} inodes; now {after}{critical}",
                 t.containers,
                 t.images,
                 signed_size(bytes)
             ),
         }),
         _ => None,
+    }
+}
+
+/// Remembers the warnings posted, so that a condition that lasts (a disk full of somebody
+/// else's files) is posted once an hour, not at every tick.
+#[derive(Debug, Default)]
+pub struct Quiet {
+    last: Option<(&'static str, Instant)>,
+}
+
+impl Quiet {
+    /// How long the same warning stays quiet.
+    pub const PERIOD: Duration = Duration::from_secs(3600);
+
+    /// Whether `event` is posted now: always for a normal one, for a warning unless the same
+    /// reason was posted less than [`Quiet::PERIOD`] ago by the previous pass to post one.
+    pub fn admit(&mut self, event: &NodeEvent, now: Instant) -> bool {
+        if !event.warning {
+            self.last = None;
+            return true;
+        }
+        match self.last {
+            Some((reason, at))
+                if reason == event.reason && now.saturating_duration_since(at) < Self::PERIOD =>
+            {
+                false
+            }
+            _ => {
+                self.last = Some((event.reason, now));
+                true
+            }
+        }
+    }
+
+    /// A pass ended without a warning: the next one is posted at once.
+    pub fn clear(&mut self) {
+        self.last = None;
     }
 }

@@ -1,39 +1,214 @@
 //! Taking stock, the one way `once`, the daemon's passes and `status` do it: bring last use up
-//! to date from the engine's events, list what the engine holds, reconcile, and plan.
+//! to date from each engine's events, list what each engine holds, measure the footprints where
+//! floors need them, reconcile, and plan one order across every engine.
 
 use futures_util::StreamExt;
 
-use crate::config::Config;
+use crate::config::{Config, EngineConfig};
 use crate::docker::{self, Engine, Inventory, UseEvent};
+use crate::error_chain;
 use crate::lastuse::LastUse;
-use crate::policy::{self, Plan};
-use crate::usage::Measurement;
+use crate::policy::{self, FloorState, Holding, Plan, next::EngineView};
+use crate::usage::{FsUsage, Measurement, Meter};
 
-/// What an engine holds now, and the plan for it.
-#[derive(Debug, Clone)]
-pub struct Stock {
-    /// The engine's images and containers.
-    pub inventory: Inventory,
-    /// What a pass would remove, in order, and what stays.
-    pub plan: Plan,
+/// One engine taking part in a pass (or in `status`).
+pub struct Member<'a, E: Engine> {
+    /// Its configuration.
+    pub config: &'a EngineConfig,
+    /// The engine.
+    pub engine: &'a E,
+    /// Its last-use table.
+    pub last_use: &'a mut LastUse,
 }
 
-/// Lists what `engine` holds, reconciles `last_use` with it and plans against the shortfall of
-/// `usage`, at `now_ms`.
+/// What one engine holds, as found.
+#[derive(Debug, Clone)]
+pub struct EngineStock {
+    /// Its name.
+    pub name: String,
+    /// What it holds; `None` when it could not be listed (then it takes no part in the pass).
+    pub inventory: Option<Inventory>,
+    /// Why it could not be listed.
+    pub error: Option<String>,
+    /// The filesystems its data lives on (indexes into the filesystems measured).
+    pub filesystems: Vec<usize>,
+    /// Its data, `du -sx`, when measured.
+    pub footprint_bytes: Option<u64>,
+    /// Its floor in bytes (0: none).
+    pub floor_bytes: u64,
+}
+
+impl EngineStock {
+    /// The floor the plan applies to this engine, if any.
+    fn floor(&self, critical: bool) -> Option<FloorState> {
+        match self.footprint_bytes {
+            Some(footprint_bytes) if !critical && self.floor_bytes > 0 => Some(FloorState {
+                footprint_bytes,
+                floor_bytes: self.floor_bytes,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What every engine holds now, and the plan for them.
+#[derive(Debug, Clone)]
+pub struct Stock {
+    /// Each engine, in the configured order.
+    pub engines: Vec<EngineStock>,
+    /// What a pass would remove, in order, and what stays.
+    pub plan: Plan,
+    /// At or above the critical watermark: floors ignored, min age lowered.
+    pub critical: bool,
+}
+
+impl Stock {
+    /// The engines as the plan's course sees them.
+    pub fn views(&self) -> Vec<EngineView> {
+        self.engines
+            .iter()
+            .filter(|e| e.inventory.is_some())
+            .map(|e| EngineView {
+                name: e.name.clone(),
+                filesystems: e.filesystems.clone(),
+                floor: e.floor(self.critical),
+            })
+            .collect()
+    }
+
+    /// Bytes in use on filesystem `fs` that belong to none of the engines measured on it.
+    pub fn outside_bytes(&self, fs: &FsUsage, index: usize) -> u64 {
+        let engines: u64 = self
+            .engines
+            .iter()
+            .filter(|e| e.filesystems.contains(&index))
+            .filter_map(|e| e.footprint_bytes)
+            .sum();
+        fs.used_bytes().saturating_sub(engines)
+    }
+}
+
+/// When the footprints are walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Footprints {
+    /// Only when a floor needs them (a pass).
+    ForFloors,
+    /// Always (`status`).
+    Always,
+}
+
+/// The indexes in `filesystems` of the filesystems holding `paths`.
+fn filesystems_of(
+    meter: &impl Meter,
+    paths: &[std::path::PathBuf],
+    filesystems: &[FsUsage],
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    for path in paths {
+        let Some(dev) = meter.device(path) else {
+            continue;
+        };
+        if let Some(i) = filesystems.iter().position(|f| f.dev == dev)
+            && !out.contains(&i)
+        {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Lists what every member holds, reconciles its last use, measures footprints where floors
+/// need them, and plans against the shortfall of `usage` at `now_ms`. An engine that cannot be
+/// listed is reported and left out; when none can be, the first error is returned.
+#[allow(clippy::too_many_arguments)]
 pub async fn take_stock<E: Engine>(
-    engine: &E,
-    last_use: &mut LastUse,
+    members: &mut [Member<'_, E>],
+    meter: &impl Meter,
     config: &Config,
     usage: &Measurement,
+    filesystems: &[FsUsage],
     now_ms: i64,
+    footprints: Footprints,
 ) -> Result<Stock, docker::Error> {
-    let inventory = engine
-        .inventory(!config.container_min_age.is_zero())
-        .await?;
-    last_use.reconcile(&inventory, now_ms);
+    let critical = policy::critical(filesystems, config);
+    let any_floor = members.iter().any(|m| !m.config.floor.is_none());
+    let walk = match footprints {
+        Footprints::Always => true,
+        Footprints::ForFloors => any_floor && !critical,
+    };
+    let mut engines = Vec::with_capacity(members.len());
+    let mut first_error = None;
+    for m in members.iter_mut() {
+        let fs = filesystems_of(meter, &m.config.paths, filesystems);
+        let total = fs.first().map_or(0, |&i| filesystems[i].total_bytes);
+        let (inventory, error) = match m
+            .engine
+            .inventory(!config.container_min_age.is_zero())
+            .await
+        {
+            Ok(inventory) => {
+                m.last_use.reconcile(&inventory, now_ms);
+                (Some(inventory), None)
+            }
+            Err(e) => {
+                log::warn!(
+                    "engine {}: cannot list its images and containers, leaving it out of this pass: {}",
+                    m.config.name,
+                    error_chain(&e)
+                );
+                let text = error_chain(&e);
+                first_error.get_or_insert(e);
+                (None, Some(text))
+            }
+        };
+        let footprint_bytes = if walk {
+            match meter.footprint(&m.config.paths).await {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    log::warn!(
+                        "engine {}: cannot measure its footprint, its floor does not apply: {}",
+                        m.config.name,
+                        error_chain(&e)
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        engines.push(EngineStock {
+            name: m.config.name.clone(),
+            inventory,
+            error,
+            filesystems: fs,
+            footprint_bytes,
+            floor_bytes: m.config.floor.bytes(total),
+        });
+    }
+    if engines.iter().all(|e| e.inventory.is_none())
+        && let Some(e) = first_error
+    {
+        return Err(e);
+    }
+    let holdings: Vec<Holding<'_>> = engines
+        .iter()
+        .zip(members.iter())
+        .filter_map(|(stock, m)| {
+            Some(Holding {
+                name: &stock.name,
+                inventory: stock.inventory.as_ref()?,
+                last_use: m.last_use,
+                floor: stock.floor(critical),
+            })
+        })
+        .collect();
     let need = policy::need(usage, &config.watermarks);
-    let plan = policy::plan(&inventory, last_use, config, need, now_ms);
-    Ok(Stock { inventory, plan })
+    let plan = policy::plan(&holdings, config, need, now_ms, critical);
+    Ok(Stock {
+        engines,
+        plan,
+        critical,
+    })
 }
 
 /// Applies one event to `last_use`, resolving the image it names when the event names it by
@@ -51,7 +226,7 @@ pub async fn apply_event<E: Engine>(engine: &E, last_use: &mut LastUse, event: &
                     "cannot resolve image {} of a {} event: {}",
                     event.image,
                     event.action,
-                    crate::error_chain(&e)
+                    error_chain(&e)
                 );
                 None
             }

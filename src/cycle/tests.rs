@@ -7,25 +7,36 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
+use crate::config::{EngineConfig, Floor};
 use crate::docker::fake::{Answer, Call, FakeEngine};
 use crate::docker::{Container, Image};
+use crate::lastuse::LastUse;
 use crate::usage::FsUsage;
 
 const MIB: u64 = 1 << 20;
 const NOW_MS: i64 = 1_000_000_000;
 
-/// A disk of 100 MiB holding `other_mib` besides the engine's images.
+/// A simulated node: one or more filesystems of 100 MiB each, engines on them (each at a path),
+/// and bytes on each that belong to no engine.
 struct Disk<'a> {
-    engine: &'a FakeEngine,
-    other_bytes: u64,
+    engines: Vec<(&'a FakeEngine, &'static str, usize)>,
+    other_bytes: Vec<u64>,
     measured: AtomicUsize,
 }
 
+const TOTAL: u64 = 100 * MIB;
+
 impl<'a> Disk<'a> {
+    /// One filesystem holding `engine` at `/var/lib/docker` and `other_mib` besides.
     fn new(engine: &'a FakeEngine, other_mib: u64) -> Self {
+        Disk::shared(&[(engine, "/var/lib/docker")], other_mib)
+    }
+
+    /// One filesystem holding every engine (each at its path) and `other_mib` besides.
+    fn shared(engines: &[(&'a FakeEngine, &'static str)], other_mib: u64) -> Self {
         Disk {
-            engine,
-            other_bytes: other_mib * MIB,
+            engines: engines.iter().map(|(e, p)| (*e, *p, 0)).collect(),
+            other_bytes: vec![other_mib * MIB],
             measured: AtomicUsize::new(0),
         }
     }
@@ -33,28 +44,62 @@ impl<'a> Disk<'a> {
     fn measurements(&self) -> usize {
         self.measured.load(Ordering::SeqCst)
     }
+
+    fn image_bytes(engine: &FakeEngine) -> u64 {
+        engine
+            .inventory_now()
+            .images
+            .iter()
+            .map(|i| i.size_bytes)
+            .sum()
+    }
+
+    fn usage(&self) -> Vec<FsUsage> {
+        self.other_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, other)| {
+                let engines: u64 = self
+                    .engines
+                    .iter()
+                    .filter(|(_, _, fs)| *fs == i)
+                    .map(|(e, _, _)| Self::image_bytes(e))
+                    .sum();
+                let used = (engines + other).min(TOTAL);
+                let mut fs =
+                    FsUsage::from_counts(format!("/fs{i}").into(), 1, TOTAL, TOTAL - used, 0, 0);
+                fs.dev = u64::try_from(i).unwrap() + 1;
+                fs
+            })
+            .collect()
+    }
 }
 
 impl Meter for Disk<'_> {
     async fn measure(&self) -> Result<Measurement, usage::Error> {
         self.measured.fetch_add(1, Ordering::SeqCst);
-        let images: u64 = self
-            .engine
-            .inventory_now()
-            .images
+        Ok(Measurement::Relative(self.usage()))
+    }
+
+    async fn filesystems(&self) -> Result<Vec<FsUsage>, usage::Error> {
+        Ok(self.usage())
+    }
+
+    async fn footprint(&self, paths: &[std::path::PathBuf]) -> Result<u64, usage::Error> {
+        Ok(self
+            .engines
             .iter()
-            .map(|i| i.size_bytes)
-            .sum();
-        let total = 100 * MIB;
-        let used = (images + self.other_bytes).min(total);
-        Ok(Measurement::Relative(vec![FsUsage::from_counts(
-            "/var/lib/docker".into(),
-            1,
-            total,
-            total - used,
-            0,
-            0,
-        )]))
+            .filter(|(_, p, _)| paths.iter().any(|q| q.as_os_str() == *p))
+            .map(|(e, _, _)| Self::image_bytes(e))
+            .sum())
+    }
+
+    fn device(&self, path: &std::path::Path) -> Option<u64> {
+        let (_, _, fs) = self
+            .engines
+            .iter()
+            .find(|(_, p, _)| path.as_os_str() == *p)?;
+        u64::try_from(*fs).ok().map(|d| d + 1)
     }
 }
 
@@ -103,23 +148,38 @@ impl Guard for &Recorder {
     }
 }
 
-/// Images `a`, `b`, `c`, `d` of 10 MiB each, last used in that order an hour or more ago.
-fn four_images() -> (FakeEngine, LastUse) {
-    let images = ["a", "b", "c", "d"]
-        .iter()
-        .map(|id| Image {
-            id: (*id).into(),
-            parent_id: None,
-            tags: vec![format!("{id}:1")],
-            created: 0,
-            size_bytes: 10 * MIB,
-        })
-        .collect();
-    let mut last_use = LastUse::new();
-    for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
-        last_use.touch(id, NOW_MS - 10_000_000 + i64::try_from(i).unwrap() * 1000);
+fn image(id: &str, mib: u64) -> Image {
+    Image {
+        id: id.into(),
+        parent_id: None,
+        tags: vec![format!("{id}:1")],
+        created: 0,
+        size_bytes: mib * MIB,
     }
+}
+
+/// An engine holding `ids` (10 MiB each), with last uses `ago_s` seconds before now.
+fn engine_with(uses: &[(&str, i64)]) -> (FakeEngine, LastUse) {
+    let mut last_use = LastUse::new();
+    for (id, ago_s) in uses {
+        last_use.touch(id, NOW_MS - ago_s * 1000);
+    }
+    let images = uses.iter().map(|(id, _)| image(id, 10)).collect();
     (FakeEngine::new(images, Vec::new()), last_use)
+}
+
+/// Images `a`, `b`, `c`, `d` of 10 MiB each, last used in that order three hours ago and on.
+fn four_images() -> (FakeEngine, LastUse) {
+    engine_with(&[("a", 10_000), ("b", 9_999), ("c", 9_998), ("d", 9_997)])
+}
+
+fn engine_config(name: &str, path: &str, floor: Floor) -> EngineConfig {
+    EngineConfig {
+        name: name.into(),
+        docker_host: None,
+        paths: vec![path.into()],
+        floor,
+    }
 }
 
 /// High 85 %, low 65 %, no delay unless set.
@@ -142,16 +202,40 @@ async fn pass(
     guard: &Recorder,
     shutdown: &CancellationToken,
 ) -> Result<Report, Error> {
+    let default = engine_config("default", "/var/lib/docker", Floor::NONE);
+    run_pass(
+        config,
+        vec![Member {
+            config: &default,
+            engine,
+            last_use,
+        }],
+        disk,
+        guard,
+        shutdown,
+        &mut Quiet::default(),
+    )
+    .await
+}
+
+async fn run_pass(
+    config: &Config,
+    members: Vec<Member<'_, FakeEngine>>,
+    disk: &Disk<'_>,
+    guard: &Recorder,
+    shutdown: &CancellationToken,
+    quiet: &mut Quiet,
+) -> Result<Report, Error> {
     let mut guard = guard;
     Pass {
         config,
-        engine,
+        members,
         meter: disk,
-        last_use,
         guard: &mut guard,
         progress: &(),
         shutdown,
         now_ms: NOW_MS,
+        quiet,
     }
     .run()
     .await
@@ -391,4 +475,265 @@ async fn prune_strategy_runs_the_originals_three_prunes() {
         ]
     );
     assert!(engine.inventory_now().images.is_empty());
+}
+
+/// The engine and image of each removal step of a plan, in order.
+fn plan_order(report: &Report) -> Vec<(String, String)> {
+    report
+        .plan
+        .iter()
+        .flat_map(|p| &p.steps)
+        .filter_map(|s| match s {
+            Step::RemoveImage { engine, id, .. } => Some((engine.clone(), id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_order_across_two_engines_on_one_disk() {
+    // Uses interleaved a1, b1, a2, b2: removals follow that order, whichever engine.
+    let (a, mut lu_a) = engine_with(&[("a1", 40_000), ("a2", 20_000)]);
+    let (b, mut lu_b) = engine_with(&[("b1", 30_000), ("b2", 10_000)]);
+    let disk = Disk::shared(&[(&a, "/a"), (&b, "/b")], 54);
+    let (ca, cb) = (
+        engine_config("a", "/a", Floor::NONE),
+        engine_config("b", "/b", Floor::NONE),
+    );
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let report = run_pass(
+        &config(),
+        vec![
+            Member {
+                config: &ca,
+                engine: &a,
+                last_use: &mut lu_a,
+            },
+            Member {
+                config: &cb,
+                engine: &b,
+                last_use: &mut lu_b,
+            },
+        ],
+        &disk,
+        &guard,
+        &token,
+        &mut Quiet::default(),
+    )
+    .await
+    .unwrap();
+    let order: Vec<String> = plan_order(&report)
+        .into_iter()
+        .map(|(e, id)| format!("{e}/{id}"))
+        .collect();
+    assert_eq!(order, vec!["a/a1", "b/b1", "a/a2", "b/b2"]);
+    // 94 % to below 65 %: three removals; b2, the most recent, stays.
+    assert_eq!(removed(&a), vec!["a1", "a2"]);
+    assert_eq!(removed(&b), vec!["b1"]);
+    assert_eq!(report.outcome, Outcome::ReachedLow);
+    assert_eq!(report.engines.0["a"].images, 2);
+    assert_eq!(report.engines.0["b"].images, 1);
+    assert!(
+        report
+            .summary()
+            .contains("a 0 containers, 2 images; b 0 containers, 1 images")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_floor_keeps_the_newest_images_against_pressure_from_outside() {
+    // 4 images (40 MiB) and 56 MiB of somebody else's files: 96 % (critical moved to 99). A
+    // floor of 30 MiB lets only the oldest go; usage stays at 86 %, above high, and the pass
+    // says why.
+    let (engine, mut last_use) = four_images();
+    let disk = Disk::new(&engine, 56);
+    let cfg = engine_config("default", "/var/lib/docker", Floor::Bytes(30 * MIB));
+    let config = Config {
+        critical_pct: 99.0,
+        ..config()
+    };
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let mut quiet = Quiet::default();
+    fn members<'a>(
+        cfg: &'a EngineConfig,
+        engine: &'a FakeEngine,
+        lu: &'a mut LastUse,
+    ) -> Vec<Member<'a, FakeEngine>> {
+        vec![Member {
+            config: cfg,
+            engine,
+            last_use: lu,
+        }]
+    }
+    let report = run_pass(
+        &config,
+        members(&cfg, &engine, &mut last_use),
+        &disk,
+        &guard,
+        &token,
+        &mut quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(removed(&engine), vec!["a"]);
+    assert_eq!(report.outcome, Outcome::FloorsReached);
+    let kept: Vec<&str> = report
+        .plan
+        .iter()
+        .flat_map(|p| &p.kept)
+        .filter(|k| matches!(k.reason, policy::Reason::Floor { .. }))
+        .map(|k| k.id.as_str())
+        .collect();
+    assert_eq!(kept, vec!["b", "c", "d"], "the most recently used stay");
+    assert_eq!(
+        guard.calls().last(),
+        Some(&G::End(Some("DiskPressureElsewhere")))
+    );
+    // The next tick: nothing left above the floor, no cordon, and no second Event within the
+    // hour.
+    let report = run_pass(
+        &config,
+        members(&cfg, &engine, &mut last_use),
+        &disk,
+        &guard,
+        &token,
+        &mut quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, Outcome::FloorsReached);
+    assert_eq!(guard.calls().last(), Some(&G::End(None)));
+    assert_eq!(
+        guard.calls().iter().filter(|g| **g == G::Begin).count(),
+        1,
+        "no cordon for a pass that removes nothing"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_critical_watermark_overrides_the_floor() {
+    // 40 MiB of images and 57 MiB else: 97 %, above critical 95: the floor is ignored, and the
+    // pass goes down to 57 %.
+    let (engine, mut last_use) = four_images();
+    let disk = Disk::new(&engine, 57);
+    let cfg = engine_config("default", "/var/lib/docker", Floor::Bytes(30 * MIB));
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let report = run_pass(
+        &config(),
+        vec![Member {
+            config: &cfg,
+            engine: &engine,
+            last_use: &mut last_use,
+        }],
+        &disk,
+        &guard,
+        &token,
+        &mut Quiet::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, Outcome::ReachedLow);
+    assert_eq!(removed(&engine), vec!["a", "b", "c", "d"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_critical_watermark_lowers_the_min_age() {
+    // Every image used within the hour; at 97 % the min age falls to 2 minutes.
+    let (engine, mut last_use) = engine_with(&[("old", 600), ("fresh", 60)]);
+    let disk = Disk::new(&engine, 77);
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let report = pass(&config(), &engine, &disk, &mut last_use, &guard, &token)
+        .await
+        .unwrap();
+    assert_eq!(removed(&engine), vec!["old"], "fresh is younger than 120 s");
+    assert_eq!(report.outcome, Outcome::Exhausted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_that_is_down_is_left_out_and_the_other_is_cleaned() {
+    let (a, mut lu_a) = engine_with(&[("a1", 40_000), ("a2", 20_000)]);
+    let (b, mut lu_b) = engine_with(&[("b1", 30_000), ("b2", 10_000)]);
+    b.set_down(true);
+    let disk = Disk::shared(&[(&a, "/a"), (&b, "/b")], 50);
+    let (ca, cb) = (
+        engine_config("a", "/a", Floor::NONE),
+        engine_config("b", "/b", Floor::NONE),
+    );
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let report = run_pass(
+        &config(),
+        vec![
+            Member {
+                config: &ca,
+                engine: &a,
+                last_use: &mut lu_a,
+            },
+            Member {
+                config: &cb,
+                engine: &b,
+                last_use: &mut lu_b,
+            },
+        ],
+        &disk,
+        &guard,
+        &token,
+        &mut Quiet::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(removed(&a), vec!["a1", "a2"]);
+    assert!(removed(&b).is_empty());
+    assert_eq!(report.outcome, Outcome::Exhausted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_on_a_filesystem_below_low_is_not_cleaned() {
+    // a on a full filesystem, b on one that is nearly empty: only a's images go, although b's
+    // are older.
+    let (a, mut lu_a) = engine_with(&[("a1", 20_000), ("a2", 10_000)]);
+    let (b, mut lu_b) = engine_with(&[("b1", 90_000)]);
+    let disk = Disk {
+        engines: vec![(&a, "/a", 0), (&b, "/b", 1)],
+        other_bytes: vec![70 * MIB, 0],
+        measured: AtomicUsize::new(0),
+    };
+    let (ca, cb) = (
+        engine_config("a", "/a", Floor::NONE),
+        engine_config("b", "/b", Floor::NONE),
+    );
+    let config = Config {
+        paths: vec!["/a".into(), "/b".into()],
+        ..config()
+    };
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let report = run_pass(
+        &config,
+        vec![
+            Member {
+                config: &ca,
+                engine: &a,
+                last_use: &mut lu_a,
+            },
+            Member {
+                config: &cb,
+                engine: &b,
+                last_use: &mut lu_b,
+            },
+        ],
+        &disk,
+        &guard,
+        &token,
+        &mut Quiet::default(),
+    )
+    .await
+    .unwrap();
+    assert!(removed(&b).is_empty(), "b's filesystem needs nothing");
+    assert_eq!(removed(&a), vec!["a1", "a2"]);
+    assert_eq!(report.outcome, Outcome::Exhausted);
 }

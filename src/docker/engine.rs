@@ -23,6 +23,9 @@ use super::{Container, Engine, Error, Image, Inventory, Pruned, Removal, UseEven
 pub struct DockerEngine {
     docker: Docker,
     timeout: Duration,
+    /// Podman's Docker-compatible service rather than Docker (it has no build cache endpoint,
+    /// and names images in its events differently).
+    podman: bool,
 }
 
 impl DockerEngine {
@@ -41,14 +44,30 @@ impl DockerEngine {
             host: host.clone(),
             source,
         })?;
-        let engine = DockerEngine { docker, timeout };
+        let engine = DockerEngine {
+            docker,
+            timeout,
+            podman: false,
+        };
         let docker = engine
             .call(
                 "negotiate API version",
                 engine.docker.clone().negotiate_version(),
             )
             .await?;
-        Ok(DockerEngine { docker, timeout })
+        let engine = DockerEngine { docker, ..engine };
+        let version = engine.call("version", engine.docker.version()).await?;
+        let podman = version
+            .components
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.name.to_ascii_lowercase().contains("podman"));
+        Ok(DockerEngine { podman, ..engine })
+    }
+
+    /// True for Podman's Docker-compatible service.
+    pub fn is_podman(&self) -> bool {
+        self.podman
     }
 
     /// Runs one request under the timeout (bollard's covers only the response headers).

@@ -55,6 +55,7 @@ struct State {
     events: Vec<UseEvent>,
     latency: Duration,
     freed_bytes: u64,
+    down: bool,
 }
 
 /// The in-memory engine. Cheap to share by reference; every method takes `&self`.
@@ -92,6 +93,12 @@ impl FakeEngine {
             .entry(id.to_string())
             .or_default()
             .push_back(answer);
+    }
+
+    /// While down, listing answers 503 (an engine restarting); removals still work (a request in
+    /// flight), so a test can take an engine away between two passes.
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
     }
 
     /// Adds an event to what `use_events` yields.
@@ -155,7 +162,15 @@ fn scripted(state: &mut State, id: &str, op: &str) -> Option<Result<Removal, Err
 
 impl Engine for FakeEngine {
     async fn inventory(&self, _finished_times: bool) -> Result<Inventory, Error> {
-        Ok(self.enter(Call::Inventory).await.inventory.clone())
+        let s = self.enter(Call::Inventory).await;
+        if s.down {
+            return Err(Error::Status {
+                op: "list images".into(),
+                status: 503,
+                message: "the engine is down (fake)".into(),
+            });
+        }
+        Ok(s.inventory.clone())
     }
 
     async fn remove_container(&self, id: &str) -> Result<Removal, Error> {

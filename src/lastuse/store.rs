@@ -111,6 +111,18 @@ impl Tables {
         self.engine_mut(DEFAULT_ENGINE)
     }
 
+    /// The tables of `names` (created empty where missing), each with its name, in name order.
+    pub fn engines_mut(&mut self, names: &[&str]) -> Vec<(&str, &mut LastUse)> {
+        for name in names {
+            self.engine_mut(name);
+        }
+        self.engines
+            .iter_mut()
+            .filter(|(k, _)| names.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect()
+    }
+
     fn is_dirty(&self) -> bool {
         self.engines.values().any(LastUse::is_dirty)
     }

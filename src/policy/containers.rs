@@ -18,7 +18,12 @@ pub(super) struct Containers<'a> {
 
 /// Every stopped container that finished at least `min_age_ms` before `now_ms` goes; running
 /// and recently stopped ones stay and keep their images.
-pub(super) fn containers(inventory: &Inventory, min_age_ms: i64, now_ms: i64) -> Containers<'_> {
+pub(super) fn containers<'a>(
+    engine: &str,
+    inventory: &'a Inventory,
+    min_age_ms: i64,
+    now_ms: i64,
+) -> Containers<'a> {
     let mut users: HashMap<&str, &str> = HashMap::new();
     let mut kept = Vec::new();
     let mut stopped = Vec::new();
@@ -30,6 +35,7 @@ pub(super) fn containers(inventory: &Inventory, min_age_ms: i64, now_ms: i64) ->
         } else if age_ms < min_age_ms {
             users.insert(&c.image_id, &c.name);
             kept.push(Kept {
+                engine: engine.to_string(),
                 id: c.id.clone(),
                 names: vec![c.name.clone()],
                 reason: Reason::RecentlyStopped {
@@ -44,6 +50,7 @@ pub(super) fn containers(inventory: &Inventory, min_age_ms: i64, now_ms: i64) ->
     let steps = stopped
         .into_iter()
         .map(|(when, c)| Step::RemoveContainer {
+            engine: engine.to_string(),
             id: c.id.clone(),
             name: c.name.clone(),
             stopped: when,

@@ -28,32 +28,55 @@ fn names(names: &[String]) -> String {
     }
 }
 
+/// ` on ENGINE` for an engine other than the one configured without tables.
+fn on(engine: &str) -> String {
+    if engine == crate::config::DEFAULT_ENGINE {
+        String::new()
+    } else {
+        format!(" on {engine}")
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            Step::RemoveContainer { id, name, stopped } => write!(
+            Step::RemoveContainer {
+                engine,
+                id,
+                name,
+                stopped,
+            } => write!(
                 f,
-                "remove container {} ({name}), stopped {}",
+                "remove container {} ({name}){}, stopped {}",
                 short(id),
+                on(engine),
                 timestamp(*stopped)
             ),
             Step::RemoveImage {
+                engine,
                 id,
                 tags,
                 size_bytes,
                 last_used_ms,
             } => write!(
                 f,
-                "remove image {} [{}], {}, last used {}",
+                "remove image {} [{}]{}, {}, last used {}",
                 short(id),
                 names(tags),
+                on(engine),
                 size(*size_bytes),
                 timestamp(last_used_ms.div_euclid(1000))
             ),
-            Step::PruneContainers => f.write_str("prune stopped containers"),
-            Step::PruneDanglingImages => f.write_str("prune dangling images"),
-            Step::PruneAllImages => f.write_str(
-                "prune all unused images (if no dangling image was pruned or usage is still above high)",
+            Step::PruneContainers { engine } => {
+                write!(f, "prune stopped containers{}", on(engine))
+            }
+            Step::PruneDanglingImages { engine } => {
+                write!(f, "prune dangling images{}", on(engine))
+            }
+            Step::PruneAllImages { engine } => write!(
+                f,
+                "prune all unused images{} (if no dangling image was pruned or usage is still above high)",
+                on(engine)
             ),
         }
     }
@@ -61,12 +84,27 @@ impl fmt::Display for Step {
 
 impl fmt::Display for Kept {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "keep {} [{}]: ", short(&self.id), names(&self.names))?;
+        write!(
+            f,
+            "keep {} [{}]{}: ",
+            short(&self.id),
+            names(&self.names),
+            on(&self.engine)
+        )?;
         match &self.reason {
             Reason::InUse { container } => write!(f, "in use by container {container}"),
             Reason::KeepRule { pattern } => write!(f, "matches keep rule {pattern:?}"),
             Reason::TooYoung { age_secs } => write!(f, "used {age_secs}s ago, below min_age"),
             Reason::Parent => f.write_str("parent of an image that stays"),
+            Reason::Floor {
+                footprint_bytes,
+                floor_bytes,
+            } => write!(
+                f,
+                "its engine's floor ({} of {} in use)",
+                size(*floor_bytes),
+                size(*footprint_bytes)
+            ),
             Reason::RecentlyStopped { age_secs } => {
                 write!(f, "stopped {age_secs}s ago, below container_min_age")
             }

@@ -8,12 +8,16 @@
 //! - `containers`: stopped containers go oldest first; the rest keep their images;
 //! - `protect`: effective last use, and what protects an image (in use, keep rule, min age,
 //!   parent of a protected image);
-//! - `order`: dangling first, then least recently used first, children before parents.
+//! - `order`: dangling first, then least recently used first, children before parents, one
+//!   order across every engine;
+//! - `floors`: an engine's most recently used images stay once its footprint would drop below
+//!   its floor.
 //!
 //! `display` prints a plan the same way in the log and for a dry run.
 
 mod containers;
 mod display;
+mod floors;
 pub mod next;
 mod order;
 mod protect;
@@ -94,6 +98,9 @@ pub enum Outcome {
     ReachedLow,
     /// Everything eligible is gone and usage is still above the low watermark.
     Exhausted,
+    /// Everything above the engines' floors is gone and usage is still above the low
+    /// watermark: the rest of the disk is outside the engines (or below their floors).
+    FloorsReached,
     /// Shutdown was asked for; stopped between two steps.
     Interrupted,
 }
@@ -104,12 +111,14 @@ pub fn cordons(plan: &Plan, config: &Config) -> bool {
     !config.dry_run && !plan.steps.is_empty()
 }
 
-/// One action of a pass.
+/// One action of a pass, on one engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Step {
     /// Remove a stopped container.
     RemoveContainer {
+        /// The engine.
+        engine: String,
         /// Container id.
         id: String,
         /// Its name.
@@ -119,22 +128,46 @@ pub enum Step {
     },
     /// Remove an image by id (untagging it first when it has several tags).
     RemoveImage {
+        /// The engine.
+        engine: String,
         /// Image id.
         id: String,
         /// Its tags (empty: dangling).
         tags: Vec<String>,
-        /// Size Docker reports.
+        /// Size the engine reports.
         size_bytes: u64,
         /// Last use, unix milliseconds.
         last_used_ms: i64,
     },
     /// `docker container prune` (strategy `prune`).
-    PruneContainers,
+    PruneContainers {
+        /// The engine.
+        engine: String,
+    },
     /// `docker image prune` (strategy `prune`).
-    PruneDanglingImages,
+    PruneDanglingImages {
+        /// The engine.
+        engine: String,
+    },
     /// `docker image prune -a`, run only when no dangling image was found or usage is still
     /// above high (strategy `prune`).
-    PruneAllImages,
+    PruneAllImages {
+        /// The engine.
+        engine: String,
+    },
+}
+
+impl Step {
+    /// The engine the step acts on.
+    pub fn engine(&self) -> &str {
+        match self {
+            Step::RemoveContainer { engine, .. }
+            | Step::RemoveImage { engine, .. }
+            | Step::PruneContainers { engine }
+            | Step::PruneDanglingImages { engine }
+            | Step::PruneAllImages { engine } => engine,
+        }
+    }
 }
 
 /// Why an image or container stays.
@@ -158,6 +191,14 @@ pub enum Reason {
     },
     /// An image that stays depends on it.
     Parent,
+    /// Removing it would take its engine's footprint below the engine's floor (pressure from
+    /// outside the engine does not empty it); the most recently used images stay.
+    Floor {
+        /// The engine's footprint before the pass, bytes.
+        footprint_bytes: u64,
+        /// The floor, bytes.
+        floor_bytes: u64,
+    },
     /// A stopped container that finished less than `container_min_age` ago.
     RecentlyStopped {
         /// Seconds since it stopped.
@@ -168,6 +209,8 @@ pub enum Reason {
 /// Something that stays, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kept {
+    /// The engine.
+    pub engine: String,
     /// Image or container id.
     pub id: String,
     /// Tags, or the container's name.
@@ -198,46 +241,116 @@ fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Makes the plan for `inventory` given the shortfall `need`, at `now_ms` (unix ms).
+/// One engine as a plan sees it: what it holds, when its images were last used, and its floor.
+#[derive(Debug, Clone, Copy)]
+pub struct Holding<'a> {
+    /// The engine's name.
+    pub name: &'a str,
+    /// What it holds.
+    pub inventory: &'a Inventory,
+    /// When its images were last used.
+    pub last_use: &'a LastUse,
+    /// Its floor against its footprint, when one applies this pass (none set, or critical:
+    /// `None`).
+    pub floor: Option<FloorState>,
+}
+
+/// An engine's footprint at the start of the pass and its floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FloorState {
+    /// Its data, `du -sx`, at the start of the pass.
+    pub footprint_bytes: u64,
+    /// Pressure from outside never takes the footprint below this.
+    pub floor_bytes: u64,
+}
+
+/// Whether usage is at or above the critical watermark on any of `filesystems`: floors are
+/// ignored and the min age falls to `critical_min_age` for the pass.
+pub fn critical(filesystems: &[crate::usage::FsUsage], config: &Config) -> bool {
+    filesystems
+        .iter()
+        .any(|fs| fs.used_pct() >= config.critical_pct)
+}
+
+/// Makes the plan for the `holdings` given the shortfall `need`, at `now_ms` (unix ms): one
+/// order across every engine. `critical`: at or above the critical watermark (the min age is
+/// `critical_min_age`; floors have already been left out of `holdings` by the caller).
 pub fn plan(
-    inventory: &Inventory,
-    last_use: &LastUse,
+    holdings: &[Holding<'_>],
     config: &Config,
     need: Need,
     now_ms: i64,
+    critical: bool,
 ) -> Plan {
     if config.strategy == Strategy::Prune {
+        let mut steps = Vec::new();
+        for h in holdings {
+            let engine = h.name.to_string();
+            steps.push(Step::PruneContainers {
+                engine: engine.clone(),
+            });
+            steps.push(Step::PruneDanglingImages {
+                engine: engine.clone(),
+            });
+        }
+        for h in holdings {
+            steps.push(Step::PruneAllImages {
+                engine: h.name.to_string(),
+            });
+        }
         return Plan {
             strategy: "prune",
-            steps: vec![
-                Step::PruneContainers,
-                Step::PruneDanglingImages,
-                Step::PruneAllImages,
-            ],
+            steps,
             kept: Vec::new(),
             need,
             estimated_steps: None,
         };
     }
-    let containers = containers::containers(inventory, millis(config.container_min_age), now_ms);
-    let graph = protect::Graph::new(inventory);
-    let last_used = protect::effective_last_use(inventory, &graph, last_use);
-    let rules = protect::Rules {
-        users: &containers.users,
-        keep: &config.keep,
-        min_age_ms: millis(config.min_age),
-        now_ms,
+    let min_age = if critical {
+        config.critical_min_age.min(config.min_age)
+    } else {
+        config.min_age
     };
-    let protection = protect::protect(inventory, &graph, &last_used, &rules);
-    let mut steps = containers.steps;
-    steps.extend(order::order(
-        protection.candidates,
-        inventory,
-        &graph,
-        &last_used,
-    ));
-    let mut kept = containers.kept;
-    kept.extend(protection.kept);
+    let mut container_steps = Vec::new();
+    let mut kept = Vec::new();
+    let mut ranked = Vec::new();
+    for h in holdings {
+        let containers = containers::containers(
+            h.name,
+            h.inventory,
+            millis(config.container_min_age),
+            now_ms,
+        );
+        let graph = protect::Graph::new(h.inventory);
+        let last_used = protect::effective_last_use(h.inventory, &graph, h.last_use);
+        let rules = protect::Rules {
+            engine: h.name,
+            users: &containers.users,
+            keep: &config.keep,
+            min_age_ms: millis(min_age),
+            now_ms,
+        };
+        let protection = protect::protect(h.inventory, &graph, &last_used, &rules);
+        container_steps.extend(containers.steps);
+        kept.extend(containers.kept);
+        kept.extend(protection.kept);
+        ranked.extend(order::rank(
+            h.name,
+            protection.candidates,
+            h.inventory,
+            &graph,
+            &last_used,
+        ));
+    }
+    // Stopped containers first, oldest first, whichever engine.
+    container_steps.sort_by_key(|s| match s {
+        Step::RemoveContainer { stopped, id, .. } => (*stopped, id.clone()),
+        _ => (i64::MAX, String::new()),
+    });
+    let (image_steps, floor_kept) = floors::apply(order::order(ranked), holdings);
+    let mut steps = container_steps;
+    steps.extend(image_steps);
+    kept.extend(floor_kept);
     let estimated_steps = estimate(&steps, need);
     Plan {
         strategy: "lru",

@@ -2,22 +2,45 @@
 //! ([`crate::cycle`]) reports what happened (a step's result, a measurement, the end of a pause)
 //! and performs the [`Action`] it gets back; every rule lives here: when to measure again, when
 //! `prune -a` is not needed, that strategy `prune` never stops early, when absolute mode walks the
-//! trees again, which steps are separated by the delay, and how the pass ends.
+//! trees again, which steps are separated by the delay, when an engine has reached its floor or
+//! no longer needs cleaning, and how the pass ends.
 
 use std::time::Duration;
 
-use super::{Outcome, Plan, Step, above_high, below_low};
+use super::{FloorState, Outcome, Plan, Reason, Step, above_high, below_low};
 use crate::config::{Config, Strategy, Watermarks};
 use crate::usage::Measurement;
+
+/// One engine as the course sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineView {
+    /// Its name, as the steps carry it.
+    pub name: String,
+    /// The filesystems its data lives on: indexes into a relative [`Measurement`]. Empty when
+    /// unknown (then it is never left out for being below low).
+    pub filesystems: Vec<usize>,
+    /// Its floor this pass, if one applies.
+    pub floor: Option<FloorState>,
+}
+
+/// Why a step is left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// `prune -a`: the dangling images were enough to get below high.
+    DanglingSufficed,
+    /// The image's engine would drop below its floor.
+    Floor,
+    /// Every filesystem of the step's engine is below the low watermark already.
+    NotNeeded,
+}
 
 /// What the pass must do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Perform step `i` of the plan, then report [`Input::Ran`].
     Run(usize),
-    /// Leave step `i` out (`prune -a` after dangling images were enough), then report
-    /// [`Input::Skipped`].
-    Skip(usize),
+    /// Leave step `i` out, then report [`Input::Skipped`].
+    Skip(usize, Why),
     /// Measure, then report [`Input::Measured`].
     Measure,
     /// Pause (between two image removals), then report [`Input::Paused`].
@@ -61,7 +84,7 @@ enum Phase {
     /// Step `i` was sent.
     Running(usize),
     /// Step `i` was left out.
-    Skipping(usize),
+    Skipping(usize, Why),
     /// Waiting for the measurement after step `i`.
     Checking(usize),
     /// Pausing after step `i`.
@@ -72,10 +95,27 @@ enum Phase {
     Done(Outcome),
 }
 
+/// What the course knows of one engine.
+#[derive(Debug, Clone)]
+struct Engine {
+    view: EngineView,
+    /// Its footprint now: at the start, less what its removals freed.
+    footprint_bytes: u64,
+    /// It reached its floor: its remaining tagged images stay.
+    floored: bool,
+}
+
 /// The course of one plan: where the pass is, and what it knows.
 #[derive(Debug, Clone)]
 pub struct Course<'p> {
     plan: &'p Plan,
+    engines: Vec<Engine>,
+    /// The last measurement (relative mode: which filesystems are below low).
+    last: Measurement,
+    /// The engine and size of the image removed by the step in flight, until its measurement.
+    freeing: Option<(usize, u64)>,
+    /// A floor kept or left out an image: the pass ends as [`Outcome::FloorsReached`].
+    floors_held: bool,
     strategy: Strategy,
     watermarks: Watermarks,
     delay: Duration,
@@ -88,10 +128,29 @@ pub struct Course<'p> {
 }
 
 impl<'p> Course<'p> {
-    /// The course of `plan` from the measurement `before`.
-    pub fn new(plan: &'p Plan, config: &Config, before: &Measurement) -> Self {
+    /// The course of `plan` from the measurement `before`, for the `engines` its steps name.
+    pub fn new(
+        plan: &'p Plan,
+        config: &Config,
+        before: &Measurement,
+        engines: &[EngineView],
+    ) -> Self {
         Course {
             plan,
+            engines: engines
+                .iter()
+                .map(|v| Engine {
+                    view: v.clone(),
+                    footprint_bytes: v.floor.map_or(0, |f| f.footprint_bytes),
+                    floored: false,
+                })
+                .collect(),
+            last: before.clone(),
+            freeing: None,
+            floors_held: plan
+                .kept
+                .iter()
+                .any(|k| matches!(k.reason, Reason::Floor { .. })),
             strategy: config.strategy,
             watermarks: config.watermarks,
             delay: config.delay,
@@ -116,18 +175,21 @@ impl<'p> Course<'p> {
         let phase = match (self.phase, input) {
             (Phase::NotStarted, Input::Start) => self.before(0),
             (Phase::PruneAllCheck(i), Input::Measured(m)) => {
+                self.last = m.clone();
                 if above_high(m, &self.watermarks) {
                     Phase::Running(i)
                 } else {
-                    Phase::Skipping(i)
+                    Phase::Skipping(i, Why::DanglingSufficed)
                 }
             }
             (Phase::Running(i), Input::Ran(result)) => self.after(i, result),
-            (Phase::Skipping(i), Input::Skipped) => self.before(i + 1),
+            (Phase::Skipping(i, _), Input::Skipped) => self.before(i + 1),
             (Phase::Checking(i), Input::Measured(m)) => {
                 if let Measurement::Absolute(t) = m {
                     self.estimate_bytes = t.bytes;
                 }
+                self.credit(m);
+                self.last = m.clone();
                 if below_low(m, &self.watermarks) {
                     Phase::Done(Outcome::ReachedLow)
                 } else {
@@ -138,6 +200,8 @@ impl<'p> Course<'p> {
             (Phase::Final, Input::Measured(m)) => {
                 if self.strategy == Strategy::Prune || below_low(m, &self.watermarks) {
                     Phase::Done(Outcome::ReachedLow)
+                } else if self.floors_held {
+                    Phase::Done(Outcome::FloorsReached)
                 } else {
                     Phase::Done(Outcome::Exhausted)
                 }
@@ -146,7 +210,7 @@ impl<'p> Course<'p> {
             _ => Phase::Done(Outcome::Interrupted),
         };
         self.phase = phase;
-        if let Phase::Running(i) | Phase::Skipping(i) = phase {
+        if let Phase::Running(i) | Phase::Skipping(i, _) = phase {
             self.begun = i + 1;
         }
         match phase {
@@ -154,21 +218,91 @@ impl<'p> Course<'p> {
             Phase::NotStarted => Action::Stop(Outcome::Interrupted),
             Phase::PruneAllCheck(_) | Phase::Checking(_) | Phase::Final => Action::Measure,
             Phase::Running(i) => Action::Run(i),
-            Phase::Skipping(i) => Action::Skip(i),
+            Phase::Skipping(i, why) => Action::Skip(i, why),
             Phase::Pausing(_) => Action::Pause(self.delay),
             Phase::Done(o) => Action::Stop(o),
         }
     }
 
-    /// The phase for step `i`: run it, check first whether `prune -a` is needed, or measure a
-    /// last time when the plan is done.
-    fn before(&self, i: usize) -> Phase {
-        match self.plan.steps.get(i) {
-            None => Phase::Final,
-            // Measuring can be a tree walk: only when dangling images might have sufficed.
-            Some(Step::PruneAllImages) if self.dangling_pruned > 0 => Phase::PruneAllCheck(i),
-            Some(_) => Phase::Running(i),
+    /// The phase for step `i`: run it, leave it out, check first whether `prune -a` is needed,
+    /// or measure a last time when the plan is done.
+    fn before(&mut self, i: usize) -> Phase {
+        let Some(step) = self.plan.steps.get(i) else {
+            return Phase::Final;
+        };
+        let engine = self
+            .engines
+            .iter()
+            .position(|e| e.view.name == step.engine());
+        if let Some(e) = engine {
+            if self.strategy != Strategy::Prune && self.engine_done(e) {
+                return Phase::Skipping(i, Why::NotNeeded);
+            }
+            if let Step::RemoveImage {
+                tags, size_bytes, ..
+            } = step
+                && !tags.is_empty()
+                && self.breaches_floor(e, *size_bytes)
+            {
+                self.engines[e].floored = true;
+                self.floors_held = true;
+                return Phase::Skipping(i, Why::Floor);
+            }
         }
+        match step {
+            // Measuring can be a tree walk: only when dangling images might have sufficed.
+            Step::PruneAllImages { .. } if self.dangling_pruned > 0 => Phase::PruneAllCheck(i),
+            _ => Phase::Running(i),
+        }
+    }
+
+    /// True when every filesystem of engine `e` is below the low watermark (relative mode).
+    fn engine_done(&self, e: usize) -> bool {
+        let (Measurement::Relative(all), Watermarks::Relative { low_pct, .. }) =
+            (&self.last, &self.watermarks)
+        else {
+            return false;
+        };
+        let fs = &self.engines[e].view.filesystems;
+        !fs.is_empty()
+            && fs
+                .iter()
+                .all(|&i| all.get(i).is_some_and(|f| f.used_pct() < *low_pct))
+    }
+
+    /// True when removing `size_bytes` more would take engine `e` below its floor.
+    fn breaches_floor(&self, e: usize, size_bytes: u64) -> bool {
+        let engine = &self.engines[e];
+        match engine.view.floor {
+            None => false,
+            Some(f) => {
+                engine.floored || engine.footprint_bytes.saturating_sub(size_bytes) < f.floor_bytes
+            }
+        }
+    }
+
+    /// Credits the image removal in flight to its engine's footprint: by the space its
+    /// filesystems gained since the last measurement (`m`), else by its reported size.
+    fn credit(&mut self, m: &Measurement) {
+        let Some((e, size_bytes)) = self.freeing.take() else {
+            return;
+        };
+        let freed = match (&self.last, m) {
+            (Measurement::Relative(before), Measurement::Relative(after))
+                if !self.engines[e].view.filesystems.is_empty() =>
+            {
+                self.engines[e]
+                    .view
+                    .filesystems
+                    .iter()
+                    .filter_map(|&i| Some((before.get(i)?, after.get(i)?)))
+                    .map(|(b, a)| a.avail_bytes.saturating_sub(b.avail_bytes))
+                    .sum()
+            }
+            _ => size_bytes,
+        };
+        let engine = &mut self.engines[e];
+        engine.footprint_bytes = engine.footprint_bytes.saturating_sub(freed);
     }
 
     fn after(&mut self, i: usize, result: StepResult) -> Phase {
@@ -180,8 +314,16 @@ impl<'p> Course<'p> {
                 true
             }
         };
-        if removed && let Some(Step::RemoveImage { size_bytes, .. }) = self.plan.steps.get(i) {
+        if removed && let Some(step @ Step::RemoveImage { size_bytes, .. }) = self.plan.steps.get(i)
+        {
             self.estimate_bytes = self.estimate_bytes.saturating_sub(*size_bytes);
+            if let Some(e) = self
+                .engines
+                .iter()
+                .position(|e| e.view.name == step.engine())
+            {
+                self.freeing = Some((e, *size_bytes));
+            }
         }
         // Strategy prune runs its three steps whatever they free; nothing freed, nothing to
         // measure.
@@ -195,12 +337,17 @@ impl<'p> Course<'p> {
             Watermarks::Absolute { low_bytes, .. } if self.estimate_bytes < low_bytes => {
                 Phase::Checking(i)
             }
-            Watermarks::Absolute { .. } => self.pause_or_next(i),
+            Watermarks::Absolute { .. } => {
+                // No measurement follows: the reported size is what the engine freed.
+                let last = self.last.clone();
+                self.credit(&last);
+                self.pause_or_next(i)
+            }
         }
     }
 
     /// The delay separates two image removals, nothing else.
-    fn pause_or_next(&self, i: usize) -> Phase {
+    fn pause_or_next(&mut self, i: usize) -> Phase {
         let this_is_image = matches!(self.plan.steps.get(i), Some(Step::RemoveImage { .. }));
         let next_is_image = matches!(self.plan.steps.get(i + 1), Some(Step::RemoveImage { .. }));
         if this_is_image && next_is_image && !self.delay.is_zero() {

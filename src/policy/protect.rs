@@ -77,6 +77,8 @@ pub(super) struct Protection<'a> {
 
 /// The rules that protect an image.
 pub(super) struct Rules<'a> {
+    /// The engine's name.
+    pub engine: &'a str,
     /// Image id → a container that stays and uses it.
     pub users: &'a HashMap<&'a str, &'a str>,
     /// Keep patterns matched against tags.
@@ -124,6 +126,7 @@ pub(super) fn protect<'a>(
             Some(reason) => {
                 protected.insert(&image.id);
                 kept.push(Kept {
+                    engine: rules.engine.to_string(),
                     id: image.id.clone(),
                     names: image.tags.clone(),
                     reason,
@@ -141,6 +144,7 @@ pub(super) fn protect<'a>(
     for image in unprotected {
         if ancestors.contains(image.id.as_str()) {
             kept.push(Kept {
+                engine: rules.engine.to_string(),
                 id: image.id.clone(),
                 names: image.tags.clone(),
                 reason: Reason::Parent,

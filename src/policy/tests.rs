@@ -48,6 +48,22 @@ fn table(uses: &[(&str, i64)]) -> LastUse {
     t
 }
 
+/// The plan for one engine named `default`, no floor, not critical.
+fn plan(inv: &Inventory, lu: &LastUse, cfg: &Config, need: Need, now_ms: i64) -> Plan {
+    super::plan(
+        &[Holding {
+            name: "default",
+            inventory: inv,
+            last_use: lu,
+            floor: None,
+        }],
+        cfg,
+        need,
+        now_ms,
+        false,
+    )
+}
+
 fn removed_images(plan: &Plan) -> Vec<&str> {
     plan.steps
         .iter()
@@ -248,9 +264,15 @@ fn prune_strategy_is_the_original_sequence() {
     assert_eq!(
         p.steps,
         vec![
-            Step::PruneContainers,
-            Step::PruneDanglingImages,
-            Step::PruneAllImages
+            Step::PruneContainers {
+                engine: "default".into()
+            },
+            Step::PruneDanglingImages {
+                engine: "default".into()
+            },
+            Step::PruneAllImages {
+                engine: "default".into()
+            }
         ]
     );
 }
@@ -339,4 +361,125 @@ fn plan_prints_every_step_and_why_things_stay() {
         text.contains("keep b [b:1]: in use by container name-c"),
         "{text}"
     );
+}
+
+#[test]
+fn one_order_across_engines_with_each_engines_protections() {
+    // a and b on one disk; a container of b uses "shared" on b: the same id on a may go.
+    let inv_a = Inventory {
+        images: vec![image("a1", &["a1:1"], 10), image("shared", &["s:1"], 10)],
+        containers: vec![],
+    };
+    let inv_b = Inventory {
+        images: vec![image("b1", &["b1:1"], 10), image("shared", &["s:1"], 10)],
+        containers: vec![container("c", "shared", true, NOW)],
+    };
+    let lu_a = table(&[("a1", 10), ("shared", 5)]);
+    let lu_b = table(&[("b1", 8), ("shared", 1)]);
+    let holdings = [
+        Holding {
+            name: "a",
+            inventory: &inv_a,
+            last_use: &lu_a,
+            floor: None,
+        },
+        Holding {
+            name: "b",
+            inventory: &inv_b,
+            last_use: &lu_b,
+            floor: None,
+        },
+    ];
+    let p = super::plan(&holdings, &config(), shortfall(u64::MAX), NOW_MS, false);
+    let order: Vec<String> = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::RemoveImage { engine, id, .. } => format!("{engine}/{id}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(order, vec!["a/a1", "b/b1", "a/shared"]);
+    assert!(
+        p.kept.iter().any(|k| k.engine == "b"
+            && k.id == "shared"
+            && matches!(k.reason, Reason::InUse { .. }))
+    );
+}
+
+#[test]
+fn floors_keep_the_most_recently_used_and_spare_no_dangling_image() {
+    // Footprint 40 MiB, floor 25: the dangling image (5) and the oldest tagged (10) go; then
+    // 25 left, and the next would take it to 15: it and everything newer stay.
+    let inv = Inventory {
+        images: vec![
+            image("old", &["old:1"], 10),
+            image("mid", &["mid:1"], 10),
+            image("new", &["new:1"], 5),
+            image("dangling", &[], 5),
+            image("newest", &["newest:1"], 10),
+        ],
+        containers: vec![],
+    };
+    let lu = table(&[
+        ("old", 10),
+        ("mid", 9),
+        ("new", 8),
+        ("dangling", 9),
+        ("newest", 7),
+    ]);
+    let floor = |floor_mib: u64| FloorState {
+        footprint_bytes: 40 << 20,
+        floor_bytes: floor_mib << 20,
+    };
+    let plan_with = |f: Option<FloorState>| {
+        super::plan(
+            &[Holding {
+                name: "default",
+                inventory: &inv,
+                last_use: &lu,
+                floor: f,
+            }],
+            &config(),
+            shortfall(u64::MAX),
+            NOW_MS,
+            false,
+        )
+    };
+    let p = plan_with(Some(floor(25)));
+    assert_eq!(removed_images(&p), vec!["dangling", "old"]);
+    for id in ["mid", "new", "newest"] {
+        assert!(
+            matches!(reason_of(&p, id), Some(Reason::Floor { .. })),
+            "{id}: {:?}",
+            reason_of(&p, id)
+        );
+    }
+    // Exactly at the floor after a removal is allowed; no floor, everything goes.
+    assert_eq!(
+        removed_images(&plan_with(Some(floor(15)))),
+        vec!["dangling", "old", "mid"]
+    );
+    assert_eq!(removed_images(&plan_with(None)).len(), 5);
+}
+
+#[test]
+fn critical_lowers_the_min_age_to_critical_min_age() {
+    let inv = Inventory {
+        images: vec![image("a", &["a:1"], 1), image("b", &["b:1"], 1)],
+        containers: vec![],
+    };
+    let mut lu = LastUse::new();
+    lu.touch("a", NOW_MS - 600_000);
+    lu.touch("b", NOW_MS - 60_000);
+    let holdings = [Holding {
+        name: "default",
+        inventory: &inv,
+        last_use: &lu,
+        floor: None,
+    }];
+    let p = super::plan(&holdings, &config(), shortfall(1), NOW_MS, false);
+    assert!(removed_images(&p).is_empty(), "both younger than an hour");
+    let p = super::plan(&holdings, &config(), shortfall(1), NOW_MS, true);
+    assert_eq!(removed_images(&p), vec!["a"], "b is younger than 120 s");
 }

@@ -175,6 +175,27 @@ pub fn signed_size(bytes: i64) -> String {
 pub trait Meter: Sync {
     /// Measures now.
     fn measure(&self) -> impl Future<Output = Result<Measurement, Error>> + Send;
+
+    /// `statvfs` of every watched filesystem (what the critical watermark and the floors are
+    /// judged on, in both modes).
+    fn filesystems(&self) -> impl Future<Output = Result<Vec<FsUsage>, Error>> + Send;
+
+    /// The bytes `paths` take, `du -sx` style (an engine's footprint).
+    fn footprint(&self, paths: &[PathBuf]) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// The device `path` lives on (to find the filesystems of an engine), `None` when it cannot
+    /// be found.
+    fn device(&self, path: &std::path::Path) -> Option<u64>;
+}
+
+impl Measurement {
+    /// The filesystems of a relative measurement (empty in absolute mode).
+    pub fn filesystems(&self) -> &[FsUsage] {
+        match self {
+            Measurement::Relative(all) => all,
+            Measurement::Absolute(_) => &[],
+        }
+    }
 }
 
 /// The real meter: the configured paths, by `statvfs` in relative mode or walked in absolute
@@ -195,23 +216,51 @@ impl PathMeter {
     }
 }
 
+/// The device `path` lives on.
+pub fn device_of(path: &std::path::Path) -> Result<u64, Error> {
+    std::fs::metadata(path)
+        .map(|m| m.dev())
+        .map_err(|source| Error::Access {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// `statvfs` of every filesystem holding one of `paths`, each once, in the order of the paths.
+pub fn filesystems(paths: &[PathBuf]) -> Result<Vec<FsUsage>, Error> {
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    for path in paths {
+        let dev = device_of(path)?;
+        if seen.insert(dev) {
+            let mut fs = statvfs(path)?;
+            fs.dev = dev;
+            all.push(fs);
+        }
+    }
+    Ok(all)
+}
+
 impl Meter for PathMeter {
+    async fn filesystems(&self) -> Result<Vec<FsUsage>, Error> {
+        filesystems(&self.paths)
+    }
+
+    async fn footprint(&self, paths: &[PathBuf]) -> Result<u64, Error> {
+        let paths = paths.to_vec();
+        match tokio::task::spawn_blocking(move || tree_usage(&paths)).await {
+            Ok(tree) => Ok(tree?.bytes),
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    fn device(&self, path: &std::path::Path) -> Option<u64> {
+        device_of(path).ok()
+    }
+
     async fn measure(&self) -> Result<Measurement, Error> {
         if !self.absolute {
-            let mut seen = HashSet::new();
-            let mut all = Vec::new();
-            for path in &self.paths {
-                let dev = std::fs::metadata(path)
-                    .map_err(|source| Error::Access {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .dev();
-                if seen.insert(dev) {
-                    all.push(statvfs(path)?);
-                }
-            }
-            return Ok(Measurement::Relative(all));
+            return Ok(Measurement::Relative(filesystems(&self.paths)?));
         }
         let paths = self.paths.clone();
         let tree = match tokio::task::spawn_blocking(move || tree_usage(&paths)).await {

@@ -23,12 +23,21 @@ pub struct FsUsage {
     pub avail_inodes: u64,
     /// `100 * (1 - f_favail / f_files)`; 0 when `f_files == 0`.
     pub inodes_used_pct: f64,
+    /// The filesystem's device (`st_dev` of the path): which engines live on it. 0 when
+    /// unknown (built from counts).
+    #[serde(skip)]
+    pub dev: u64,
 }
 
 impl FsUsage {
     /// The trigger figure: the larger of `blocks_used_pct` and `inodes_used_pct`.
     pub fn used_pct(&self) -> f64 {
         self.blocks_used_pct.max(self.inodes_used_pct)
+    }
+
+    /// Bytes in use: what `blocks_used_pct` counts (`(f_blocks - f_bavail) * f_frsize`).
+    pub fn used_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.avail_bytes)
     }
 
     /// Pure arithmetic from the `statvfs` counts: used % = `100 * (1 - f_bavail / f_blocks)`,
@@ -53,6 +62,7 @@ impl FsUsage {
             total_inodes: files,
             avail_inodes: favail,
             inodes_used_pct: used_pct(files, favail),
+            dev: 0,
         }
     }
 

@@ -8,6 +8,7 @@ use crate::usage::{FsUsage, TreeUsage};
 
 fn image(id: &str, mib: u64) -> Step {
     Step::RemoveImage {
+        engine: "default".into(),
         id: id.into(),
         tags: vec![format!("{id}:1")],
         size_bytes: mib << 20,
@@ -17,6 +18,7 @@ fn image(id: &str, mib: u64) -> Step {
 
 fn container(id: &str) -> Step {
     Step::RemoveContainer {
+        engine: "default".into(),
         id: id.into(),
         name: id.into(),
         stopped: 0,
@@ -62,8 +64,17 @@ fn relative(delay_ms: u64) -> Config {
 
 /// Feeds `script` to the course and collects the action after each input.
 fn run(plan: &Plan, config: &Config, before: &Measurement, script: &[Input<'_>]) -> Vec<Action> {
-    let mut course = Course::new(plan, config, before);
+    let mut course = Course::new(plan, config, before, &[default()]);
     script.iter().map(|input| course.next(*input)).collect()
+}
+
+/// The one engine of these tables: on the first filesystem, no floor.
+fn default() -> EngineView {
+    EngineView {
+        name: "default".into(),
+        filesystems: vec![0],
+        floor: None,
+    }
 }
 
 use Action::*;
@@ -225,10 +236,11 @@ fn prune_strategy_never_stops_early_and_skips_prune_all_when_dangling_sufficed()
         strategy: Strategy::Prune,
         ..Config::default()
     };
+    let engine = || "default".to_string();
     let p = plan(vec![
-        Step::PruneContainers,
-        Step::PruneDanglingImages,
-        Step::PruneAllImages,
+        Step::PruneContainers { engine: engine() },
+        Step::PruneDanglingImages { engine: engine() },
+        Step::PruneAllImages { engine: engine() },
     ]);
     let (high, low) = (fs(90), fs(10));
     // Dangling images were found and usage fell below high: prune -a is left out.
@@ -250,7 +262,7 @@ fn prune_strategy_never_stops_early_and_skips_prune_all_when_dangling_sufficed()
             Run(0),
             Run(1),
             Measure,
-            Skip(2),
+            Skip(2, Why::DanglingSufficed),
             Measure,
             Stop(Outcome::ReachedLow)
         ]
@@ -320,10 +332,132 @@ fn an_input_out_of_order_ends_the_course() {
 fn steps_begun_counts_what_the_pass_reached() {
     let p = plan(vec![image("a", 1), image("b", 1)]);
     let (high, low) = (fs(90), fs(10));
-    let mut course = Course::new(&p, &relative(0), &high);
+    let mut course = Course::new(&p, &relative(0), &high, &[default()]);
     assert_eq!(course.steps_begun(), 0);
     course.next(Start);
     course.next(Ran(Removed));
     course.next(Measured(&low));
     assert_eq!(course.steps_begun(), 1);
+}
+
+#[test]
+fn an_engine_at_its_floor_keeps_its_remaining_images() {
+    // Footprint 30 MiB, floor 15: the first removal frees 10 (measured), the second would take
+    // it to 10: it and every later image of that engine are left; the other engine goes on.
+    let p = plan(vec![
+        image("a", 10),
+        image("b", 10),
+        Step::RemoveImage {
+            engine: "other".into(),
+            id: "x".into(),
+            tags: vec!["x:1".into()],
+            size_bytes: 10 << 20,
+            last_used_ms: 0,
+        },
+        image("c", 1),
+    ]);
+    let engines = [
+        EngineView {
+            name: "default".into(),
+            filesystems: vec![0],
+            floor: Some(crate::policy::FloorState {
+                footprint_bytes: 30 << 20,
+                floor_bytes: 15 << 20,
+            }),
+        },
+        EngineView {
+            name: "other".into(),
+            filesystems: vec![0],
+            floor: None,
+        },
+    ];
+    // 100-byte filesystem is too small for MiB sizes: measure in MiB-sized blocks.
+    let fs_mib = |used: u64| {
+        Measurement::Relative(vec![FsUsage::from_counts(
+            "/d".into(),
+            1 << 20,
+            100,
+            100 - used,
+            0,
+            0,
+        )])
+    };
+    let (m90, m80, m70) = (fs_mib(90), fs_mib(80), fs_mib(70));
+    let mut course = Course::new(&p, &relative(0), &m90, &engines);
+    let got = vec![
+        course.next(Start),
+        course.next(Ran(Removed)),
+        course.next(Measured(&m80)),
+        course.next(Skipped),
+        course.next(Ran(Removed)),
+        course.next(Measured(&m70)),
+        course.next(Skipped),
+        course.next(Measured(&m70)),
+    ];
+    assert_eq!(
+        got,
+        vec![
+            Run(0),
+            Measure,
+            Skip(1, Why::Floor),
+            Run(2),
+            Measure,
+            Skip(3, Why::Floor),
+            Measure,
+            Stop(Outcome::FloorsReached)
+        ]
+    );
+}
+
+#[test]
+fn an_engine_whose_filesystems_are_below_low_is_left_out() {
+    let p = plan(vec![
+        Step::RemoveImage {
+            engine: "cold".into(),
+            id: "x".into(),
+            tags: vec!["x:1".into()],
+            size_bytes: 1,
+            last_used_ms: 0,
+        },
+        image("a", 1),
+    ]);
+    let engines = [
+        EngineView {
+            name: "cold".into(),
+            filesystems: vec![1],
+            floor: None,
+        },
+        default(),
+    ];
+    let two = |hot: u64, cold: u64| {
+        Measurement::Relative(vec![
+            FsUsage::from_counts("/hot".into(), 1, 100, 100 - hot, 0, 0),
+            FsUsage::from_counts("/cold".into(), 1, 100, 100 - cold, 0, 0),
+        ])
+    };
+    let (before, after) = (two(90, 10), two(50, 10));
+    assert_eq!(
+        run_with(
+            &p,
+            &engines,
+            &before,
+            &[Start, Skipped, Ran(Removed), Measured(&after)]
+        ),
+        vec![
+            Skip(0, Why::NotNeeded),
+            Run(1),
+            Measure,
+            Stop(Outcome::ReachedLow)
+        ]
+    );
+}
+
+fn run_with(
+    plan: &Plan,
+    engines: &[EngineView],
+    before: &Measurement,
+    script: &[Input<'_>],
+) -> Vec<Action> {
+    let mut course = Course::new(plan, &relative(0), before, engines);
+    script.iter().map(|input| course.next(*input)).collect()
 }
