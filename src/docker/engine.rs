@@ -104,17 +104,24 @@ impl DockerEngine {
         }
     }
 
-    /// `DELETE /images/{name}` without force.
-    async fn delete_image(&self, name: &str, op: String) -> Result<Removal, Error> {
+    /// `DELETE /images/{name}` without force: how it ended and, when it did, the ids of the
+    /// images Docker deleted with it (none for an untag that left the image other references;
+    /// the image and its dangling parents otherwise).
+    async fn delete_image(&self, name: &str, op: String) -> Result<(Removal, Vec<String>), Error> {
         let options = RemoveImageOptionsBuilder::default()
             .force(false)
             .noprune(false)
             .build();
-        removal(
-            self.call(op, self.docker.remove_image(name, Some(options), None))
-                .await
-                .map(|_| ()),
-        )
+        match self
+            .call(op, self.docker.remove_image(name, Some(options), None))
+            .await
+        {
+            Ok(items) => Ok((
+                Removal::Removed,
+                items.into_iter().filter_map(|i| i.deleted).collect(),
+            )),
+            Err(e) => removal(Err(e)).map(|r| (r, Vec::new())),
+        }
     }
 
     /// Puts back the tags of `untagged` on image `id`, each only if it names nothing now (a tag
@@ -358,6 +365,17 @@ impl Engine for DockerEngine {
         // (containers, children) before it touches that tag: all or nothing. With several tags
         // the others go first, each only while it still names this image, and come back when
         // the final removal is refused.
+        //
+        // The one window the API leaves open: between the inspect that finds `tag` naming this
+        // image and the DELETE of `tag` (Docker has no "untag only if it names this id"). It is
+        // one round trip on the socket, from the daemon answering the inspect to it receiving
+        // the DELETE: well under a millisecond on a local socket, at most the request timeout
+        // when the cleaner stalls in between. A pull that moves `tag` to another image inside
+        // it has that image untagged instead: removed when `tag` was its only reference and no
+        // container uses it (Docker's answer then names it, and the log says so); otherwise
+        // nothing tells the two untags apart, and a refused final removal would put `tag` back
+        // on this image. The same width applies to `restore_tags`, between finding a tag free
+        // and tagging it: a pull of that tag inside it is moved back onto this image.
         let mut untagged: Vec<&String> = Vec::new();
         let extra_tags = current.len().saturating_sub(1);
         for tag in current.iter().take(extra_tags) {
@@ -375,10 +393,24 @@ impl Engine for DockerEngine {
                 return Ok(Removal::Changed(why));
             }
             match self.delete_image(tag, format!("untag {tag}")).await {
-                Ok(Removal::Removed) => untagged.push(tag),
+                // Its other tags were moved or removed since the plan: `tag` was its last
+                // reference, and Docker removed the image with it (nothing used it).
+                Ok((Removal::Removed, deleted)) if deleted.iter().any(|d| d == id) => {
+                    log::info!(
+                        "untagging {tag} removed {id}: its other tags were moved or removed since the plan"
+                    );
+                    return Ok(Removal::Removed);
+                }
+                // The window above: `tag` was moved meanwhile, and the image it named went.
+                // That tag is not ours to put back on this image.
+                Ok((Removal::Removed, deleted)) if !deleted.is_empty() => log::error!(
+                    "untag {tag} removed image {} instead of untagging {id}: the tag was moved to it between the check and the untag",
+                    deleted.join(", ")
+                ),
+                Ok((Removal::Removed, _)) => untagged.push(tag),
                 // Gone between the check and the untag: nothing of ours to put back.
-                Ok(Removal::Gone) => {}
-                Ok(refused) => {
+                Ok((Removal::Gone, _)) => {}
+                Ok((refused, _)) => {
                     self.restore_tags(id, &untagged).await;
                     return Ok(refused);
                 }
@@ -389,10 +421,10 @@ impl Engine for DockerEngine {
             }
         }
         match self.delete_image(id, format!("remove image {id}")).await {
-            Ok(Removal::Removed) => Ok(Removal::Removed),
+            Ok((Removal::Removed, _)) => Ok(Removal::Removed),
             // Removed by somebody else meanwhile: there is nothing to put tags back on.
-            Ok(Removal::Gone) => Ok(Removal::Gone),
-            Ok(refused) => {
+            Ok((Removal::Gone, _)) => Ok(Removal::Gone),
+            Ok((refused, _)) => {
                 self.restore_tags(id, &untagged).await;
                 Ok(refused)
             }

@@ -9,5 +9,6 @@ mod kube_daemon;
 mod kube_fake;
 mod kubectl;
 mod lifecycle;
+mod races;
 mod usage;
 mod util;

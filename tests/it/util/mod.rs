@@ -5,7 +5,8 @@
 //! - [`dockerd`]: a private dockerd per test on a loop-mounted ext4 filesystem;
 //! - [`cleaner`]: the built binary with its own configuration and state, and [`daemon`], the one
 //!   process runner for it;
-//! - [`notify`]: a fake systemd notification socket;
+//! - [`notify`]: a fake systemd notification socket; [`interpose`]: a Docker API proxy that runs a
+//!   test's hook just before it forwards a chosen request (races at an exact point of a pass);
 //! - [`host`]: bounded commands, `/proc`, mounts and loop devices.
 
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ pub mod cleaner;
 pub mod daemon;
 pub mod dockerd;
 pub mod host;
+pub mod interpose;
 pub mod ledger;
 pub mod notify;
 pub mod require;
