@@ -17,7 +17,7 @@ use crate::usage::{self, Measurement, Meter, PathMeter};
 /// Why `status` could not look.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The state file cannot be read.
+    /// The state directory is unsafe.
     #[error(transparent)]
     State(#[from] lastuse::Error),
     /// Docker cannot be reached or answered with an error.
@@ -26,6 +26,13 @@ pub enum Error {
     /// A watched path cannot be measured.
     #[error(transparent)]
     Measure(#[from] usage::Error),
+}
+
+impl Error {
+    /// True when the configuration is at fault (exit 78): the state directory is unsafe.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::State(e) if e.is_config())
+    }
 }
 
 /// What `status` shows.
@@ -50,7 +57,7 @@ pub struct Status {
 
 /// Looks at Docker and the state and says what a pass would do, deleting nothing.
 pub async fn status(config: &Config) -> Result<Status, Error> {
-    let mut tables = Store::new(&config.state_dir).load()?;
+    let mut tables = Store::read_only(&config.state_dir)?.load(now_ms(), now_nanos());
     let last_use = tables.default_engine();
     let engine = DockerEngine::connect(config.docker_host.as_deref(), config.timeout).await?;
     cycle::replay(&engine, last_use, now_nanos()).await?;
