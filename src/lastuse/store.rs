@@ -161,6 +161,11 @@ impl Store {
                 );
                 return Tables::lost();
             }
+            Err(Unreadable::TooLarge(bytes)) => {
+                let why = format!("unusable ({bytes} bytes, more than {MAX_BYTES})");
+                self.move_aside(CORRUPT_NAME, &why);
+                return Tables::lost();
+            }
             Err(Unreadable::Io(e)) => {
                 log::warn!(
                     "cannot read state file {} ({e}); starting new tables",
@@ -306,12 +311,14 @@ impl Store {
 enum Unreadable {
     /// A symlink, a directory, a FIFO…: what it is.
     Odd(String),
+    /// Larger than [`MAX_BYTES`]: its size.
+    TooLarge(i64),
     /// Reading failed.
     Io(std::io::Error),
 }
 
-/// The state file's bytes, `None` when there is none; at most [`MAX_BYTES`] + 1 (then
-/// [`parse`] refuses it).
+/// The state file's bytes, `None` when there is none; at most [`MAX_BYTES`] + 1 should it grow
+/// while read (then [`parse`] refuses it).
 fn read(dir: &StateDir) -> Result<Option<Vec<u8>>, Unreadable> {
     // NONBLOCK: opening a FIFO planted there must not hang; it has no effect on a regular file.
     let flags =
@@ -326,6 +333,9 @@ fn read(dir: &StateDir) -> Result<Option<Vec<u8>>, Unreadable> {
     let kind = FileType::from_raw_mode(stat.st_mode);
     if kind != FileType::RegularFile {
         return Err(Unreadable::Odd(format!("not a regular file ({kind:?})")));
+    }
+    if u64::try_from(stat.st_size).is_ok_and(|n| n > MAX_BYTES) {
+        return Err(Unreadable::TooLarge(stat.st_size));
     }
     let mut bytes = Vec::new();
     std::fs::File::from(fd)
