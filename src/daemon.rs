@@ -4,8 +4,7 @@
 //! to one handler each; it feeds the watchdog, reads the clock and saves the state. No cleaning
 //! logic here.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,7 +17,7 @@ use crate::config::{Config, EngineConfig};
 use crate::cycle::{self, Member, Pass, Progress, Quiet, Report};
 use crate::docker::{self, DockerEngine, Engine, UseEvent};
 use crate::error_chain;
-use crate::lastuse::{self, Store, store::Tables};
+use crate::lastuse::{self, InstanceLock, Store, Tables};
 use crate::node::{self, Cordoner};
 use crate::notify::Notifier;
 use crate::usage::PathMeter;
@@ -30,21 +29,12 @@ pub const EXIT_LOCKED: u8 = 75;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Another instance runs.
-    #[error("another docker-image-cleaner holds {path}; only one may clean at a time")]
+    #[error("another docker-image-cleaner holds the lock on {path}; only one may clean at a time")]
     Locked {
-        /// The lock file.
+        /// The directory locked (the state directory, see [`lastuse::lock`]).
         path: PathBuf,
     },
-    /// The lock file cannot be created.
-    #[error("cannot create the lock file {path}")]
-    Lock {
-        /// The lock file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The state file cannot be read.
+    /// The state directory is unsafe, or cannot be opened or locked.
     #[error(transparent)]
     State(#[from] lastuse::Error),
     /// The Kubernetes side is misconfigured.
@@ -64,35 +54,10 @@ pub enum Error {
 impl Error {
     /// True when the configuration is at fault (exit 78).
     pub fn is_config(&self) -> bool {
-        matches!(self, Error::Node(e) if e.is_config())
-    }
-}
-
-/// Holds the single-instance lock (an exclusive `flock` on `state_dir/lock`) until dropped.
-#[derive(Debug)]
-pub struct InstanceLock {
-    _file: File,
-}
-
-impl InstanceLock {
-    /// Takes the lock or fails at once.
-    pub fn take(state_dir: &Path) -> Result<Self, Error> {
-        let path = state_dir.join("lock");
-        let lock_err = |source| Error::Lock {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(state_dir).map_err(lock_err)?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(lock_err)?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(InstanceLock { _file: file }),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::Locked { path }),
-            Err(e) => Err(lock_err(e.into())),
+        match self {
+            Error::Node(e) => e.is_config(),
+            Error::State(e) => e.is_config(),
+            _ => false,
         }
     }
 }
@@ -122,7 +87,10 @@ impl Startup {
         if config.dry_run {
             Ok(None)
         } else {
-            InstanceLock::take(&config.state_dir).map(Some)
+            match InstanceLock::take(&config.state_dir) {
+                Err(lastuse::Error::Locked { path }) => Err(Error::Locked { path }),
+                taken => Ok(Some(taken?)),
+            }
         }
     }
 
@@ -134,8 +102,11 @@ impl Startup {
         shutdown: &CancellationToken,
         notifier: Option<&Notifier>,
     ) -> Result<Self, Error> {
-        let store = Store::new(&config.state_dir);
-        let tables = store.load()?;
+        let mut store = match &lock {
+            Some(lock) => lock.store(),
+            None => Store::read_only(&config.state_dir)?,
+        };
+        let tables = store.load(now_ms(), now_nanos());
         let mut cordoner = Cordoner::new(config);
         if !config.dry_run {
             // The guard's calls are bounded (credential plugin included): keep pinging meanwhile.
@@ -165,9 +136,7 @@ impl Startup {
         if dry_run {
             return;
         }
-        if let Err(e) = self.store.save(&mut self.tables) {
-            log::error!("{}", error_chain(&e));
-        }
+        self.store.save_or_warn(&mut self.tables);
     }
 
     /// Tries, bounded, to release a cordon still held before the process exits.

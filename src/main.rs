@@ -171,7 +171,11 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     log::error!("{}", error_chain(&e));
-                    ExitCode::FAILURE
+                    if e.is_config() {
+                        ExitCode::from(EXIT_CONFIG)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             },
             Command::CheckConfig => ExitCode::SUCCESS,

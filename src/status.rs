@@ -19,7 +19,7 @@ use crate::usage::{self, Measurement, Meter, PathMeter, size};
 /// Why `status` could not look.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The state file cannot be read.
+    /// The state directory is unsafe.
     #[error(transparent)]
     State(#[from] lastuse::Error),
     /// No engine can be reached, or one answered with an error.
@@ -62,6 +62,13 @@ pub struct FilesystemStatus {
     pub outside_bytes: u64,
 }
 
+impl Error {
+    /// True when the configuration is at fault (exit 78): the state directory is unsafe.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::State(e) if e.is_config())
+    }
+}
+
 /// What `status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -90,7 +97,7 @@ pub struct Status {
 
 /// Looks at the engines and the state and says what a pass would do, deleting nothing.
 pub async fn status(config: &Config) -> Result<Status, Error> {
-    let mut tables = Store::new(&config.state_dir).load()?;
+    let mut tables = Store::read_only(&config.state_dir)?.load(now_ms(), now_nanos());
     let mut connected = Vec::new();
     let mut errors = Vec::new();
     let mut first_error = None;

@@ -1,10 +1,18 @@
 //! When each image was last used, per engine: a table fed with the engines' events and their
 //! inventories, kept in memory and persisted by [`store`] in the state directory, so that "least
-//! recently used" survives restarts. Plain data: it deletes nothing and does no engine I/O (the
-//! caller resolves the image an event names and passes the id in).
+//! recently used" survives restarts. The table here is plain data: it deletes nothing and does no
+//! engine I/O (the caller resolves the image an event names and passes the id in).
+//!
+//! - [`store`]: the state file, read and written through the state directory's descriptor;
+//! - [`lock`]: the single-instance lock, an `flock` on the state directory;
+//! - `dir`: the state directory, checked (owner, modes, symlinks), created 0700, held open;
+//! - `error`: their errors ([`Error`]).
 //!
 //! Times are unix milliseconds: two uses in the same second still have an order.
 
+mod dir;
+mod error;
+pub mod lock;
 pub mod store;
 
 use std::collections::{BTreeMap, HashSet};
@@ -13,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::docker::{Inventory, UseEvent};
 
-pub use store::{Error, Store};
+pub use error::Error;
+pub use lock::InstanceLock;
+pub use store::{Store, Tables};
 
 /// The name of the engine configured without `[[engine]]` tables (`DOCKER_HOST`).
 pub const DEFAULT_ENGINE: &str = "default";

@@ -1,84 +1,45 @@
 //! The state file: the last-use tables of every engine in `state_dir/last-use.json`, read at
-//! start and written atomically (temporary file, fsync, rename). A file that cannot be read never
-//! stops the cleaner: it is moved aside and the tables start empty.
+//! start and written atomically. A state file that cannot be read or written never stops the
+//! cleaner: an unusable one is moved aside and the tables start empty; a failed save is one
+//! warning and the tables live on in memory.
+//!
+//! Every operation goes through the state directory's descriptor ([`super::dir`]), never a
+//! path: the file is read with `O_NOFOLLOW` (a symlink or anything but a regular file is not
+//! read, and left as it is), at most [`MAX_BYTES`]; it is written to `last-use.json.tmp`,
+//! created `O_EXCL|O_NOFOLLOW` and mode 0600 whatever the umask (a stale one left by a crash is
+//! unlinked, never followed, and the creation retried once), synced, renamed over the state
+//! file, and the directory synced.
 //!
 //! Format, version 2 (times in unix milliseconds, the cursor in nanoseconds):
 //! `{"version": 2, "engines": {"default": {"cursor_nanos": N, "images": {"sha256:…":
 //! {"first_seen_ms": N, "last_used_ms": N}}}}}`. Version 1 (one engine, times in seconds) is
-//! migrated on load.
+//! migrated on load; a newer version is kept aside as `last-use.json.v<N>` for the version that
+//! wrote it. Times are clamped on load to what can be true: not before 1970, not after now, first
+//! seen not after last used. The clock is read by the callers and passed in.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
-use super::{DEFAULT_ENGINE, Entry, LastUse};
+use self::format::{EngineState, StateFile, Unusable, VERSION, parse};
+use super::dir::{self, Opened, StateDir};
+use super::{DEFAULT_ENGINE, Error, LastUse};
+use crate::error_chain;
 
 /// The file in the state directory.
 pub const FILE_NAME: &str = "last-use.json";
-const VERSION: u32 = 2;
-
-/// Errors of the state file.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Reading failed (other than "not there yet").
-    #[error("cannot read state file {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Writing failed; the previous file is intact.
-    #[error("cannot write state file {path}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EngineState {
-    /// The time of the last event applied, unix nanoseconds: the next start replays the
-    /// engine's buffer from there.
-    cursor_nanos: Option<i64>,
-    images: BTreeMap<String, Entry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StateFile {
-    version: u32,
-    engines: BTreeMap<String, EngineState>,
-}
-
-/// Version 1: one engine, times in seconds.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StateFileV1 {
-    #[allow(dead_code)]
-    version: u32,
-    cursor_nanos: Option<i64>,
-    images: BTreeMap<String, EntryV1>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryV1 {
-    first_seen: i64,
-    last_used: i64,
-}
-
-#[derive(Debug, Deserialize)]
-struct Versioned {
-    version: u32,
-}
+/// Where a save is written before it is renamed over [`FILE_NAME`].
+const TMP_NAME: &str = "last-use.json.tmp";
+/// Where an unparsable state file is moved.
+const CORRUPT_NAME: &str = "last-use.json.corrupt";
+/// The largest state file read: at about 150 bytes an image, some 400,000 images, where a node
+/// holds a few thousand. Anything larger is not ours and is moved aside.
+pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Mode of the files we write, whatever the umask.
+const FILE_MODE: u32 = 0o600;
 
 /// The last-use tables of every engine, by engine name.
 #[derive(Debug, Default)]
@@ -89,6 +50,15 @@ pub struct Tables {
 }
 
 impl Tables {
+    /// Empty tables although state existed (it could not be used): images found take "now",
+    /// not their build time.
+    fn lost() -> Self {
+        Tables {
+            engines: BTreeMap::new(),
+            had_state: true,
+        }
+    }
+
     /// The table of `engine`, created empty when there is none yet.
     pub fn engine_mut(&mut self, engine: &str) -> &mut LastUse {
         let had_state = self.had_state;
@@ -128,17 +98,53 @@ impl Tables {
     }
 }
 
-/// Where the tables are kept.
-#[derive(Debug, Clone)]
+/// Where the tables are kept: the state file in an open state directory.
+#[derive(Debug)]
 pub struct Store {
+    /// The state file's path, for messages.
     path: PathBuf,
+    /// The state directory; `None` when it does not exist (and could not be created).
+    dir: Option<StateDir>,
+    /// Whether this store may change the directory (the lock holder's); a read-only store
+    /// (`status`, a dry run) reads and never writes, renames or removes anything.
+    writable: bool,
+    /// A save failed and was warned about; the next warning comes after a save succeeded.
+    failing: bool,
 }
 
 impl Store {
-    /// The store in `state_dir`; touches nothing yet.
-    pub fn new(state_dir: &Path) -> Self {
+    /// The store of `status` and of a dry run: opens `state_dir` without creating it and never
+    /// changes anything in it. Fails only when the directory is unsafe ([`Error::Unsafe`]); one
+    /// that is missing or cannot be opened reads as empty.
+    pub fn read_only(state_dir: &Path) -> Result<Store, Error> {
+        let dir = match dir::open(state_dir, false)? {
+            Opened::Dir(d) => Some(d),
+            Opened::Missing { why: None, .. } => None,
+            Opened::Missing { why: Some(e), .. } => {
+                log::warn!(
+                    "cannot open the state directory {} ({e}): last use starts empty",
+                    state_dir.display()
+                );
+                None
+            }
+        };
+        Ok(Store {
+            path: state_dir.join(FILE_NAME),
+            dir,
+            writable: false,
+            failing: false,
+        })
+    }
+
+    /// The store that writes, in the state directory `dir` opened by the lock; `None` when it
+    /// could not be created, which the lock has already warned about: the tables then live in
+    /// memory only.
+    pub(crate) fn writable(state_dir: &Path, dir: Option<StateDir>) -> Store {
         Store {
             path: state_dir.join(FILE_NAME),
+            failing: dir.is_none(),
+            dir,
+            writable: true,
         }
     }
 
@@ -147,50 +153,118 @@ impl Store {
         &self.path
     }
 
-    /// Loads the tables. A missing file starts empty tables (first start); a file that cannot
-    /// be parsed, or of an unknown version, is moved aside with a warning and empty tables are
-    /// used, so one bad write never stops the cleaner.
-    pub fn load(&self) -> Result<Tables, Error> {
-        let path = &self.path;
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tables::default()),
-            Err(source) => {
-                return Err(Error::Read {
-                    path: path.clone(),
-                    source,
-                });
+    /// Loads the tables, clamping their times to `now_ms` and the cursor to `now_nanos`. A
+    /// missing file starts empty tables (first start). A file that cannot be used starts empty
+    /// tables too, with a warning: one that does not parse is moved to `last-use.json.corrupt`,
+    /// one of a newer version to `last-use.json.v<N>`, a symlink or anything but a regular file
+    /// is left as it is (and replaced by the next save, never followed). A read-only store
+    /// moves nothing.
+    pub fn load(&mut self, now_ms: i64, now_nanos: i64) -> Tables {
+        let Some(dir) = &self.dir else {
+            return Tables::default();
+        };
+        let bytes = match read(dir) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Tables::default(),
+            Err(Unreadable::Odd(what)) => {
+                log::warn!(
+                    "state file {} is {what}: not read, left as it is; starting new tables",
+                    self.path.display()
+                );
+                return Tables::lost();
+            }
+            Err(Unreadable::TooLarge(bytes)) => {
+                let why = format!("unusable ({bytes} bytes, more than {MAX_BYTES})");
+                self.move_aside(CORRUPT_NAME, &why);
+                return Tables::lost();
+            }
+            Err(Unreadable::Io(e)) => {
+                log::warn!(
+                    "cannot read state file {} ({e}); starting new tables",
+                    self.path.display()
+                );
+                return Tables::lost();
             }
         };
-        match parse(&text) {
-            Ok(engines) => Ok(Tables {
-                engines,
-                had_state: true,
-            }),
-            Err(why) => {
-                let aside = path.with_extension("json.corrupt");
-                log::warn!(
-                    "state file {} is unusable ({why}); moved to {} and starting new tables",
-                    path.display(),
-                    aside.display()
-                );
-                if let Err(e) = std::fs::rename(path, &aside) {
-                    log::warn!("cannot move {} aside: {e}", path.display());
+        match parse(&bytes, now_ms, now_nanos) {
+            Ok((engines, clamped)) => {
+                if clamped > 0 {
+                    log::warn!(
+                        "state file {}: {clamped} time(s) out of range (before 1970, in the \
+                         future, or first seen after last used) clamped",
+                        self.path.display()
+                    );
                 }
-                Ok(Tables {
-                    engines: BTreeMap::new(),
+                Tables {
+                    engines,
                     had_state: true,
-                })
+                }
+            }
+            Err(Unusable::Newer(version)) => {
+                let aside = format!("{FILE_NAME}.v{version}");
+                let why = format!("written by a newer version (format {version}, ours {VERSION})");
+                if !self.move_aside(&aside, &why) {
+                    // Its contents are not ours to overwrite: keep the tables in memory.
+                    self.dir = None;
+                    self.failing = true;
+                }
+                Tables::lost()
+            }
+            Err(Unusable::Corrupt(why)) => {
+                self.move_aside(CORRUPT_NAME, &format!("unusable ({why})"));
+                Tables::lost()
             }
         }
     }
 
-    /// Writes the tables if any changed: to a temporary file in the same directory, synced,
-    /// then renamed over the old one, so a crash leaves either the old or the new file.
+    /// Moves the state file to `aside` in the state directory, with a warning; false when it
+    /// stays where it is (read-only, or the rename failed).
+    fn move_aside(&self, aside: &str, why: &str) -> bool {
+        let Some(dir) = self.dir.as_ref().filter(|_| self.writable) else {
+            log::warn!(
+                "state file {} is {why}; left in place, starting new tables",
+                self.path.display()
+            );
+            return false;
+        };
+        let aside_path = dir.path().join(aside);
+        match rustix::fs::renameat(dir.fd(), FILE_NAME, dir.fd(), aside) {
+            Ok(()) => {
+                log::warn!(
+                    "state file {} is {why}; moved to {} and starting new tables",
+                    self.path.display(),
+                    aside_path.display()
+                );
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "state file {} is {why}; cannot move it to {} ({e}): last use is kept in \
+                     memory",
+                    self.path.display(),
+                    aside_path.display()
+                );
+                false
+            }
+        }
+    }
+
+    /// Writes the tables if any changed, atomically (see the module docs), so a crash leaves
+    /// either the old or the new file. A read-only store writes nothing and returns `Ok`.
     pub fn save(&self, tables: &mut Tables) -> Result<(), Error> {
-        if !tables.is_dirty() {
+        if !tables.is_dirty() || !self.writable {
             return Ok(());
         }
+        let Some(dir) = &self.dir else {
+            return Err(Error::Write {
+                step: "open",
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the state directory could not be created or the state file moved aside",
+                ),
+            });
+        };
         let state = StateFile {
             version: VERSION,
             engines: tables
@@ -207,116 +281,124 @@ impl Store {
                 })
                 .collect(),
         };
-        let write_err = |source| Error::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(write_err)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(&state).map_err(|e| write_err(e.into()))?;
-        let written = std::fs::File::create(&tmp).and_then(|mut f| {
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            f.sync_all()
-        });
-        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &self.path)) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(write_err(e));
-        }
+        let tmp_path = dir.path().join(TMP_NAME);
+        let mut body = serde_json::to_vec_pretty(&state).map_err(|e| Error::Write {
+            step: "encode",
+            path: tmp_path.clone(),
+            source: e.into(),
+        })?;
+        body.push(b'\n');
+        write_atomically(dir, &body)?;
         for table in tables.engines.values_mut() {
             table.mark_saved();
         }
         Ok(())
     }
-}
 
-/// The tables in `text`, migrating version 1.
-fn parse(text: &str) -> Result<BTreeMap<String, LastUse>, String> {
-    let versioned: Versioned = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    match versioned.version {
-        1 => {
-            let v1: StateFileV1 = serde_json::from_str(text).map_err(|e| e.to_string())?;
-            let images = v1
-                .images
-                .into_iter()
-                .map(|(id, e)| {
-                    let entry = Entry {
-                        first_seen_ms: e.first_seen.saturating_mul(1000),
-                        last_used_ms: e.last_used.saturating_mul(1000),
-                    };
-                    (id, entry)
-                })
-                .collect();
-            let mut table = LastUse::restored(images, v1.cursor_nanos);
-            // Written in the new format at the next save.
-            table.mark_dirty();
-            Ok(BTreeMap::from([(DEFAULT_ENGINE.to_string(), table)]))
+    /// [`Store::save`], a failure logged as one warning until a save succeeds again (then once
+    /// more at info): a state directory that cannot be written (read-only, full of blocks or
+    /// inodes) costs one line, not one per save, and the tables live on in memory meanwhile.
+    pub fn save_or_warn(&mut self, tables: &mut Tables) {
+        let dirty = tables.is_dirty();
+        match self.save(tables) {
+            Ok(()) if dirty && self.failing && self.writable => {
+                log::info!("state file {} saved again", self.path.display());
+                self.failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if self.failing => log::debug!("{}", error_chain(&e)),
+            Err(e) => {
+                log::warn!(
+                    "{}; last use is kept in memory and saved when possible (warned again only \
+                     after a save has succeeded)",
+                    error_chain(&e)
+                );
+                self.failing = true;
+            }
         }
-        VERSION => {
-            let state: StateFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
-            Ok(state
-                .engines
-                .into_iter()
-                .map(|(name, e)| (name, LastUse::restored(e.images, e.cursor_nanos)))
-                .collect())
-        }
-        other => Err(format!("version {other}, expected {VERSION}")),
     }
 }
 
+/// Why the state file was not read.
+enum Unreadable {
+    /// A symlink, a directory, a FIFO…: what it is.
+    Odd(String),
+    /// Larger than [`MAX_BYTES`]: its size.
+    TooLarge(i64),
+    /// Reading failed.
+    Io(std::io::Error),
+}
+
+/// The state file's bytes, `None` when there is none; at most [`MAX_BYTES`] + 1 should it grow
+/// while read (then [`parse`] refuses it).
+fn read(dir: &StateDir) -> Result<Option<Vec<u8>>, Unreadable> {
+    // NONBLOCK: opening a FIFO planted there must not hang; it has no effect on a regular file.
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = match rustix::fs::openat(dir.fd(), FILE_NAME, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(Unreadable::Odd("a symbolic link".into())),
+        Err(e) => return Err(Unreadable::Io(e.into())),
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|e| Unreadable::Io(e.into()))?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(Unreadable::Odd(format!("not a regular file ({kind:?})")));
+    }
+    if u64::try_from(stat.st_size).is_ok_and(|n| n > MAX_BYTES) {
+        return Err(Unreadable::TooLarge(stat.st_size));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Unreadable::Io)?;
+    Ok(Some(bytes))
+}
+
+/// Writes `body` to the temporary file and renames it over the state file (module docs).
+fn write_atomically(dir: &StateDir, body: &[u8]) -> Result<(), Error> {
+    let tmp_path = dir.path().join(TMP_NAME);
+    let err = |step, path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| Error::Write {
+            step,
+            path,
+            source: e,
+        }
+    };
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(FILE_MODE);
+    let fd = match rustix::fs::openat(dir.fd(), TMP_NAME, flags, mode) {
+        Err(Errno::EXIST) => {
+            // Left by a crash (or planted): unlinkat removes the name, never what a symlink
+            // points at.
+            log::info!("removing the stale {}", tmp_path.display());
+            rustix::fs::unlinkat(dir.fd(), TMP_NAME, AtFlags::empty())
+                .map_err(|e| err("remove the stale", &tmp_path)(e.into()))?;
+            rustix::fs::openat(dir.fd(), TMP_NAME, flags, mode)
+        }
+        other => other,
+    }
+    .map_err(|e| err("create", &tmp_path)(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    let written = rustix::fs::fchmod(&file, mode)
+        .map_err(|e| err("chmod", &tmp_path)(e.into()))
+        .and_then(|()| file.write_all(body).map_err(err("write", &tmp_path)))
+        .and_then(|()| file.sync_all().map_err(err("sync", &tmp_path)))
+        .and_then(|()| {
+            rustix::fs::renameat(dir.fd(), TMP_NAME, dir.fd(), FILE_NAME)
+                .map_err(|e| err("rename over the state file", &tmp_path)(e.into()))
+        });
+    if let Err(e) = written {
+        // Ours, just created: the name goes, whatever it is now.
+        let _ = rustix::fs::unlinkat(dir.fd(), TMP_NAME, AtFlags::empty());
+        return Err(e);
+    }
+    rustix::fs::fsync(dir.fd()).map_err(|e| err("sync", dir.path())(e.into()))
+}
+
+mod format;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn corrupt_file_is_moved_aside_not_fatal() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), "{not json").unwrap();
-        let mut t = Store::new(dir.path()).load().unwrap();
-        assert_eq!(t.default_engine().get("a"), None);
-        assert!(dir.path().join("last-use.json.corrupt").exists());
-    }
-
-    #[test]
-    fn save_is_atomic_and_leaves_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
-        let mut t = store.load().unwrap();
-        t.default_engine().touch("a", 5);
-        t.default_engine().advance_cursor(7);
-        store.save(&mut t).unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names, vec![FILE_NAME.to_string()]);
-        let mut t = store.load().unwrap();
-        assert_eq!(t.default_engine().cursor_nanos(), Some(7));
-        assert_eq!(t.default_engine().get("a").unwrap().last_used_ms, 5);
-    }
-
-    #[test]
-    fn version_1_is_migrated_to_milliseconds() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(FILE_NAME),
-            r#"{"version": 1, "cursor_nanos": 9, "images": {"sha256:a": {"first_seen": 10, "last_used": 20}}}"#,
-        )
-        .unwrap();
-        let store = Store::new(dir.path());
-        let mut t = store.load().unwrap();
-        let table = t.default_engine();
-        assert_eq!(
-            table.get("sha256:a"),
-            Some(Entry {
-                first_seen_ms: 10_000,
-                last_used_ms: 20_000
-            })
-        );
-        assert_eq!(table.cursor_nanos(), Some(9));
-        store.save(&mut t).unwrap();
-        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
-        assert!(text.contains("\"version\": 2"), "{text}");
-    }
-}
+mod tests;

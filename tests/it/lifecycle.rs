@@ -90,7 +90,8 @@ fn a_second_instance_is_refused_at_once_while_the_first_runs() {
     let cleaner = Cleaner::for_host(&host, path, "");
     let mut first = run(&cleaner);
     first.ready(SOON);
-    let lock = cleaner.state_dir().join("lock");
+    // The lock is an flock on the state directory itself: no file of its own.
+    let locked = cleaner.state_dir();
 
     for args in [["run"], ["once"]] {
         let started = Instant::now();
@@ -109,9 +110,9 @@ fn a_second_instance_is_refused_at_once_while_the_first_runs() {
             "refused at once, not after {took:?}"
         );
         assert!(
-            err.contains(&lock.display().to_string()),
-            "the message must name the lock {}: {err}",
-            lock.display()
+            err.contains(&format!("holds the lock on {}", locked.display())),
+            "the message must name the locked directory {}: {err}",
+            locked.display()
         );
         // It has exited: anything it sent is already queued on the socket.
         assert!(
@@ -120,6 +121,11 @@ fn a_second_instance_is_refused_at_once_while_the_first_runs() {
             second.notify.transcript()
         );
     }
+
+    assert!(
+        !locked.join("lock").exists(),
+        "taking the lock needs no new file (a full filesystem must not stop the cleaner)"
+    );
 
     // The first one never noticed: it still runs and still pings.
     assert!(first.running(), "{}", first.context());

@@ -10,5 +10,6 @@ mod kube_fake;
 mod kubectl;
 mod lifecycle;
 mod races;
+mod state;
 mod usage;
 mod util;

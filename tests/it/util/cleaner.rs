@@ -2,6 +2,7 @@
 //! endpoint), with its own configuration file and state directory; runs go through the one
 //! runner, [`Daemon`].
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -116,38 +117,45 @@ impl Cleaner {
         Daemon::service(self.command(args), None)
     }
 
-    /// The last-use table as saved, or `None` before the first save.
+    /// The state file as saved (version 2: `/engines/default/images/<id>/last_used_ms`), or
+    /// `None` before the first save.
     pub fn state(&self) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(self.state_dir().join("last-use.json")).ok()?;
         Some(serde_json::from_str(&text).expect("state file is JSON"))
     }
 
-    /// Writes a last-use table: each image last used `ago` seconds before now, and the event
-    /// cursor at now (as if a cleaner had been running).
+    /// Writes a last-use table in the current format (version 2, the default engine): each
+    /// image last used `ago` seconds before now, and the event cursor at now (as if a cleaner
+    /// had been running). The state directory is made 0700, as the packages make it.
     pub fn seed_last_use(&self, entries: &[(&str, i64)]) {
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock");
-        let now = since_epoch.as_secs() as i64;
+        let now_ms = i64::try_from(since_epoch.as_millis()).expect("milliseconds fit");
         // To the nanosecond: events of the setup earlier in this second must not be replayed.
-        let cursor = since_epoch.as_nanos() as i64;
+        let cursor = i64::try_from(since_epoch.as_nanos()).expect("nanoseconds fit");
         let images: serde_json::Map<String, serde_json::Value> = entries
             .iter()
             .map(|(id, ago)| {
+                let at = now_ms - ago * 1000;
                 (
                     id.to_string(),
-                    serde_json::json!({"first_seen": now - ago, "last_used": now - ago}),
+                    serde_json::json!({"first_seen_ms": at, "last_used_ms": at}),
                 )
             })
             .collect();
         let state = serde_json::json!({
-            "version": 1,
-            "cursor_nanos": cursor,
-            "images": images,
+            "version": 2,
+            "engines": {
+                "default": { "cursor_nanos": cursor, "images": images },
+            },
         });
-        std::fs::create_dir_all(self.state_dir()).expect("state dir");
+        let dir = self.state_dir();
+        std::fs::create_dir_all(&dir).expect("state dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod state dir");
         std::fs::write(
-            self.state_dir().join("last-use.json"),
+            dir.join("last-use.json"),
             serde_json::to_vec_pretty(&state).expect("json"),
         )
         .expect("write state");
