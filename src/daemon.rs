@@ -20,10 +20,14 @@ use crate::error_chain;
 use crate::lastuse::{self, InstanceLock, Store, Tables};
 use crate::node::{self, Cordoner};
 use crate::notify::Notifier;
-use crate::usage::PathMeter;
+use crate::policy;
+use crate::usage::{Meter, PathMeter};
 
 /// Exit code when another instance holds the lock (EX_TEMPFAIL: try again later).
 pub const EXIT_LOCKED: u8 = 75;
+
+/// At most one measurement a second after events that may add bytes.
+const CHECK_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Errors that stop the daemon (or fail `once`).
 #[derive(Debug, thiserror::Error)]
@@ -321,6 +325,8 @@ enum Wake {
     Save,
     Beat,
     Tick,
+    /// An event may have added bytes: measure, and clean at once if above high.
+    Check,
 }
 
 /// The running daemon's state.
@@ -336,6 +342,10 @@ struct Daemon<'n> {
     events_tx: mpsc::UnboundedSender<Used>,
     events: mpsc::UnboundedReceiver<Used>,
     quiet: Quiet,
+    /// When to measure after an event that may have added bytes (debounced), and what it was.
+    check: Option<(Instant, String)>,
+    /// When the last such measurement was taken.
+    last_check: Option<Instant>,
 }
 
 /// The daemon: a pass every `interval` until shutdown; Docker being away is waited out.
@@ -362,6 +372,8 @@ pub async fn run(config: Config, mut control: Control, notifier: &Notifier) -> R
             events_tx,
             events,
             quiet: Quiet::default(),
+            check: None,
+            last_check: None,
         };
         daemon.serve(&mut control.reload).await;
         Ok::<_, Error>(daemon)
@@ -405,7 +417,8 @@ impl Daemon<'_> {
                     self.start.save(self.config.dry_run);
                 }
                 Wake::Beat => {}
-                Wake::Tick => self.tick().await,
+                Wake::Tick => self.tick(None).await,
+                Wake::Check => self.check().await,
             }
         }
     }
@@ -417,15 +430,16 @@ impl Daemon<'_> {
             .beat_interval()
             .unwrap_or(Duration::from_secs(3600));
         self.notifier.alive_for(beat * 2);
-        let save_at = self
-            .save_due
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let far = Instant::now() + Duration::from_secs(3600);
+        let save_at = self.save_due.unwrap_or(far);
+        let check_at = self.check.as_ref().map_or(far, |(at, _)| *at);
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => Wake::Stop,
             Some(new) = reload.recv() => Wake::Reload(Box::new(new)),
             Some(event) = self.events.recv() => Wake::Used(event),
             () = tokio::time::sleep_until(save_at), if self.save_due.is_some() => Wake::Save,
+            () = tokio::time::sleep_until(check_at), if self.check.is_some() => Wake::Check,
             () = tokio::time::sleep(beat) => Wake::Beat,
             _ = self.ticker.tick() => Wake::Tick,
         }
@@ -441,6 +455,34 @@ impl Daemon<'_> {
         or_shutdown(&self.shutdown, cycle::apply_event(&engine, last_use, event)).await;
         self.save_due
             .get_or_insert(Instant::now() + Duration::from_secs(2));
+        if policy::may_add_bytes(event, &self.config) && self.check.is_none() {
+            // At most one check a second: a burst of pulls is one measurement.
+            let at = self
+                .last_check
+                .map_or_else(Instant::now, |t| t + CHECK_DEBOUNCE)
+                .max(Instant::now());
+            self.check = Some((
+                at,
+                format!("{} of {} on engine {name}", event.action, event.image),
+            ));
+        }
+    }
+
+    /// After an event that may have added bytes: measure (cheap in relative mode), and run a
+    /// pass at once when usage is at or above the high watermark.
+    async fn check(&mut self) {
+        let Some((_, trigger)) = self.check.take() else {
+            return;
+        };
+        self.last_check = Some(Instant::now());
+        match PathMeter::new(&self.config).measure().await {
+            Ok(m) if policy::above_high(&m, &self.config.watermarks) => {
+                log::info!("usage {m} after a {trigger}: at or above high, cleaning now");
+                self.tick(Some(trigger)).await;
+            }
+            Ok(m) => log::debug!("usage {m} after a {trigger}: below high"),
+            Err(e) => log::debug!("cannot measure after a {trigger}: {}", error_chain(&e)),
+        }
     }
 
     /// The connection of engine `name`, if connected.
@@ -449,9 +491,13 @@ impl Daemon<'_> {
         self.connections.get(i)?.as_ref().map(|c| &c.engine)
     }
 
-    /// A tick: retry a pending release, connect what is not connected, run a pass over the
-    /// engines that answer, save.
-    async fn tick(&mut self) {
+    /// A tick (or a check that found usage above high, `trigger` saying what happened): retry a
+    /// pending release, connect what is not connected, run a pass over the engines that
+    /// answer, save.
+    async fn tick(&mut self, trigger: Option<String>) {
+        if let Some(t) = &trigger {
+            log::info!("pass started by a {t}");
+        }
         self.notifier.step("checking");
         self.notifier.alive_for(self.start.cordoner.max_call_time());
         or_shutdown(&self.shutdown, self.start.cordoner.retry_release()).await;
@@ -507,6 +553,8 @@ impl Daemon<'_> {
             }
         }
         self.save_due = None;
+        // The pass measured: a check pending from before it is moot.
+        self.check = None;
         self.start.save(self.config.dry_run);
     }
 
@@ -523,12 +571,27 @@ impl Daemon<'_> {
                 None => break,
                 Some(Ok(connected)) => {
                     log::info!("engine {}: connected", engine.name);
-                    let since = self
-                        .start
-                        .tables
-                        .engine_mut(&engine.name)
-                        .cursor_nanos()
-                        .unwrap_or_else(now_nanos);
+                    // What the engine did while we were away is applied before the first plan:
+                    // the image used during the downtime must not look the oldest.
+                    let last_use = self.start.tables.engine_mut(&engine.name);
+                    match or_shutdown(
+                        &self.shutdown,
+                        cycle::replay(&connected, last_use, now_nanos()),
+                    )
+                    .await
+                    {
+                        None => break,
+                        Some(Ok(n)) => log::debug!(
+                            "engine {}: replayed {n} events since the last run",
+                            engine.name
+                        ),
+                        Some(Err(e)) => log::warn!(
+                            "engine {}: cannot replay its events since the last run: {}",
+                            engine.name,
+                            error_chain(&e)
+                        ),
+                    }
+                    let since = last_use.cursor_nanos().unwrap_or_else(now_nanos);
                     let follower = tokio::spawn(follow(
                         engine.name.clone(),
                         connected.clone(),

@@ -158,7 +158,10 @@ impl LastUse {
 
     /// Brings the table in line with what the engine has now: images never seen take their
     /// build time on the very first start and `now_ms` afterwards (a pull while we were down is
-    /// not old); images a container references are used now; records of deleted images go.
+    /// not old); images a running container uses are used now, and images a stopped container
+    /// references were used when it stopped (or was created, when the engine did not say), not
+    /// now: a pass that removes the container must not see its image as fresh; records of
+    /// deleted images go.
     pub fn reconcile(&mut self, inventory: &Inventory, now_ms: i64) {
         let present: HashSet<&str> = inventory.images.iter().map(|i| i.id.as_str()).collect();
         let before = self.images.len();
@@ -183,7 +186,16 @@ impl LastUse {
         }
         for container in &inventory.containers {
             if present.contains(container.image_id.as_str()) {
-                self.touch(&container.image_id, now_ms);
+                let at = if container.running {
+                    now_ms
+                } else {
+                    container
+                        .finished
+                        .unwrap_or(container.created)
+                        .saturating_mul(1000)
+                        .min(now_ms)
+                };
+                self.touch(&container.image_id, at);
             }
         }
         self.fresh = false;
@@ -227,9 +239,11 @@ mod tests {
         assert_eq!(t.get("a").unwrap().last_used_ms, 100_000);
 
         let mut t = LastUse::restored(t.images().clone(), None);
+        let mut running = container("a");
+        running.running = true;
         let inv = Inventory {
             images: vec![image("a", 100), image("b", 200)],
-            containers: vec![container("a")],
+            containers: vec![running],
         };
         t.reconcile(&inv, 2_000_000);
         assert_eq!(
@@ -240,7 +254,50 @@ mod tests {
         assert_eq!(
             t.get("a").unwrap().last_used_ms,
             2_000_000,
-            "a container references it"
+            "a running container uses it"
+        );
+    }
+
+    #[test]
+    fn a_stopped_container_counts_when_it_stopped_not_now() {
+        let mut t = LastUse::restored(BTreeMap::new(), None);
+        let mut stopped = container("a");
+        stopped.created = 300;
+        stopped.finished = Some(500);
+        let mut never_finished = container("b");
+        never_finished.created = 400;
+        let inv = Inventory {
+            images: vec![image("a", 100), image("b", 100)],
+            containers: vec![stopped, never_finished],
+        };
+        t.reconcile(&inv, 2_000_000);
+        // New to the table: first seen now; the container does not make it newer.
+        assert_eq!(t.get("a").unwrap().last_used_ms, 2_000_000);
+        let mut t = LastUse::restored(
+            BTreeMap::from([
+                (
+                    "a".to_string(),
+                    Entry {
+                        first_seen_ms: 100_000,
+                        last_used_ms: 100_000,
+                    },
+                ),
+                (
+                    "b".to_string(),
+                    Entry {
+                        first_seen_ms: 100_000,
+                        last_used_ms: 100_000,
+                    },
+                ),
+            ]),
+            None,
+        );
+        t.reconcile(&inv, 2_000_000);
+        assert_eq!(t.get("a").unwrap().last_used_ms, 500_000, "when it stopped");
+        assert_eq!(
+            t.get("b").unwrap().last_used_ms,
+            400_000,
+            "when it was made"
         );
     }
 

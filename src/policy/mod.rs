@@ -105,6 +105,19 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// Whether an engine event may have added bytes to the disk, so that usage is measured at once
+/// (between two ticks) rather than at the next tick: a pull, load, import or build, and a
+/// container create (its writable layer). Only in relative mode, where measuring is a
+/// `statvfs`; absolute mode walks trees and keeps to the interval.
+pub fn may_add_bytes(event: &crate::docker::UseEvent, config: &Config) -> bool {
+    matches!(config.watermarks, Watermarks::Relative { .. })
+        && !event.deleted
+        && matches!(
+            event.action.as_str(),
+            "pull" | "load" | "import" | "build" | "create"
+        )
+}
+
 /// Whether the node is cordoned for a plan: only when it removes something, and never in a dry
 /// run (nothing eligible is no reason to keep pods off the node).
 pub fn cordons(plan: &Plan, config: &Config) -> bool {
