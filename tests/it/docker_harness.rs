@@ -221,6 +221,16 @@ fn two_dockerds_on_one_filesystem() {
     fs.remove_foreign_file("pressure");
     assert!((a.used_pct().0 - pct).abs() < 0.5);
 
+    // One engine down, the other one up; the images of the one down still take their space.
+    let mut a = a;
+    a.stop();
+    assert!(!api::ping(&a.socket()) && api::ping(&b.socket()));
+    assert_eq!(b.tags(), ["only-b:1"]);
+    assert_eq!(a.fs().mount_point(), b.mount_point());
+    assert!((b.used_pct().0 - pct).abs() < 0.5);
+    a.restart();
+    assert_eq!(a.tags(), ["only-a:1"]);
+
     // The filesystem outlives the handle the test holds: the daemons keep it mounted, and it goes
     // when the last of them does, also when they are dropped while a test panics.
     let dirs = [
@@ -269,15 +279,21 @@ fn podman_service_and_teardown() {
     eprintln!("podman service start: {:?}", t0.elapsed());
     assert!(api::ping(&p.socket()));
     let dir = p.dir().to_path_buf();
+    let before = p.used_pct().0;
     let t1 = Instant::now();
     let image = p.image("app:1", 5);
     eprintln!("podman import of 5 MiB: {:?}", t1.elapsed());
-    assert_eq!(p.image_ids(), [image.clone()]);
+    assert_eq!(p.image_ids(), std::slice::from_ref(&image));
     assert_eq!(p.tags(), ["localhost/app:1"]);
     assert!(
         p.data_root().join("overlay-images").is_dir(),
         "the storage root is podman's"
     );
+    assert!(p.data_root().starts_with(p.fs().mount_point()));
+    // 5 MiB of payload and busybox on a 256 MiB filesystem, in Podman's storage only once.
+    let grown = p.used_pct().0 - before;
+    assert!((2.5..4.0).contains(&grown), "used grew by {grown:.2} %");
+    assert_eq!(p.fs_stat(), p.fs().fs_stat());
     let stopped = p.stopped_container("app:1");
     let t2 = Instant::now();
     let running = p.running_container(&image);
@@ -290,6 +306,9 @@ fn podman_service_and_teardown() {
         (state(&p, &stopped).as_str(), state(&p, &running).as_str()),
         ("exited", "running")
     );
+    let mut both = vec![stopped.clone(), running.clone()];
+    both.sort();
+    assert_eq!(p.container_ids(), both);
     // The Docker CLI talks to the service.
     let out = p.docker(&["ps", "--quiet", "--no-trunc"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), running);

@@ -7,5 +7,6 @@ mod docker_harness;
 mod kube_fake;
 mod kubectl;
 mod lifecycle;
+mod podman;
 mod usage;
 mod util;

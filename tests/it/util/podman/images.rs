@@ -25,11 +25,6 @@ impl PrivatePodman {
         self.import(Some(tag), payload_mib, 0)
     }
 
-    /// Like [`PrivatePodman::image`] with no payload but `files` small files.
-    pub fn image_with_files(&self, tag: &str, files: u64) -> String {
-        self.import(Some(tag), 0, files)
-    }
-
     /// An image without a name (dangling) of `payload_mib` MiB; returns its id.
     pub fn dangling_image(&self, payload_mib: u64) -> String {
         self.import(None, payload_mib, 0)
