@@ -32,6 +32,8 @@
 //! - `cgroup_manager = "cgroupfs"`: works without systemd; `cgroups = "disabled"` would need crun.
 //! - `default_ulimits` at this process's own limits: Podman asks for 1048576 open files and
 //!   processes by default, which runc cannot set without `CAP_SYS_RESOURCE`.
+//! - `apparmor_profile = "unconfined"`: where AppArmor is on, Podman would load its default
+//!   profile with `apparmor_parser`, which a minimal machine lacks.
 //! - images are imported in a private mount namespace with a tmpfs on `/var/lib`: podman 4.3
 //!   (containers-common 0.50) writes its blob-info cache to `/var/lib/containers/cache` whatever
 //!   `--root` says, on every import, load or pull. Do not import through the service either

@@ -31,6 +31,8 @@ pub(super) fn write(dir: &Path, root: &Path) {
 netns = "none"
 log_driver = "k8s-file"
 default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]
+# With AppArmor on and no apparmor_parser, loading Podman's default profile fails every start.
+apparmor_profile = "unconfined"
 
 [engine]
 cgroup_manager = "cgroupfs"
