@@ -122,9 +122,9 @@ impl PrivateDockerd {
         format!("unix://{}", self.socket().display())
     }
 
-    /// dockerd's `--data-root` (`<mount>/docker`): what the cleaner measures as its path to
-    /// check, in place of `/var/lib/docker`. It is on the loop filesystem, so `statvfs` of it is
-    /// the filesystem's.
+    /// dockerd's `--data-root` (`<mount>/docker`, or `<mount>/<name>` after `start_on`): what the
+    /// cleaner measures as its path to check, in place of `/var/lib/docker`. It is on the loop
+    /// filesystem, so `statvfs` of it is the filesystem's.
     pub fn data_root(&self) -> &Path {
         &self.data_root
     }
