@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh Debian 12 machine: installs what the real-Docker and kubectl
+# The whole test suite, on a fresh Debian 12 machine: installs what the real-engine and kubectl
 # tests need when it is missing (as root), then runs every test layer through `cargo test` and
 # prints which real-service tests ran and which were skipped.
 #
-# The real-Docker tests start their own private dockerd on a loop-mounted ext4 filesystem; they
-# never touch the machine's default daemon. Every real-service check appends a line to the ledger
+# The real-engine tests start their own private dockerd, or rootful `podman system service`, on a
+# loop-mounted ext4 filesystem; they never touch the machine's default daemon or Podman storage. Every real-service check appends a line to the ledger
 # (tests/it/util/require.rs documents its format): `ran|skipped<TAB>service<TAB>test<TAB>reason`.
 # This script empties it before `cargo test` and summarises it after.
 #
 # CI rule (the same as require.rs): CI set to a non-empty value other than "false" or "0". Under
 # CI a missing service already fails its test; on top of that this script fails when no test ran
-# against a real dockerd or when any real-service test was skipped.
+# against a real dockerd or a real Podman, or when any real-service test was skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,13 @@ esac
 
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+# Rootful Podman needs no uidmap, slirp4netns or fuse-overlayfs (no user namespace, no network,
+# kernel overlayfs); it brings conmon. The harness configures the CNI backend, so name its
+# plugins (podman's container-network-stack could otherwise be netavark), and runc, the runtime
+# both engines use (podman alone would pick crun).
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+dpkg -s containernetworking-plugins >/dev/null 2>&1 || missing+=(containernetworking-plugins)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
 # The test images are FROM scratch around a static busybox.
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
@@ -32,7 +39,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
     else
-        echo "warning: missing ${missing[*]}; the real-Docker tests will be skipped (run as root to install)" >&2
+        echo "warning: missing ${missing[*]}; the real-engine tests will be skipped (run as root to install)" >&2
     fi
 fi
 
@@ -72,7 +79,7 @@ summary="$(awk -F'\t' '
         }
         if (bad > 0) print "ledger: " bad " malformed line(s)"
         printf "real-service tests: %d ran (%s), %d skipped\n", ran_total, (per == "" ? "none" : per), skipped_total
-        printf "DOCKERD_RAN=%d SKIPPED=%d BAD=%d\n", ran["dockerd"] + 0, skipped_total + 0, bad + 0
+        printf "DOCKERD_RAN=%d PODMAN_RAN=%d SKIPPED=%d BAD=%d\n", ran["dockerd"] + 0, ran["podman"] + 0, skipped_total + 0, bad + 0
     }' "$DIC_TEST_LEDGER")"
 # The last line is for this script, not for people.
 counts="${summary##*$'\n'}"
@@ -82,9 +89,16 @@ eval "$counts"
 if [ "$ci" != true ] && [ "$DOCKERD_RAN" -eq 0 ]; then
     echo "warning: no test ran against a real dockerd (with CI set this fails)" >&2
 fi
+if [ "$ci" != true ] && [ "$PODMAN_RAN" -eq 0 ]; then
+    echo "warning: no test ran against a real Podman (with CI set this fails)" >&2
+fi
 if [ "$ci" = true ]; then
     if [ "$DOCKERD_RAN" -eq 0 ]; then
         echo "error: CI is set and no test ran against a real dockerd" >&2
+        [ "$status" -ne 0 ] || status=1
+    fi
+    if [ "$PODMAN_RAN" -eq 0 ]; then
+        echo "error: CI is set and no test ran against a real Podman" >&2
         [ "$status" -ne 0 ] || status=1
     fi
     if [ "$SKIPPED" -gt 0 ]; then

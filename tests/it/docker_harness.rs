@@ -1,11 +1,16 @@
-//! Smoke tests of the private-dockerd harness itself (`util::dockerd`), not of the cleaner:
-//! if these fail, every real-Docker test would fail for reasons unrelated to the code under test.
-//! Run with `--nocapture` to see the start and teardown timings.
+//! Smoke tests of the real-engine harness itself (`util::dockerd`, `util::podman`,
+//! `util::loopfs`), not of the cleaner: if these fail, every real-engine test would fail for
+//! reasons unrelated to the code under test. Run with `--nocapture` to see the timings.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::time::Instant;
 
+use crate::util::api;
 use crate::util::dockerd::{PrivateDockerd, leftovers};
+use crate::util::loopfs::SharedFs;
+use crate::util::podman::PrivatePodman;
+use crate::util::require::Service;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -172,4 +177,164 @@ fn teardown_after_a_panic_leaves_nothing() {
         "{message}"
     );
     assert_eq!(leftovers(&dir), Vec::<String>::new());
+}
+
+/// Two daemons on one filesystem: one disk (the same usage seen from either), two inventories.
+#[test]
+fn two_dockerds_on_one_filesystem() {
+    let Some(fs) = SharedFs::new(Service::Dockerd, "shared", 512, None) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let (Some(a), Some(b)) = (
+        PrivateDockerd::start_on(&fs, "a"),
+        PrivateDockerd::start_on(&fs, "b"),
+    ) else {
+        return;
+    };
+    eprintln!("two daemons on one fs: {:?}", t0.elapsed());
+    assert_eq!(a.data_root(), fs.mount_point().join("a"));
+    assert_eq!(b.data_root(), fs.mount_point().join("b"));
+    assert_ne!(a.host(), b.host());
+
+    let before = fs.fs_stat();
+    a.image("only-a:1", 20);
+    b.image("only-b:1", 5);
+    assert_eq!(a.tags(), ["only-a:1"]);
+    assert_eq!(b.tags(), ["only-b:1"]);
+    assert_eq!(a.fs_stat(), b.fs_stat(), "one filesystem");
+    let grown = (fs.fs_stat().used_bytes() - before.used_bytes()) as f64 / MIB;
+    // 20 + 5 MiB of payload and two busyboxes (1.9 MiB each) plus overlay2 metadata.
+    assert!((28.0..34.0).contains(&grown), "used grew by {grown:.1} MiB");
+
+    // Pressure that belongs to neither engine.
+    let (pct, _) = fs.used_pct();
+    let foreign = fs.foreign_file("pressure", 100);
+    assert!(foreign.starts_with(fs.mount_point()));
+    assert!(!foreign.starts_with(a.data_root()) && !foreign.starts_with(b.data_root()));
+    let (with_foreign, _) = b.used_pct();
+    // 100 MiB of a 486 MiB filesystem (less the 5 % reserve, which root may use).
+    assert!(
+        (20.0..22.5).contains(&(with_foreign - pct)),
+        "{pct:.2} % -> {with_foreign:.2} %"
+    );
+    fs.remove_foreign_file("pressure");
+    assert!((a.used_pct().0 - pct).abs() < 0.5);
+
+    // One engine down, the other one up; the images of the one down still take their space.
+    let mut a = a;
+    a.stop();
+    assert!(!api::ping(&a.socket()) && api::ping(&b.socket()));
+    assert_eq!(b.tags(), ["only-b:1"]);
+    assert_eq!(a.fs().mount_point(), b.mount_point());
+    assert!((b.used_pct().0 - pct).abs() < 0.5);
+    a.restart();
+    assert_eq!(a.tags(), ["only-a:1"]);
+
+    // The filesystem outlives the handle the test holds: the daemons keep it mounted, and it goes
+    // when the last of them does, also when they are dropped while a test panics.
+    let dirs = [
+        fs.dir().to_path_buf(),
+        a.dir().to_path_buf(),
+        b.dir().to_path_buf(),
+    ];
+    drop(fs);
+    assert!(api::ping(&a.socket()) && api::ping(&b.socket()));
+    a.image("still-there:1", 1);
+    let result = catch_unwind(AssertUnwindSafe(move || {
+        let b = b;
+        let _a = a;
+        b.docker(&["no-such-command"]);
+    }));
+    assert!(result.is_err(), "docker no-such-command must panic");
+    for dir in &dirs {
+        assert_eq!(leftovers(dir), Vec::<String>::new(), "{}", dir.display());
+    }
+}
+
+/// What podman 4.3 may create on the machine outside its own dirs, and must not.
+fn machine_podman_paths() -> Vec<(&'static str, bool)> {
+    [
+        "/var/lib/containers",
+        "/run/containers",
+        "/run/libpod",
+        "/dev/shm/libpod_lock",
+        "/etc/cni/net.d/87-podman-bridge.conflist",
+    ]
+    .into_iter()
+    .map(|p| (p, Path::new(p).exists()))
+    .collect()
+}
+
+/// The Podman service: it answers, runs containers, survives being stopped and started, and
+/// leaves nothing behind: no mount, process, loop device, dir or cgroup, and nothing in the
+/// machine's own Podman paths.
+#[test]
+fn podman_service_and_teardown() {
+    let machine = machine_podman_paths();
+    let t0 = Instant::now();
+    let Some(mut p) = PrivatePodman::start("service", 256) else {
+        return;
+    };
+    eprintln!("podman service start: {:?}", t0.elapsed());
+    assert!(api::ping(&p.socket()));
+    let dir = p.dir().to_path_buf();
+    let before = p.used_pct().0;
+    let t1 = Instant::now();
+    let image = p.image("app:1", 5);
+    eprintln!("podman import of 5 MiB: {:?}", t1.elapsed());
+    assert_eq!(p.image_ids(), std::slice::from_ref(&image));
+    assert_eq!(p.tags(), ["localhost/app:1"]);
+    assert!(
+        p.data_root().join("overlay-images").is_dir(),
+        "the storage root is podman's"
+    );
+    assert!(p.data_root().starts_with(p.fs().mount_point()));
+    // 5 MiB of payload and busybox on a 256 MiB filesystem, in Podman's storage only once.
+    let grown = p.used_pct().0 - before;
+    assert!((2.5..4.0).contains(&grown), "used grew by {grown:.2} %");
+    assert_eq!(p.fs_stat(), p.fs().fs_stat());
+    let stopped = p.stopped_container("app:1");
+    let t2 = Instant::now();
+    let running = p.running_container(&image);
+    eprintln!("podman run: {:?}", t2.elapsed());
+    let state = |p: &PrivatePodman, id: &str| {
+        let out = p.podman(&["inspect", "--format", "{{.State.Status}}", id]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        (state(&p, &stopped).as_str(), state(&p, &running).as_str()),
+        ("exited", "running")
+    );
+    let mut both = vec![stopped.clone(), running.clone()];
+    both.sort();
+    assert_eq!(p.container_ids(), both);
+    // The Docker CLI talks to the service.
+    let out = p.docker(&["ps", "--quiet", "--no-trunc"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), running);
+
+    p.stop();
+    assert!(!api::ping(&p.socket()), "a stopped service does not answer");
+    assert_eq!(
+        state(&p, &running),
+        "running",
+        "containers outlive the service"
+    );
+    p.restart();
+    assert!(api::ping(&p.socket()));
+    let t3 = Instant::now();
+    drop(p);
+    eprintln!(
+        "podman teardown with a running container: {:?}",
+        t3.elapsed()
+    );
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+    let short = &running[..12];
+    let cgroups = crate::util::host::cgroups_named(&[running.clone(), stopped.clone()]);
+    assert!(cgroups.is_empty(), "{short}: {cgroups:?}");
+    assert_eq!(
+        machine_podman_paths(),
+        machine,
+        "the machine's Podman paths are untouched"
+    );
 }

@@ -9,6 +9,7 @@ mod kube_daemon;
 mod kube_fake;
 mod kubectl;
 mod lifecycle;
+mod podman;
 mod races;
 mod react;
 mod state;

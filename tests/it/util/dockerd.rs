@@ -1,49 +1,46 @@
-//! A real, private `dockerd` per test, on its own small loop-mounted ext4 filesystem.
+//! A real, private `dockerd` per test, on a small loop-mounted ext4 filesystem of its own or on a
+//! [`SharedFs`] with other engines.
 //!
-//! Owns: one temp dir per daemon (`/tmp/dic-it-<pid>-<n>-<name>`) holding the sparse filesystem
-//! image, its mount point, the exec root, the API socket, the CLI config and the daemon log; the
-//! daemon, its managed containerd and shims; and their teardown. Must not: touch the machine's
-//! default daemon, `/var/lib/docker` or `/var/run/docker.sock`, or depend on the library under test
-//! (it has to keep compiling while `src/` does not).
+//! Owns: one temp dir per daemon (`/tmp/dic-it-<pid>-<n>-<name>`) holding the exec root, the API
+//! socket, the CLI config and the daemon log; the daemon, its managed containerd and shims; and
+//! their teardown. Must not: touch the machine's default daemon, `/var/lib/docker` or
+//! `/var/run/docker.sock`, or depend on the library under test (it has to keep compiling while
+//! `src/` does not).
 //!
-//! Layout of a daemon's dir:
+//! Layout of a daemon's dir; with [`PrivateDockerd::start`] it also holds the filesystem
+//! (`fs.img`, `fs/`, see [`super::loopfs`]) and the data root is `fs/docker`; with
+//! [`PrivateDockerd::start_on`] the data root is `<shared mount>/<name>`:
 //! ```text
-//! fs.img        sparse ext4 image, attached to a loop device
-//! fs/           its mount point (what `used_pct` and `fill_to` measure)
-//! fs/docker/    dockerd --data-root (what the cleaner is pointed at, like /var/lib/docker)
-//! fs/filler     written by `fill_to`, outside Docker's dirs
 //! exec/         dockerd --exec-root (containerd socket and state, netns)
 //! docker.sock   the API socket; docker.pid; dockerd.log; daemon.json; cli/ (DOCKER_CONFIG)
 //! ```
 //!
-//! Skipping: [`PrivateDockerd::start`] goes through [`require`]`(Service::Dockerd)`: it returns
-//! `None` (recorded in the ledger as a skip, with a note on stderr) when this machine cannot run a
-//! daemon, and panics instead under CI. What a daemon needs is listed in [`Service::needs`].
+//! Skipping: both constructors go through [`require`]`(Service::Dockerd)`: they return `None`
+//! (recorded in the ledger as a skip, with a note on stderr) when this machine cannot run a
+//! daemon, and panic instead under CI. What a daemon needs is listed in [`Service::needs`].
 //!
 //! Split by concern: this file is the daemon process and its dir; [`images`] the images and
-//! containers made through the CLI; [`filesystem`] the loop filesystem and filling it.
+//! containers made through the CLI; the filesystem is [`super::loopfs`]'s.
 //!
 //! Teardown runs in `Drop`, so also when the test panicked: SIGTERM to dockerd (bounded, then
 //! SIGKILL), SIGKILL to every process whose command line names this dir (containerd, shims) and
-//! their descendants (container processes), unmount everything under the dir innermost first,
-//! detach the loop device, remove the dir. Dirs left by a test process that was itself killed are
-//! swept by the next `start` in any test process.
+//! their descendants (container processes), unmount what is left under the data root and the
+//! dir, remove the dir; the filesystem goes when its last engine has gone ([`SharedFs`]). Dirs
+//! left by a test process that was itself killed are swept by the next one.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::host;
+use super::api::{self, Reply};
+use super::host::{self, FsStat};
+pub use super::loopfs::leftovers;
+use super::loopfs::{SharedFs, scratch_dir};
 use super::require::{Service, require};
 use super::wait_until;
 
-mod filesystem;
-mod images;
+pub(in crate::util) mod images;
 
 /// The daemon. Debian's docker.io 20.10; it starts a managed containerd of its own.
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
@@ -53,11 +50,6 @@ pub const DOCKERD: &str = "/usr/sbin/dockerd";
 pub const DOCKER_CLI: &str = "/usr/bin/docker";
 /// Statically linked (Debian busybox-static): it is the only binary in `FROM scratch` images.
 pub const BUSYBOX: &str = "/bin/busybox";
-/// Temp dirs are `<TMP>/<PREFIX><pid>-<n>-<name>`; short, because the API and containerd
-/// socket paths under it must stay below the 108-byte `sun_path` limit.
-const TMP: &str = "/tmp";
-const PREFIX: &str = "dic-it-";
-
 /// How long dockerd may take to answer `/_ping` after being started.
 const READY_BOUND: Duration = Duration::from_secs(60);
 /// How long dockerd may take to stop after SIGTERM before it gets SIGKILL. It stops running
@@ -66,16 +58,13 @@ const STOP_BOUND: Duration = Duration::from_secs(20);
 /// Any single CLI or tool invocation.
 const COMMAND_BOUND: Duration = Duration::from_secs(180);
 
-const MIB: u64 = 1024 * 1024;
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-static SWEEP: Once = Once::new();
-
-/// A private dockerd on a fresh loop-mounted ext4 filesystem; dropped, it leaves nothing behind.
+/// A private dockerd; dropped, it leaves nothing behind (its filesystem goes with the last
+/// engine on it).
 pub struct PrivateDockerd {
     dir: PathBuf,
-    mount: PathBuf,
     data_root: PathBuf,
+    /// Declared after the paths and dropped after `Drop::drop` has stopped the daemon.
+    fs: SharedFs,
     child: Option<Child>,
 }
 
@@ -90,35 +79,42 @@ impl PrivateDockerd {
         if !require(Service::Dockerd) {
             return None;
         }
-        SWEEP.call_once(sweep_stale);
-        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let name: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .take(16)
-            .collect();
-        let dir = PathBuf::from(TMP).join(format!("{PREFIX}{}-{n}-{name}", std::process::id()));
-        fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let dir = scratch_dir(name);
+        // A panic from here on drops `fs`, which tears down `dir`.
+        let fs = SharedFs::make_in(dir.clone(), fs_mib, inodes);
+        let data_root = fs.engine_root("docker");
+        Some(PrivateDockerd::launch(dir, data_root, fs))
+    }
+
+    /// Starts a dockerd whose `--data-root` is `<fs mount>/<name>` on a filesystem shared with
+    /// other engines; its exec root, socket and log are in a temp dir of its own, as with
+    /// [`PrivateDockerd::start`]. `name` must be unique on `fs`. Skips like `start`.
+    pub fn start_on(fs: &SharedFs, name: &str) -> Option<PrivateDockerd> {
+        if !require(Service::Dockerd) {
+            return None;
+        }
+        let data_root = fs.engine_root(name);
+        Some(PrivateDockerd::launch(
+            scratch_dir(name),
+            data_root,
+            fs.clone(),
+        ))
+    }
+
+    fn launch(dir: PathBuf, data_root: PathBuf, fs: SharedFs) -> PrivateDockerd {
         // From here on, a panic drops `d` and tears down whatever was set up so far.
         let mut d = PrivateDockerd {
-            mount: dir.join("fs"),
-            data_root: dir.join("fs").join("docker"),
             dir,
+            data_root,
+            fs,
             child: None,
         };
-        d.make_filesystem(fs_mib, inodes);
         fs::create_dir_all(d.dir.join("cli")).unwrap_or_else(|e| panic!("creating cli dir: {e}"));
         // An explicit empty config keeps /etc/docker/daemon.json (if any) out of the test.
         fs::write(d.dir.join("daemon.json"), "{}\n")
             .unwrap_or_else(|e| panic!("writing daemon.json: {e}"));
         d.spawn_daemon();
-        Some(d)
+        d
     }
 
     /// `unix:///tmp/dic-it-…/docker.sock`, for `DOCKER_HOST`.
@@ -126,16 +122,21 @@ impl PrivateDockerd {
         format!("unix://{}", self.socket().display())
     }
 
-    /// dockerd's `--data-root` (`<mount>/docker`): what the cleaner measures as its path to
-    /// check, in place of `/var/lib/docker`. It is on the loop filesystem, so `statvfs` of it is
-    /// the filesystem's.
+    /// dockerd's `--data-root` (`<mount>/docker`, or `<mount>/<name>` after `start_on`): what the
+    /// cleaner measures as its path to check, in place of `/var/lib/docker`. It is on the loop
+    /// filesystem, so `statvfs` of it is the filesystem's.
     pub fn data_root(&self) -> &Path {
         &self.data_root
     }
 
     /// The loop filesystem's mount point (parent of the data root and of the filler).
     pub fn mount_point(&self) -> &Path {
-        &self.mount
+        self.fs.mount_point()
+    }
+
+    /// The filesystem the data root is on (shared with other engines after `start_on`).
+    pub fn fs(&self) -> &SharedFs {
+        &self.fs
     }
 
     /// This daemon's temp dir (for [`leftovers`]).
@@ -185,14 +186,49 @@ impl PrivateDockerd {
     }
 
     /// Stops dockerd (SIGTERM, SIGKILL after a bound; its containerd and shims too) and starts
-    /// it again on the same data root and socket. Returns once the API answers again.
+    /// it again on the same data root and socket, also after [`PrivateDockerd::stop`]. Returns
+    /// once the API answers again.
     pub fn restart(&mut self) {
         self.stop_daemon();
         self.spawn_daemon();
     }
 
-    fn socket(&self) -> PathBuf {
+    /// Stops dockerd as [`PrivateDockerd::restart`] does and leaves it down: its images stay on
+    /// the disk, its socket refuses connections (an engine that is down). The CLI and
+    /// [`PrivateDockerd::api`] fail until `restart`.
+    pub fn stop(&mut self) {
+        self.stop_daemon();
+    }
+
+    /// The API socket (`<dir>/docker.sock`).
+    pub fn socket(&self) -> PathBuf {
         self.dir.join("docker.sock")
+    }
+
+    /// `method path` on this daemon's API, raw (no version prefix, as bollard 0.21 sends
+    /// them); see [`api::request`].
+    pub fn api(&self, method: &str, path: &str) -> Reply {
+        api::request(&self.socket(), method, path)
+    }
+
+    /// `statvfs` of the data root's filesystem.
+    pub fn fs_stat(&self) -> FsStat {
+        self.fs.fs_stat()
+    }
+
+    /// (blocks used %, inodes used %) of the data root's filesystem; see [`FsStat`].
+    pub fn used_pct(&self) -> (f64, f64) {
+        self.fs.used_pct()
+    }
+
+    /// [`SharedFs::fill_to`] on the data root's filesystem.
+    pub fn fill_to(&self, pct: f64) {
+        self.fs.fill_to(pct);
+    }
+
+    /// [`SharedFs::clear_filler`] on the data root's filesystem.
+    pub fn clear_filler(&self) {
+        self.fs.clear_filler();
     }
 
     fn spawn_daemon(&mut self) {
@@ -244,7 +280,7 @@ impl PrivateDockerd {
                 exited = Some(status);
                 return true;
             }
-            ping(&socket)
+            api::ping(&socket)
         });
         if let Some(status) = exited {
             panic!(
@@ -291,75 +327,12 @@ impl Drop for PrivateDockerd {
     fn drop(&mut self) {
         // Nothing here may panic: this runs while a failed test unwinds.
         self.stop_daemon();
-        host::teardown_dir(&self.dir);
-    }
-}
-
-/// What a daemon left behind under `dir`: mounts, processes, loop devices, the dir itself.
-/// Empty after a clean teardown; used by the harness's own tests.
-pub fn leftovers(dir: &Path) -> Vec<String> {
-    let mut found: Vec<String> = host::mounts_under(dir)
-        .into_iter()
-        .map(|m| format!("mount {m}"))
-        .collect();
-    found.extend(
-        host::processes_under(dir)
-            .into_iter()
-            .map(|p| format!("process {p}")),
-    );
-    found.extend(
-        host::loop_devices_of(&dir.join("fs.img"))
-            .into_iter()
-            .map(|l| format!("loop {l}")),
-    );
-    if dir.exists() {
-        found.push(format!("dir {}", dir.display()));
-    }
-    found
-}
-
-/// Tears down dirs of earlier test processes that died without running `Drop` (SIGKILL, abort).
-fn sweep_stale() {
-    let Ok(entries) = fs::read_dir(TMP) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else {
-            continue;
-        };
-        // A dir named after our own pid predates this process (pid reuse): we have made none yet.
-        let ours = pid == std::process::id().to_string();
-        if pid.parse::<u32>().is_ok() && (ours || !Path::new("/proc").join(pid).exists()) {
-            eprintln!(
-                "sweeping {} left by dead test process {pid}",
-                entry.path().display()
-            );
-            host::kill_processes_under(&entry.path());
-            host::teardown_dir(&entry.path());
+        // A SIGKILLed daemon leaves its overlay mounts; its own filesystem's teardown would
+        // catch them, a shared one's only after every engine on it is gone.
+        host::unmount_under(&self.data_root);
+        if self.dir != self.fs.dir() {
+            host::teardown_dir(&self.dir);
         }
+        // Then `fs` drops: the filesystem goes if this was its last engine.
     }
-}
-
-/// `GET /_ping` over the unix socket, std only; true on `200 OK`.
-fn ping(socket: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200")
-}
-
-fn path_str(p: &Path) -> &str {
-    // Our paths are built from ASCII only (see `start`), so this cannot fail.
-    p.to_str()
-        .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
 }

@@ -177,10 +177,8 @@ pub fn loop_devices_of(file: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Unmounts everything under `dir` innermost first (lazily if busy), detaches the loop
-/// devices of `dir/fs.img` and removes `dir`, unless something is still mounted there
-/// (then deleting would reach into a live filesystem). Never panics; reports on stderr.
-pub fn teardown_dir(dir: &Path) {
+/// Unmounts everything at or under `dir`, innermost first (lazily if busy). Never panics.
+pub fn unmount_under(dir: &Path) {
     for _ in 0..5 {
         let mounts = mounts_under(dir);
         if mounts.is_empty() {
@@ -193,6 +191,13 @@ pub fn teardown_dir(dir: &Path) {
             }
         }
     }
+}
+
+/// Unmounts everything under `dir` ([`unmount_under`]), detaches the loop devices of
+/// `dir/fs.img` and removes `dir`, unless something is still mounted there (then deleting would
+/// reach into a live filesystem). Never panics; reports on stderr.
+pub fn teardown_dir(dir: &Path) {
+    unmount_under(dir);
     for dev in loop_devices_of(&dir.join("fs.img")) {
         let _ = Command::new("losetup").args(["--detach", &dev]).status();
     }
@@ -205,6 +210,58 @@ pub fn teardown_dir(dir: &Path) {
         && e.kind() != std::io::ErrorKind::NotFound
     {
         eprintln!("removing {}: {e}", dir.display());
+    }
+}
+
+/// Cgroup dirs (any hierarchy, v1 or v2) named `libpod-<id>` for one of `ids`: where rootful
+/// Podman with the cgroupfs manager puts each container (`<hierarchy>/libpod_parent/libpod-<id>`).
+pub fn cgroups_named(ids: &[String]) -> Vec<PathBuf> {
+    let names: Vec<String> = ids.iter().map(|id| format!("libpod-{id}")).collect();
+    let mut found = Vec::new();
+    let mut level = vec![PathBuf::from("/sys/fs/cgroup")];
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for dir in &level {
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                // Real dirs only: `cpu,cpuacct` and friends are symlinks to hierarchies we visit.
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                if names.contains(&e.file_name().to_string_lossy().to_string()) {
+                    found.push(e.path());
+                } else {
+                    next.push(e.path());
+                }
+            }
+        }
+        level = next;
+    }
+    found
+}
+
+/// The pids in a cgroup (`cgroup.procs`); empty when it is gone.
+pub fn cgroup_pids(cgroup: &Path) -> Vec<u32> {
+    fs::read_to_string(cgroup.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Removes empty cgroups (bounded retries: the kernel frees a cgroup shortly after its last
+/// process is reaped). Never panics; reports what stays on stderr.
+pub fn remove_cgroups(cgroups: &[PathBuf]) {
+    let removed = super::wait_until(Duration::from_secs(5), || {
+        cgroups
+            .iter()
+            .all(|c| fs::remove_dir(c).is_ok() || !c.exists())
+    });
+    if !removed {
+        let left: Vec<&PathBuf> = cgroups.iter().filter(|c| c.exists()).collect();
+        eprintln!("cgroups left behind: {left:?}");
     }
 }
 

@@ -2,7 +2,10 @@
 //!
 //! - [`require`]: whether a real service (a private dockerd, kubectl, root, …) can be used here,
 //!   and the CI rule; [`ledger`]: the file that counts every real-service test as ran or skipped;
-//! - [`dockerd`]: a private dockerd per test on a loop-mounted ext4 filesystem;
+//! - [`dockerd`]: a private dockerd per test on a loop-mounted ext4 filesystem; [`podman`]: a
+//!   private rootful `podman system service` (Docker-compatible API) likewise; [`loopfs`]: those
+//!   filesystems, one per engine or one [`loopfs::SharedFs`] for several, and the temp dirs;
+//!   [`rootfs`]: the `FROM scratch` tarball both import; [`api`]: raw HTTP over their sockets;
 //! - [`cleaner`]: the built binary with its own configuration and state, and [`daemon`], the one
 //!   process runner for it;
 //! - [`notify`]: a fake systemd notification socket; [`interpose`]: a Docker API proxy that runs a
@@ -11,14 +14,18 @@
 
 use std::time::{Duration, Instant};
 
+pub mod api;
 pub mod cleaner;
 pub mod daemon;
 pub mod dockerd;
 pub mod host;
 pub mod interpose;
 pub mod ledger;
+pub mod loopfs;
 pub mod notify;
+pub mod podman;
 pub mod require;
+pub mod rootfs;
 
 /// How often [`wait_until`] looks.
 const POLL: Duration = Duration::from_millis(20);

@@ -28,6 +28,7 @@ use std::path::Path;
 use super::dockerd::{BUSYBOX, DOCKER_CLI, DOCKERD};
 use super::host;
 use super::ledger::{Entry, Ledger, Outcome};
+use super::podman::{CONMON, PODMAN};
 
 /// A real service a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,9 @@ pub enum Service {
     Kubectl,
     /// Root itself (mounts, running a child as another user).
     Root,
-    /// Podman, for the second engine.
+    /// A private rootful Podman API service ([`super::podman::PrivatePodman`]): root, podman
+    /// 4.3 with conmon and runc, the Docker 20.10 CLI (to talk to it as Docker clients do), a
+    /// static busybox, `unshare` and the tools for a loop-mounted ext4 filesystem.
     Podman,
     /// `prometheus-node-exporter`, reading the textfile metrics.
     NodeExporter,
@@ -119,11 +122,21 @@ impl Service {
                 hint: "run the tests as root",
             },
             Service::Podman => Needs {
-                root: false,
-                files: NONE,
-                static_files: NONE,
-                tools: &["podman"],
-                hint: "install podman",
+                root: true,
+                files: &[PODMAN, CONMON, DOCKER_CLI],
+                static_files: &[BUSYBOX],
+                tools: &[
+                    "runc",
+                    "unshare",
+                    "mkfs.ext4",
+                    "losetup",
+                    "mount",
+                    "umount",
+                    "tar",
+                    "stat",
+                    "kill",
+                ],
+                hint: "run as root with podman (it brings conmon), runc, docker.io (its CLI), busybox-static, e2fsprogs and mount installed; scripts/test.sh installs them",
             },
             Service::NodeExporter => Needs {
                 root: false,

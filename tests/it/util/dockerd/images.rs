@@ -2,13 +2,10 @@
 //! `FROM scratch` around the static busybox with random payloads (so sizes are known and no two
 //! images share a layer), containers in each state, and listings sorted for comparison.
 
-use std::fs::{self, File};
-use std::io::Read;
 use std::process::Output;
-use std::sync::atomic::Ordering;
 
-use super::{BUSYBOX, COMMAND_BOUND, MIB, NEXT_ID, PrivateDockerd, path_str};
-use crate::util::host;
+use super::PrivateDockerd;
+use crate::util::rootfs::{CMD_CHANGE, RootfsTar};
 
 impl PrivateDockerd {
     /// Imports an image `FROM scratch` holding `/busybox` (default command `/busybox true`) and
@@ -78,59 +75,22 @@ impl PrivateDockerd {
         lines(&self.docker(&["ps", "--all", "--quiet", "--no-trunc"]))
     }
 
-    /// Builds a rootfs in a staging dir (on /tmp, not the loop fs) and `docker import`s it.
+    /// Stages a rootfs tarball (on /tmp, not the loop fs) and `docker import`s it.
     fn import(&self, tag: Option<&str>, payload_mib: u64, files: u64) -> String {
-        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let stage = self.dir.join(format!("stage-{n}"));
-        let root = stage.join("rootfs");
-        let fail =
-            |what: &str, e: std::io::Error| -> ! { panic!("{what} in {}: {e}", stage.display()) };
-        fs::create_dir_all(root.join("files")).unwrap_or_else(|e| fail("mkdir", e));
-        fs::copy(BUSYBOX, root.join("busybox")).unwrap_or_else(|e| fail("copying busybox", e));
-        // A nonce makes each layer unique even without payload: identical tarballs would share one.
-        let mut nonce = [0u8; 16];
-        File::open("/dev/urandom")
-            .and_then(|mut r| r.read_exact(&mut nonce))
-            .unwrap_or_else(|e| fail("reading /dev/urandom", e));
-        fs::write(root.join("nonce"), nonce).unwrap_or_else(|e| fail("writing nonce", e));
-        if payload_mib > 0 {
-            let mut src =
-                File::open("/dev/urandom").unwrap_or_else(|e| fail("opening /dev/urandom", e));
-            let mut dst =
-                File::create(root.join("payload")).unwrap_or_else(|e| fail("creating payload", e));
-            let copied = std::io::copy(&mut (&mut src).take(payload_mib * MIB), &mut dst)
-                .unwrap_or_else(|e| fail("writing payload", e));
-            assert_eq!(copied, payload_mib * MIB, "short read from /dev/urandom");
-        }
-        for i in 0..files {
-            fs::write(root.join("files").join(i.to_string()), format!("{i}\n"))
-                .unwrap_or_else(|e| fail("writing small files", e));
-        }
-        let tar = stage.join("rootfs.tar");
-        host::run_ok(
-            "tar",
-            &["-C", path_str(&root), "-cf", path_str(&tar), "."],
-            COMMAND_BOUND,
-        );
-        let mut args = vec![
-            "import",
-            "--change",
-            r#"CMD ["/busybox", "true"]"#,
-            path_str(&tar),
-        ];
+        let tar = RootfsTar::build(self.dir(), payload_mib, files);
+        let mut args = vec!["import", "--change", CMD_CHANGE, tar.path()];
         args.extend(tag);
         let id = stdout_line(&self.docker(&args));
-        fs::remove_dir_all(&stage).unwrap_or_else(|e| fail("removing stage", e));
         assert!(id.starts_with("sha256:"), "docker import printed {id:?}");
         id
     }
 }
 
-fn stdout_line(out: &Output) -> String {
+pub(in crate::util) fn stdout_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn lines(out: &Output) -> Vec<String> {
+pub(in crate::util) fn lines(out: &Output) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
