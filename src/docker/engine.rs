@@ -167,6 +167,25 @@ impl DockerEngine {
     }
 }
 
+impl DockerEngine {
+    /// `docker image prune -a` for Podman, whose compatible API refuses `dangling=false` (500):
+    /// every image no container uses, removed one by one as any planned removal.
+    async fn prune_all_one_by_one(&self) -> Result<Pruned, Error> {
+        let inventory = self.inventory(false).await?;
+        let mut pruned = Pruned::default();
+        for image in &inventory.images {
+            if inventory.containers.iter().any(|c| c.image_id == image.id) {
+                continue;
+            }
+            if self.remove_image(&image.id, &image.tags).await? == Removal::Removed {
+                pruned.deleted.push(image.id.clone());
+                pruned.reclaimed_bytes = pruned.reclaimed_bytes.saturating_add(image.size_bytes);
+            }
+        }
+        Ok(pruned)
+    }
+}
+
 /// Turns bollard's error into ours: an answer with a status keeps its status and message.
 fn error(op: String, source: BollardError) -> Error {
     match source {
@@ -203,8 +222,12 @@ fn split_tag(reference: &str) -> (&str, &str) {
     }
 }
 
-/// Keeps the events that say an image was used (or deleted).
-fn use_event(e: EventMessage) -> Option<UseEvent> {
+/// Keeps the events that say an image was used (or deleted). Podman's compatible API differs
+/// (pinned by tests/it/podman.rs): a container goes with `remove` rather than `destroy`, an
+/// archive is loaded with `loadfromarchive`, image ids come without `sha256:`, some `pull`
+/// events carry no image, and `delete` is also sent for a removal that was refused, so there a
+/// deletion is left to the next inventory instead.
+fn use_event(e: EventMessage, podman: bool) -> Option<UseEvent> {
     let action = e.action?;
     let actor = e.actor?;
     let time_nanos = e
@@ -219,17 +242,36 @@ fn use_event(e: EventMessage) -> Option<UseEvent> {
         .to_string();
     let (image, deleted) = match e.typ? {
         EventMessageTypeEnum::CONTAINER => {
-            if !matches!(verb.as_str(), "create" | "start" | "die" | "destroy") {
+            if !matches!(
+                verb.as_str(),
+                "create" | "start" | "die" | "destroy" | "remove"
+            ) {
                 return None;
             }
             (actor.attributes?.remove("image")?, false)
         }
         EventMessageTypeEnum::IMAGE => match verb.as_str() {
-            "pull" | "tag" | "load" | "import" | "build" | "untag" => (actor.id?, false),
-            "delete" => (actor.id?, true),
+            "pull" | "tag" | "load" | "loadfromarchive" | "import" | "build" | "untag" => {
+                (actor.id?, false)
+            }
+            "delete" if !podman => (actor.id?, true),
             _ => return None,
         },
         _ => return None,
+    };
+    if image.is_empty() {
+        return None;
+    }
+    // Podman names images by bare hex: the id, as the rest of the program spells it.
+    let image = if podman && image.len() == 64 && image.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("sha256:{image}")
+    } else {
+        image
+    };
+    let verb = match verb.as_str() {
+        "loadfromarchive" => "load".to_string(),
+        "remove" => "destroy".to_string(),
+        _ => verb,
     };
     Some(UseEvent {
         time_nanos,
@@ -456,6 +498,9 @@ impl Engine for DockerEngine {
     }
 
     async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
+        if all && self.podman {
+            return self.prune_all_one_by_one().await;
+        }
         let filters = HashMap::from([(
             "dangling".to_string(),
             vec![if all { "false" } else { "true" }.to_string()],
@@ -513,14 +558,23 @@ impl Engine for DockerEngine {
             options = options.since(&stamp(s));
         }
         if let Some(u) = until_nanos {
+            // Podman answers an `until` in the past with (almost) nothing; one a second ahead
+            // gives the history, a second later. Events past `u` come again at the next replay:
+            // applying an event twice changes nothing.
+            let u = if self.podman {
+                u.max(crate::clock::now_nanos().saturating_add(1_000_000_000))
+            } else {
+                u
+            };
             options = options.until(&stamp(u));
         }
+        let podman = self.podman;
         self.docker
             .events(Some(options.build()))
-            .filter_map(|event| async move {
+            .filter_map(move |event| async move {
                 match event {
                     Err(source) => Some(Err(error("follow events".into(), source))),
-                    Ok(e) => use_event(e).map(Ok),
+                    Ok(e) => use_event(e, podman).map(Ok),
                 }
             })
     }

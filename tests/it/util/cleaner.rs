@@ -52,6 +52,36 @@ impl Cleaner {
         }
     }
 
+    /// A cleaner of several engines, one `[[engine]]` table each: `(name, DOCKER_HOST, data
+    /// root, floor as TOML)`, with `extra` top-level TOML lines. `min_age_seconds` is 0 unless
+    /// `extra` sets it; no `DOCKER_HOST` is exported (the tables name their endpoints).
+    pub fn with_engines(engines: &[(&str, String, &Path, &str)], extra: &str) -> Cleaner {
+        let dir = tempfile::Builder::new()
+            .prefix("dic-cleaner-")
+            .tempdir()
+            .expect("temp dir");
+        let mut text = format!(
+            "state_dir = {:?}\ndelay_seconds = 0\n",
+            dir.path().join("state").display().to_string(),
+        );
+        if !extra.contains("min_age_seconds") {
+            text.push_str("min_age_seconds = 0\n");
+        }
+        text.push_str(extra);
+        for (name, host, root, floor) in engines {
+            text.push_str(&format!(
+                "\n[[engine]]\nname = {name:?}\ndocker_host = {host:?}\npaths = [{:?}]\nfloor = {floor}\n",
+                root.display().to_string()
+            ));
+        }
+        std::fs::write(dir.path().join("config.toml"), text).expect("write config");
+        Cleaner {
+            dir,
+            // The tables name the endpoints; a DOCKER_HOST beside them would be refused.
+            host: String::new(),
+        }
+    }
+
     /// The configuration file.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.toml")
@@ -86,7 +116,9 @@ impl Cleaner {
         ] {
             cmd.env_remove(k);
         }
-        cmd.env("DOCKER_HOST", &self.host);
+        if !self.host.is_empty() {
+            cmd.env("DOCKER_HOST", &self.host);
+        }
         cmd
     }
 
