@@ -363,6 +363,24 @@ fn the_textfile_follows_the_passes_and_a_reload() {
     );
 }
 
+#[test]
+fn the_daemon_writes_the_textfile_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dic.prom");
+    let mut c = config();
+    c.metrics_textfile = Some(path.clone());
+    let e = Exporter::daemon(&c, &CancellationToken::new()).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text, render(&e));
+    assert!(
+        has(
+            &text,
+            "docker_image_cleaner_passes_total{outcome=\"reached_low\"} 0"
+        ),
+        "{text}"
+    );
+}
+
 // The endpoint, over loopback.
 
 /// Sends `request` and reads the answer to its end (the server closes: one request per

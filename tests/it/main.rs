@@ -9,6 +9,7 @@ mod kube_daemon;
 mod kube_fake;
 mod kubectl;
 mod lifecycle;
+mod metrics;
 mod races;
 mod state;
 mod usage;
