@@ -1,5 +1,5 @@
 //! The metrics: one registry of Prometheus metric families, read from each pass's
-//! [`Report`](crate::cycle::Report), the configuration and the cordon clock, and exported in the
+//! [`Report`], the configuration and the cordon clock, and exported in the
 //! Prometheus text format (0.0.4, encoded by the `prometheus-client` crate) two ways, each off
 //! unless configured: a node_exporter textfile (`metrics_textfile`), written atomically at start
 //! and after every pass, and `GET /metrics` on `metrics_listen`. Decides nothing: what it shows
