@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh Debian 12 machine: installs what the real-engine and kubectl
-# tests need when it is missing (as root), then runs every test layer through `cargo test` and
+# The whole test suite, on a fresh Debian 12 machine: installs what the real-engine, kubectl and
+# metrics tests need when it is missing (as root), then runs every test layer through `cargo test` and
 # prints which real-service tests ran and which were skipped.
 #
 # The real-engine tests start their own private dockerd, or rootful `podman system service`, on a
@@ -32,12 +32,24 @@ command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
+# The metrics tests: promtool (in Debian's prometheus) checks the format, and the node_exporter
+# reads the textfile. The tests start their own exporter on a free loopback port.
+services=()
+command -v promtool >/dev/null 2>&1 || { missing+=(prometheus); services+=(prometheus.service); }
+command -v prometheus-node-exporter >/dev/null 2>&1 || {
+    missing+=(prometheus-node-exporter)
+    services+=(prometheus-node-exporter.service)
+}
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "installing: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
+        # Installed for their tools only: the services their packages start are not wanted here.
+        if [ ${#services[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+            systemctl disable --now "${services[@]}" >/dev/null 2>&1 || true
+        fi
     else
         echo "warning: missing ${missing[*]}; the real-engine tests will be skipped (run as root to install)" >&2
     fi

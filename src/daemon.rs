@@ -18,7 +18,8 @@ use crate::cycle::{self, Member, Pass, Progress, Quiet, Report};
 use crate::docker::{self, DockerEngine, Engine, UseEvent};
 use crate::error_chain;
 use crate::lastuse::{self, InstanceLock, Store, Tables};
-use crate::node::{self, Cordoner};
+use crate::metrics::{self, Exporter, Reconnects};
+use crate::node::{self, CordonClock, Cordoner};
 use crate::notify::Notifier;
 use crate::policy;
 use crate::usage::{Meter, PathMeter};
@@ -53,6 +54,9 @@ pub enum Error {
     /// Shutdown was asked for before the pass could start.
     #[error("interrupted before the pass started")]
     Interrupted,
+    /// The metrics endpoint cannot listen.
+    #[error(transparent)]
+    Metrics(#[from] metrics::Error),
 }
 
 impl Error {
@@ -99,19 +103,20 @@ impl Startup {
     }
 
     /// Loads the state, and lifts a cordon of ours left by a crash. An API server out of reach
-    /// is a warning: `on_cordon_failure` decides later.
+    /// is a warning: `on_cordon_failure` decides later. The guard keeps time on `clock`.
     async fn begin(
         config: &Config,
         lock: Option<InstanceLock>,
         shutdown: &CancellationToken,
         notifier: Option<&Notifier>,
+        clock: CordonClock,
     ) -> Result<Self, Error> {
         let mut store = match &lock {
             Some(lock) => lock.store(),
             None => Store::read_only(&config.state_dir)?,
         };
         let tables = store.load(now_ms(), now_nanos());
-        let mut cordoner = Cordoner::new(config);
+        let mut cordoner = Cordoner::new(config).with_clock(clock);
         if !config.dry_run {
             // The guard's calls are bounded (credential plugin included): keep pinging meanwhile.
             if let Some(n) = notifier {
@@ -198,7 +203,10 @@ fn members<'a>(
 /// to date, cleans, saves the state. Fails when no engine or a watched path can be reached.
 pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Report, Error> {
     let lock = Startup::lock(config)?;
-    let mut s = Startup::begin(config, lock, shutdown, None).await?;
+    // A dry run may run beside the daemon: it leaves the daemon's textfile alone.
+    let mut exporter = (!config.dry_run).then(|| Exporter::one_pass(config));
+    let clock = exporter.as_ref().map(Exporter::clock).unwrap_or_default();
+    let mut s = Startup::begin(config, lock, shutdown, None, clock).await?;
     let mut connected = Vec::new();
     let mut first_error = None;
     for (i, engine) in config.engines.iter().enumerate() {
@@ -240,6 +248,9 @@ pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Repor
     }
     .run()
     .await;
+    if let Some(e) = &mut exporter {
+        e.pass(&report, now_ms());
+    }
     s.save(config.dry_run);
     s.release_before_exit().await;
     Ok(report?)
@@ -275,6 +286,7 @@ async fn follow(
     engine: DockerEngine,
     mut since: i64,
     tx: mpsc::UnboundedSender<Used>,
+    reconnects: Reconnects,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -303,6 +315,7 @@ async fn follow(
             backoff.as_secs()
         );
         tokio::time::sleep(backoff).await;
+        reconnects.inc();
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
@@ -346,19 +359,23 @@ struct Daemon<'n> {
     check: Option<(Instant, String)>,
     /// When the last such measurement was taken.
     last_check: Option<Instant>,
+    metrics: Exporter,
 }
 
 /// The daemon: a pass every `interval` until shutdown; Docker being away is waited out.
 /// Returns `Ok` on a clean stop.
 pub async fn run(config: Config, mut control: Control, notifier: &Notifier) -> Result<(), Error> {
     let lock = Startup::lock(&config)?;
+    // Before READY: an address in use fails the start.
+    let metrics = Exporter::daemon(&config, &control.shutdown)?;
     log::info!("starting: {}", describe(&config));
     notifier.set_step_bound(step_bound(&config));
     notifier.alive_for(notifier.watchdog().unwrap_or_default());
     notifier.ready("starting");
     let shutdown = control.shutdown.clone();
     let work = async {
-        let start = Startup::begin(&config, lock, &shutdown, Some(notifier)).await?;
+        let start =
+            Startup::begin(&config, lock, &shutdown, Some(notifier), metrics.clock()).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let connections = config.engines.iter().map(|_| None).collect();
         let mut daemon = Daemon {
@@ -374,6 +391,7 @@ pub async fn run(config: Config, mut control: Control, notifier: &Notifier) -> R
             quiet: Quiet::default(),
             check: None,
             last_check: None,
+            metrics,
         };
         daemon.serve(&mut control.reload).await;
         Ok::<_, Error>(daemon)
@@ -531,6 +549,7 @@ impl Daemon<'_> {
         }
         .run()
         .await;
+        self.metrics.pass(&result, now_ms());
         let cordon = self.start.cordoner.describe();
         let down = if down.is_empty() {
             String::new()
@@ -597,6 +616,7 @@ impl Daemon<'_> {
                         connected.clone(),
                         since,
                         self.events_tx.clone(),
+                        self.metrics.reconnects(&engine.name),
                     ));
                     self.connections[i] = Some(Connection {
                         engine: connected,
@@ -638,8 +658,9 @@ impl Daemon<'_> {
         if self.start.cordoner.holds_cordon() {
             log::warn!("keeping the cordon settings until the node is released");
         } else {
-            self.start.cordoner = Cordoner::new(&new);
+            self.start.cordoner = Cordoner::new(&new).with_clock(self.start.cordoner.clock());
         }
+        self.metrics.reload(&new);
         *config = new;
         log::info!("configuration reloaded: {}", describe(config));
         self.notifier.set_step_bound(step_bound(config));

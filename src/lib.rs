@@ -12,6 +12,8 @@
 //!   the course of a running plan (what next, when to stop).
 //! - [`node`]: the Kubernetes Node cordon guard.
 //! - [`cycle`]: one cleaning pass: take stock, cordon, execute the course, release, report.
+//! - [`metrics`]: the metric families, fed from each pass's report, the configuration and the
+//!   cordon clock; the node_exporter textfile and the `GET /metrics` endpoint. Decides nothing.
 //! - [`daemon`]: the loop around passes (`run`), the one-shot pass (`once`), shutdown.
 //! - [`status`]: usage against the watermarks and the eviction order, deleting nothing.
 //!
@@ -27,6 +29,7 @@ pub mod daemon;
 pub mod docker;
 pub mod lastuse;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod policy;

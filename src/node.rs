@@ -16,6 +16,7 @@
 //!
 //! - `patch`: the pure decisions on a Node and the patches (unit-tested).
 //! - `lifecycle`: what we know of our cordon, and every transition in one table.
+//! - `held`: [`CordonClock`], how long we have held the node, for the metrics.
 //! - `api`: escaped request URLs, and `update`, the read-decide-send-retry shape.
 //! - `guard`: cordon, release and recover, through `update`.
 //! - `event`: the Event posted on the Node.
@@ -32,6 +33,7 @@ mod error;
 mod event;
 mod exec;
 mod guard;
+mod held;
 mod kubeconfig;
 mod lifecycle;
 mod patch;
@@ -51,6 +53,7 @@ pub use credential::CredentialError;
 pub use error::{Error, KubeError};
 pub use event::node_event;
 pub use exec::PluginError;
+pub use held::CordonClock;
 pub use kubeconfig::{DEFAULT_KUBECONFIG, KUBELET_KUBECONFIG, Located, locate};
 pub use patch::{ANNOTATION, Hold, LEGACY_ANNOTATION, TAINT_EFFECT, TAINT_KEY};
 pub use redact::redact;
@@ -142,6 +145,8 @@ pub struct Cordoner {
     link: Link,
     /// The Node's uid from this pass's GET, for the Event.
     pass_uid: Option<String>,
+    /// How long we have held the node, kept in step with `life` by [`Cordoner::apply`].
+    clock: CordonClock,
 }
 
 impl std::fmt::Debug for Cordoner {
@@ -176,7 +181,21 @@ impl Cordoner {
             report: Report::Ready,
             link: Link::default(),
             pass_uid: None,
+            clock: CordonClock::default(),
         }
+    }
+
+    /// Keeps counting on `clock` (the previous guard's, when the configuration is reloaded).
+    /// Only for a guard that holds nothing yet.
+    pub fn with_clock(mut self, clock: CordonClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long we have held the node cordoned, and whether we hold it now (shared: the
+    /// metrics read it while a pass runs).
+    pub fn clock(&self) -> CordonClock {
+        self.clock.clone()
     }
 
     /// Replaces the default timeouts and retry bounds.
@@ -353,7 +372,10 @@ impl Cordoner {
 
     /// The one place the lifecycle changes.
     fn apply(&mut self, t: Transition) {
-        self.life.apply(t, tokio::time::Instant::now());
+        let now = tokio::time::Instant::now();
+        self.life.apply(t, now);
+        self.clock
+            .note(self.life.held().map(|(_, since)| since), now);
     }
 
     /// Notes a failed call for `describe()`; a credential the API server refused is dropped.

@@ -20,6 +20,7 @@ mod units;
 mod validate;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -198,6 +199,12 @@ pub struct Config {
     /// named [`DEFAULT_ENGINE`] from `docker_host`, `path_to_check` and `floor`. Never empty;
     /// names are unique.
     pub engines: Vec<EngineConfig>,
+    /// The node_exporter textfile the metrics are written to; `None`: none. An absolute path
+    /// whose file name ends in `.prom` (what the textfile collector reads).
+    pub metrics_textfile: Option<PathBuf>,
+    /// Where the metrics are served over HTTP (`GET /metrics`); `None`: nowhere. An IP address
+    /// and a port from 1 to 65535.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The name of the engine configured without `[[engine]]` tables.
@@ -288,6 +295,8 @@ impl Default for Config {
                 paths: vec![PathBuf::from("/var/lib/docker")],
                 floor: Floor::NONE,
             }],
+            metrics_textfile: None,
+            metrics_listen: None,
         }
     }
 }

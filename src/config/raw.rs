@@ -65,6 +65,8 @@ raw_config! {
     threshold_critical: Quantity,
     critical_min_age_seconds: Seconds,
     engine: Vec<RawEngine>,
+    metrics_textfile: PathBuf,
+    metrics_listen: String,
 }
 
 /// Keys whose environment value is a comma-separated list.

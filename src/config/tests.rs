@@ -761,3 +761,86 @@ fn critical_defaults_to_95_or_the_high_watermark() {
         97.0
     );
 }
+
+#[test]
+fn metrics_outputs_are_off_by_default_and_checked_when_set() {
+    let c = load_text("", &[]).unwrap().config;
+    assert_eq!((c.metrics_textfile, c.metrics_listen), (None, None));
+
+    let l = load_text(
+        "metrics_textfile = \"/var/lib/prometheus/node-exporter/dic.prom\"\nmetrics_listen = \"127.0.0.1:9717\"\n",
+        &[("DOCKER_IMAGE_CLEANER_METRICS_LISTEN", " [::1]:9718 ")],
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.metrics_textfile.as_deref(),
+        Some(Path::new("/var/lib/prometheus/node-exporter/dic.prom"))
+    );
+    assert_eq!(l.config.metrics_listen, Some("[::1]:9718".parse().unwrap()));
+    assert_eq!(
+        l.source("metrics_listen"),
+        &Source::Env("DOCKER_IMAGE_CLEANER_METRICS_LISTEN".into())
+    );
+    assert!(
+        l.render().contains("metrics_listen = \"[::1]:9718\""),
+        "{}",
+        l.render()
+    );
+    // Empty turns them off again (the shipped file's way of saying "none").
+    let c = load_text(
+        "metrics_textfile = \"/x/a.prom\"\n",
+        &[
+            ("DOCKER_IMAGE_CLEANER_METRICS_TEXTFILE", ""),
+            ("DOCKER_IMAGE_CLEANER_METRICS_LISTEN", ""),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!((c.metrics_textfile, c.metrics_listen), (None, None));
+
+    for (text, key, want) in [
+        (
+            "metrics_textfile = \"dic.prom\"",
+            "metrics_textfile",
+            "absolute path",
+        ),
+        (
+            "metrics_textfile = \"/var/lib/node-exporter/\"",
+            "metrics_textfile",
+            ".prom",
+        ),
+        (
+            "metrics_textfile = \"/var/lib/node-exporter/dic.txt\"",
+            "metrics_textfile",
+            ".prom",
+        ),
+        (
+            "metrics_listen = \"localhost:9717\"",
+            "metrics_listen",
+            "no host name",
+        ),
+        ("metrics_listen = \"127.0.0.1\"", "metrics_listen", "a port"),
+        (
+            "metrics_listen = \"127.0.0.1:0\"",
+            "metrics_listen",
+            "1 to 65535",
+        ),
+        (
+            "metrics_listen = \"127.0.0.1:65536\"",
+            "metrics_listen",
+            "a port",
+        ),
+    ] {
+        let e = error_text(text, &[]);
+        assert!(
+            e.contains(key) && e.contains(want) && e.contains("line 1"),
+            "{text}: {e}"
+        );
+    }
+    let e = error_text("", &[("DOCKER_IMAGE_CLEANER_METRICS_LISTEN", "9717")]);
+    assert!(
+        e.contains("environment variable DOCKER_IMAGE_CLEANER_METRICS_LISTEN")
+            && e.contains("\"9717\""),
+        "{e}"
+    );
+}

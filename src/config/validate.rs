@@ -226,6 +226,24 @@ pub(crate) fn validate(
         paths
     };
 
+    let metrics_textfile = match raw.metrics_textfile.as_deref() {
+        None => None,
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(p) => Some(metrics_textfile(p).map_err(|m| {
+            invalid(
+                "metrics_textfile",
+                format!("{:?}", p.display().to_string()),
+                m,
+            )
+        })?),
+    };
+    let metrics_listen = match raw.metrics_listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(addr) => Some(
+            metrics_listen(addr).map_err(|m| invalid("metrics_listen", format!("{addr:?}"), m))?,
+        ),
+    };
+
     Ok(Config {
         node_name,
         paths,
@@ -249,7 +267,37 @@ pub(crate) fn validate(
         critical_pct,
         critical_min_age,
         engines,
+        metrics_textfile,
+        metrics_listen,
     })
+}
+
+/// The textfile of the node_exporter's textfile collector: an absolute path to a file whose name
+/// ends in `.prom` (the collector reads nothing else).
+fn metrics_textfile(p: &std::path::Path) -> Result<PathBuf, String> {
+    if !p.is_absolute() {
+        return Err("must be an absolute path".into());
+    }
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let text = p.as_os_str().to_string_lossy();
+    if text.ends_with('/') || !name.ends_with(".prom") || name == ".prom" {
+        return Err(
+            "must name a file ending in .prom in the textfile collector's directory, e.g. /var/lib/prometheus/node-exporter/docker-image-cleaner.prom".into(),
+        );
+    }
+    Ok(p.to_path_buf())
+}
+
+/// The metrics endpoint's address: an IP address and a port (`127.0.0.1:9717`, `[::1]:9717`).
+fn metrics_listen(addr: &str) -> Result<std::net::SocketAddr, String> {
+    let parsed: std::net::SocketAddr = addr.parse().map_err(|_| {
+        "must be an IP address and a port, such as 127.0.0.1:9717 or [::1]:9717 (no host name)"
+            .to_string()
+    })?;
+    if parsed.port() == 0 {
+        return Err("the port must be from 1 to 65535".into());
+    }
+    Ok(parsed)
 }
 
 /// A list of absolute paths, at least one; on error the offending value and why.
@@ -538,6 +586,19 @@ pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+        ),
+        (
+            "metrics_textfile",
+            c.metrics_textfile
+                .as_deref()
+                .map(path)
+                .unwrap_or_else(|| "\"\"".into()),
+        ),
+        (
+            "metrics_listen",
+            c.metrics_listen
+                .map(|a| string(&a.to_string()))
+                .unwrap_or_else(|| "\"\"".into()),
         ),
     ];
     debug_assert_eq!(keys.len(), Raw::KEYS.len());

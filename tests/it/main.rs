@@ -10,6 +10,7 @@ mod kube_daemon;
 mod kube_fake;
 mod kubectl;
 mod lifecycle;
+mod metrics;
 mod podman;
 mod races;
 mod react;
