@@ -761,3 +761,5 @@ fn critical_defaults_to_95_or_the_high_watermark() {
         97.0
     );
 }
+
+mod reclaim;
