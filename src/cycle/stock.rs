@@ -158,11 +158,10 @@ pub async fn take_stock<E: Engine>(
     for m in members.iter_mut() {
         let fs = filesystems_of(meter, &m.config.paths, filesystems);
         let total = fs.first().map_or(0, |&i| filesystems[i].total_bytes);
-        let (inventory, error) = match m
-            .engine
-            .inventory(!config.container_min_age.is_zero())
-            .await
-        {
+        // Below high no container is removed: their finish times (a request each) are not
+        // needed.
+        let finished_times = !config.container_min_age.is_zero() && purpose != Purpose::Age;
+        let (inventory, error) = match m.engine.inventory(finished_times).await {
             Ok(inventory) => {
                 m.last_use.reconcile(&inventory, now_ms);
                 (Some(inventory), None)

@@ -10,6 +10,7 @@ mod kube_fake;
 mod kubectl;
 mod lifecycle;
 mod races;
+mod reclaim;
 mod state;
 mod usage;
 mod util;

@@ -167,6 +167,11 @@ impl PrivateDockerd {
 
     /// Runs the CLI against this daemon and returns whatever happened (bounded in time).
     pub fn try_docker(&self, args: &[&str]) -> Output {
+        self.try_docker_env(args, &[])
+    }
+
+    /// [`PrivateDockerd::try_docker`] with `env` set for the CLI (`DOCKER_BUILDKIT=1`).
+    pub fn try_docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(DOCKER_CLI);
         cmd.arg("--config")
             .arg(self.dir.join("cli"))
@@ -178,9 +183,11 @@ impl PrivateDockerd {
             "DOCKER_CONTEXT",
             "DOCKER_TLS_VERIFY",
             "DOCKER_CERT_PATH",
+            "DOCKER_BUILDKIT",
         ] {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().copied());
         host::run(cmd, COMMAND_BOUND)
     }
 
@@ -338,6 +345,29 @@ fn sweep_stale() {
             host::kill_processes_under(&entry.path());
             host::teardown_dir(&entry.path());
         }
+    }
+}
+
+/// `GET path` over the unix socket (HTTP/1.0, std only): the body of a `200 OK`, or what went
+/// wrong.
+fn get(socket: &Path, path: &str) -> Result<String, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    let bound = Some(COMMAND_BOUND);
+    s.set_read_timeout(bound)
+        .and_then(|()| s.set_write_timeout(bound))
+        .map_err(|e| format!("timeouts: {e}"))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body))
+            if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
+        {
+            Ok(body.to_string())
+        }
+        _ => Err(format!("answer: {reply}")),
     }
 }
 

@@ -78,8 +78,99 @@ impl PrivateDockerd {
         lines(&self.docker(&["ps", "--all", "--quiet", "--no-trunc"]))
     }
 
+    /// Like [`PrivateDockerd::image`], with `labels` (`key=value`) set on the image.
+    pub fn image_with_labels(&self, tag: &str, payload_mib: u64, labels: &[&str]) -> String {
+        self.import_with(Some(tag), payload_mib, 0, labels)
+    }
+
+    /// Builds `tag` with BuildKit (the 20.10 CLI with `DOCKER_BUILDKIT=1`, offline) from a
+    /// `FROM scratch` Dockerfile: `/busybox`, a context file of `context_mib` random MiB copied
+    /// in, and a `RUN` step writing `run_mib` random MiB (`--network=none`: the daemon has no
+    /// bridge). Returns the image's id. The build leaves build-cache records: the context's
+    /// (never shared with an image) and one per step (shared with the image while it exists).
+    pub fn buildkit_image(&self, tag: &str, context_mib: u64, run_mib: u64) -> String {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let ctx = self.dir.join(format!("build-{n}"));
+        let fail =
+            |what: &str, e: std::io::Error| -> ! { panic!("{what} in {}: {e}", ctx.display()) };
+        fs::create_dir_all(&ctx).unwrap_or_else(|e| fail("mkdir", e));
+        fs::copy(BUSYBOX, ctx.join("busybox")).unwrap_or_else(|e| fail("copying busybox", e));
+        let mut src =
+            File::open("/dev/urandom").unwrap_or_else(|e| fail("opening /dev/urandom", e));
+        let mut dst =
+            File::create(ctx.join("payload")).unwrap_or_else(|e| fail("creating payload", e));
+        let copied = std::io::copy(&mut (&mut src).take(context_mib * MIB), &mut dst)
+            .unwrap_or_else(|e| fail("writing payload", e));
+        assert_eq!(copied, context_mib * MIB, "short read from /dev/urandom");
+        let dockerfile = format!(
+            "FROM scratch\nCOPY busybox /busybox\nCOPY payload /payload\n\
+             RUN [\"/busybox\", \"sh\", \"-c\", \"/busybox head -c {} /dev/urandom > /generated\"]\n",
+            run_mib * MIB
+        );
+        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap_or_else(|e| fail("Dockerfile", e));
+        let args = ["build", "--network=none", "--tag", tag, path_str(&ctx)];
+        let out = self.try_docker_env(&args, &[("DOCKER_BUILDKIT", "1")]);
+        assert!(
+            out.status.success(),
+            "docker build (BuildKit) of {tag} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        fs::remove_dir_all(&ctx).unwrap_or_else(|e| fail("removing the context", e));
+        let id = stdout_line(&self.docker(&["image", "inspect", "--format", "{{.Id}}", tag]));
+        assert!(
+            id.starts_with("sha256:"),
+            "docker image inspect printed {id:?}"
+        );
+        id
+    }
+
+    /// The build cache's records as `GET /system/df` lists them: (id, bytes, shared with an
+    /// image).
+    pub fn build_cache(&self) -> Vec<(String, u64, bool)> {
+        let body = super::get(&self.socket(), "/system/df")
+            .unwrap_or_else(|e| panic!("GET /system/df: {e}\n{}", self.log_tail(10)));
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET /system/df is not JSON ({e}): {body}"));
+        v["BuildCache"]
+            .as_array()
+            .map(|records| {
+                records
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["ID"].as_str().unwrap_or_default().to_string(),
+                            r["Size"].as_u64().unwrap_or(0),
+                            r["Shared"].as_bool().unwrap_or(false),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Bytes of the build cache not shared with an image (what `docker system df` counts).
+    pub fn build_cache_bytes(&self) -> u64 {
+        self.build_cache()
+            .iter()
+            .filter(|(_, _, shared)| !shared)
+            .map(|(_, bytes, _)| bytes)
+            .sum()
+    }
+
     /// Builds a rootfs in a staging dir (on /tmp, not the loop fs) and `docker import`s it.
     fn import(&self, tag: Option<&str>, payload_mib: u64, files: u64) -> String {
+        self.import_with(tag, payload_mib, files, &[])
+    }
+
+    /// [`PrivateDockerd::import`] with `LABEL` changes.
+    fn import_with(
+        &self,
+        tag: Option<&str>,
+        payload_mib: u64,
+        files: u64,
+        labels: &[&str],
+    ) -> String {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let stage = self.dir.join(format!("stage-{n}"));
         let root = stage.join("rootfs");
@@ -112,12 +203,12 @@ impl PrivateDockerd {
             &["-C", path_str(&root), "-cf", path_str(&tar), "."],
             COMMAND_BOUND,
         );
-        let mut args = vec![
-            "import",
-            "--change",
-            r#"CMD ["/busybox", "true"]"#,
-            path_str(&tar),
-        ];
+        let label_changes: Vec<String> = labels.iter().map(|l| format!("LABEL {l}")).collect();
+        let mut args = vec!["import", "--change", r#"CMD ["/busybox", "true"]"#];
+        for change in &label_changes {
+            args.extend(["--change", change.as_str()]);
+        }
+        args.push(path_str(&tar));
         args.extend(tag);
         let id = stdout_line(&self.docker(&args));
         fs::remove_dir_all(&stage).unwrap_or_else(|e| fail("removing stage", e));
