@@ -210,3 +210,65 @@ fn keep_labels_keep_images_under_pressure_and_status_names_the_rule() {
         "{text}"
     );
 }
+
+/// The engine's two build-cache calls against Docker 20.10 (API 1.41): the records as the
+/// disk-usage endpoint lists them, a prune that keeps part of the cache (`keep-storage`, the
+/// name before API 1.48), the age filter, and a prune of everything it may remove.
+#[tokio::test]
+async fn the_engine_reads_and_prunes_the_build_cache_as_asked() {
+    use docker_image_cleaner::docker::{DockerEngine, Engine};
+    use std::time::Duration;
+
+    let Some(d) = PrivateDockerd::start("cache-calls", 512, None) else {
+        return;
+    };
+    for i in 0..2 {
+        let tag = format!("built-{i}:1");
+        d.buildkit_image(&tag, 20, 20);
+        d.docker(&["rmi", &tag]);
+    }
+    let engine = DockerEngine::connect(Some(&d.host()), Duration::from_secs(60))
+        .await
+        .expect("connect");
+    let cache = engine
+        .build_cache()
+        .await
+        .expect("read the build cache")
+        .expect("Docker has the endpoint");
+    assert_eq!(cache.records.len(), d.build_cache().len());
+    assert_eq!(cache.total_bytes(), d.build_cache_bytes());
+    assert!(cache.keep_supported, "API 1.41 has keep-storage");
+    let total = cache.total_bytes();
+    assert!(total > 60 * MIB, "setup: {:?}", cache.records);
+
+    // Every record was used within the hour: an age filter of an hour keeps them all.
+    let pruned = engine
+        .prune_build_cache(Duration::from_secs(3600), 0)
+        .await
+        .expect("prune")
+        .expect("endpoint");
+    assert!(pruned.deleted.is_empty(), "{pruned:?}");
+    assert_eq!(d.build_cache_bytes(), total);
+
+    // Keeping three quarters: the least recently used go until the rest fits, not all.
+    let keep = total / 4 * 3;
+    let pruned = engine
+        .prune_build_cache(Duration::ZERO, keep)
+        .await
+        .expect("prune")
+        .expect("endpoint");
+    let left = d.build_cache_bytes();
+    assert!(
+        left > 0 && left <= keep,
+        "kept {left} of {total} bytes, asked to keep {keep}: {pruned:?}"
+    );
+    assert!(pruned.reclaimed_bytes > 0 && !pruned.deleted.is_empty());
+
+    // Then everything it may remove.
+    engine
+        .prune_build_cache(Duration::ZERO, 0)
+        .await
+        .expect("prune")
+        .expect("endpoint");
+    assert_eq!(d.build_cache_bytes(), 0, "{:?}", d.build_cache());
+}
