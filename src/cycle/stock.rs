@@ -194,7 +194,21 @@ pub async fn take_stock<E: Engine>(
         };
         let build_cache = if read_cache && inventory.is_some() {
             match m.engine.build_cache().await {
-                Ok(Some(cache)) => Some(cache),
+                Ok(Some(cache)) => {
+                    let level = match purpose {
+                        Purpose::Space => log::Level::Info,
+                        _ => log::Level::Debug,
+                    };
+                    log::log!(
+                        level,
+                        "engine {}: build cache {} in {} records, {} reclaimable",
+                        m.config.name,
+                        crate::usage::size(cache.total_bytes()),
+                        cache.records.len(),
+                        crate::usage::size(cache.reclaimable_bytes())
+                    );
+                    Some(cache)
+                }
                 Ok(None) => {
                     log::debug!(
                         "engine {}: no build cache endpoint (Podman): its build cache is skipped",

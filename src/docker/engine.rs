@@ -184,9 +184,7 @@ impl DockerEngine {
             }
         }
     }
-}
 
-impl DockerEngine {
     /// The API version negotiated at connect time, as (major, minor).
     fn api_version(&self) -> (usize, usize) {
         let v = self.docker.client_version();

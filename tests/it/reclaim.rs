@@ -58,13 +58,17 @@ fn build_cache_is_reclaimed_before_any_tagged_image() {
     let high = (used - 1.0).floor();
     let low = (used - cache_pct / 2.0).floor();
 
-    // A dry run prints the prunes and removes nothing.
-    let (dry, _) = cleaner.run_ok_at(&["once", "--dry-run"], high, Some(low));
+    // A dry run shows the cache's size and the prunes, and removes nothing.
+    let (dry, dry_log) = cleaner.run_ok_at(&["once", "--dry-run"], high, Some(low));
     assert!(
         plan_steps(&dry)
             .iter()
             .any(|s| s.starts_with("prune build cache")),
         "{dry}"
+    );
+    assert!(
+        dry_log.contains("engine default: build cache "),
+        "{dry_log}"
     );
     assert_eq!(
         d.build_cache_bytes(),
