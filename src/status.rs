@@ -1,19 +1,20 @@
-//! `status`: usage against the watermarks, each engine's footprint and floor, what lies outside
-//! the engines, and the eviction order (what would go first, across every engine), from a
-//! read-only look at the engines and the state. Deletes and writes nothing.
+//! `status`: usage against the watermarks, each engine's footprint, floor and build cache, what
+//! lies outside the engines, and the eviction order (what would go first, across every engine,
+//! and which rule keeps each image that stays), from a read-only look at the engines and the
+//! state. Deletes and writes nothing.
 
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::clock::{now_ms, now_nanos};
-use crate::config::Config;
-use crate::cycle::{self, Footprints, Member, take_stock};
+use crate::config::{Config, Strategy};
+use crate::cycle::{self, Member, Purpose, take_stock};
 use crate::docker::{self, DockerEngine};
 use crate::error_chain;
 use crate::lastuse::{self, Store};
 use crate::node::Cordoner;
-use crate::policy::{self, Need, Plan};
+use crate::policy::{self, Need, Plan, Step};
 use crate::usage::{self, Measurement, Meter, PathMeter, size};
 
 /// Why `status` could not look.
@@ -47,6 +48,27 @@ pub struct EngineStatus {
     pub images: usize,
     /// Containers it holds.
     pub containers: usize,
+    /// Its build cache; `None` when it has none that can be read (Podman, strategy `prune`).
+    pub build_cache: Option<CacheStatus>,
+    /// How long its last-use table has covered it, seconds (`max_unused_age` acts once it is
+    /// that long).
+    pub covered_secs: i64,
+}
+
+/// An engine's build cache as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStatus {
+    /// Its size as Docker counts it (the records not shared with an image).
+    pub total_bytes: u64,
+    /// Its records, all of them.
+    pub records: usize,
+    /// Bytes a prune may remove (not in use, not shared with an image, not BuildKit's own).
+    pub reclaimable_bytes: u64,
+    /// Bytes the plan's prunes would remove (reclaimable and unused for
+    /// `build_cache_min_age`).
+    pub would_go_bytes: u64,
+    /// Records the plan's prunes would remove.
+    pub would_go_records: usize,
 }
 
 /// One watched filesystem as `status` shows it.
@@ -93,6 +115,8 @@ pub struct Status {
     /// The eviction order: every step a pass would take if it had to free everything, first
     /// first, and what stays and why.
     pub plan: Plan,
+    /// `max_unused_age`, seconds (0: off).
+    pub max_unused_age_secs: u64,
 }
 
 /// Looks at the engines and the state and says what a pass would do, deleting nothing.
@@ -142,7 +166,7 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         &usage,
         &filesystems,
         now_ms(),
-        Footprints::Always,
+        Purpose::Status,
     )
     .await?;
     let engines = config
@@ -156,6 +180,31 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
                 .map(|(_, why)| why.clone())
                 .or_else(|| found.and_then(|s| s.error.clone()));
             let inventory = found.and_then(|s| s.inventory.as_ref());
+            let build_cache = found.and_then(|s| s.build_cache.as_ref()).map(|cache| {
+                let (would_go_bytes, would_go_records) = stock
+                    .plan
+                    .steps
+                    .iter()
+                    .filter_map(|step| match step {
+                        Step::PruneBuildCache {
+                            engine,
+                            size_bytes,
+                            records,
+                            ..
+                        } if *engine == e.name => Some((*size_bytes, *records)),
+                        _ => None,
+                    })
+                    .fold((0u64, 0usize), |(b, n), (sb, sn)| {
+                        (b.saturating_add(sb), n + sn)
+                    });
+                CacheStatus {
+                    total_bytes: cache.total_bytes(),
+                    records: cache.records.len(),
+                    reclaimable_bytes: cache.reclaimable_bytes(),
+                    would_go_bytes,
+                    would_go_records,
+                }
+            });
             EngineStatus {
                 name: e.name.clone(),
                 docker_host: e
@@ -167,6 +216,8 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
                 floor_bytes: found.map_or(0, |s| s.floor_bytes),
                 images: inventory.map_or(0, |i| i.images.len()),
                 containers: inventory.map_or(0, |i| i.containers.len()),
+                build_cache,
+                covered_secs: found.map_or(0, |s| s.covered_ms.div_euclid(1000)),
             }
         })
         .collect();
@@ -191,6 +242,11 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         engines,
         filesystems,
         plan: stock.plan,
+        max_unused_age_secs: if config.strategy == Strategy::Lru {
+            config.max_unused_age.as_secs()
+        } else {
+            0
+        },
     })
 }
 
@@ -217,11 +273,39 @@ impl fmt::Display for Status {
             };
             match &e.error {
                 Some(why) => writeln!(f, "engine {} ({}): down: {why}", e.name, e.docker_host)?,
-                None => writeln!(
-                    f,
-                    "engine {} ({}): {} images, {} containers, footprint {footprint}, {floor}",
-                    e.name, e.docker_host, e.images, e.containers
-                )?,
+                None => {
+                    writeln!(
+                        f,
+                        "engine {} ({}): {} images, {} containers, footprint {footprint}, {floor}",
+                        e.name, e.docker_host, e.images, e.containers
+                    )?;
+                    match &e.build_cache {
+                        Some(c) => writeln!(
+                            f,
+                            "  build cache: {} in {} records, {} reclaimable; a pass under pressure would prune {} in {} records",
+                            size(c.total_bytes),
+                            c.records,
+                            size(c.reclaimable_bytes),
+                            size(c.would_go_bytes),
+                            c.would_go_records
+                        )?,
+                        None => writeln!(f, "  build cache: none that can be read")?,
+                    }
+                    let max = i64::try_from(self.max_unused_age_secs).unwrap_or(i64::MAX);
+                    if max > 0 && e.covered_secs < max {
+                        writeln!(
+                            f,
+                            "  max_unused_age: last use followed for {} s of {max} s: no removal for age for {} s more",
+                            e.covered_secs,
+                            max - e.covered_secs
+                        )?;
+                    } else if max > 0 {
+                        writeln!(
+                            f,
+                            "  max_unused_age: images unused for longer than {max} s go at every pass"
+                        )?;
+                    }
+                }
             }
         }
         for fs in &self.filesystems {

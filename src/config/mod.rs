@@ -205,6 +205,61 @@ pub struct Config {
     /// Where the metrics are served over HTTP (`GET /metrics`); `None`: nowhere. An IP address
     /// and a port from 1 to 65535.
     pub metrics_listen: Option<SocketAddr>,
+    /// Build-cache records used more recently than this stay when a pass reclaims the build
+    /// cache: zero or more, below [`MAX_DURATION`]. At or above the critical watermark the
+    /// shorter of this and `critical_min_age` applies.
+    pub build_cache_min_age: Duration,
+    /// Unused images whose last use is older than this are removed at every pass, even below
+    /// the high watermark, once the last-use table has covered the engine that long; zero: off.
+    /// Zero, or at least `min_age`, and below [`MAX_DURATION`].
+    pub max_unused_age: Duration,
+    /// Cordon the node for a pass below the high watermark that only removes images for age
+    /// (by default such a pass runs uncordoned).
+    pub max_unused_age_cordon: bool,
+    /// An image with a label matching any of these is kept.
+    pub keep_labels: Vec<KeepLabel>,
+}
+
+/// A `keep_labels` rule: `key` (the label is present, whatever its value) or `key=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepLabel {
+    /// The label's key: not empty, no surrounding whitespace.
+    pub key: String,
+    /// The value it must have; `None`: any value.
+    pub value: Option<String>,
+}
+
+impl KeepLabel {
+    /// Reads a rule as written (`key` or `key=value`, split at the first `=`); `None` when the
+    /// key is empty or has whitespace around it.
+    pub fn parse(rule: &str) -> Option<KeepLabel> {
+        let (key, value) = match rule.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (rule, None),
+        };
+        (!key.is_empty() && key.trim() == key).then(|| KeepLabel {
+            key: key.to_string(),
+            value,
+        })
+    }
+
+    /// The label of `labels` this rule matches, as `key=value`.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> Option<String> {
+        let value = labels.get(&self.key)?;
+        match &self.value {
+            Some(wanted) if wanted != value => None,
+            _ => Some(format!("{}={value}", self.key)),
+        }
+    }
+}
+
+impl fmt::Display for KeepLabel {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}", self.key),
+            None => f.write_str(&self.key),
+        }
+    }
 }
 
 /// The name of the engine configured without `[[engine]]` tables.
@@ -297,6 +352,10 @@ impl Default for Config {
             }],
             metrics_textfile: None,
             metrics_listen: None,
+            build_cache_min_age: Duration::from_secs(3600),
+            max_unused_age: Duration::ZERO,
+            max_unused_age_cordon: false,
+            keep_labels: Vec::new(),
         }
     }
 }

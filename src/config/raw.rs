@@ -67,10 +67,14 @@ raw_config! {
     engine: Vec<RawEngine>,
     metrics_textfile: PathBuf,
     metrics_listen: String,
+    build_cache_min_age_seconds: Seconds,
+    max_unused_age_seconds: Seconds,
+    max_unused_age_cordon: bool,
+    keep_labels: StringList,
 }
 
 /// Keys whose environment value is a comma-separated list.
-pub(crate) const LIST_KEYS: &[&str] = &["path_to_check", "keep"];
+pub(crate) const LIST_KEYS: &[&str] = &["path_to_check", "keep", "keep_labels"];
 
 /// Keys only the file can set (tables have no environment form).
 pub(crate) const FILE_ONLY_KEYS: &[&str] = &["engine"];

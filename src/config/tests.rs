@@ -844,3 +844,4 @@ fn metrics_outputs_are_off_by_default_and_checked_when_set() {
         "{e}"
     );
 }
+mod reclaim;

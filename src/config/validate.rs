@@ -9,8 +9,8 @@ use super::checks::{check_docker_host, check_node_name};
 use super::raw::{Quantity, Raw, RawEngine, StringList};
 use super::units::{self, Min, Seconds};
 use super::{
-    Config, DEFAULT_ENGINE, EngineConfig, Error, Floor, MIN_ABSOLUTE_HIGH_BYTES, MIN_INTERVAL,
-    MIN_TIMEOUT, ThresholdType, Watermarks,
+    Config, DEFAULT_ENGINE, EngineConfig, Error, Floor, KeepLabel, MIN_ABSOLUTE_HIGH_BYTES,
+    MIN_INTERVAL, MIN_TIMEOUT, ThresholdType, Watermarks,
 };
 
 /// Checks `raw` (defaults filled in) and builds the [`Config`]. `origin` names where a key's
@@ -156,6 +156,49 @@ pub(crate) fn validate(
         Min::AtLeast(Duration::ZERO),
     )?;
 
+    let build_cache_min_age = duration(
+        "build_cache_min_age_seconds",
+        raw.build_cache_min_age_seconds,
+        d.build_cache_min_age,
+        Min::AtLeast(Duration::ZERO),
+    )?;
+    let max_unused_age = duration(
+        "max_unused_age_seconds",
+        raw.max_unused_age_seconds,
+        d.max_unused_age,
+        Min::AtLeast(Duration::ZERO),
+    )?;
+    // As the kubelet requires of imageMaximumGCAge: a shorter maximum than the minimum would
+    // name images stale that the min age then keeps.
+    if !max_unused_age.is_zero() && max_unused_age < min_age {
+        return Err(invalid(
+            "max_unused_age_seconds",
+            raw.max_unused_age_seconds
+                .map_or_else(|| max_unused_age.as_secs().to_string(), |s| s.to_string()),
+            format!(
+                "must be 0 (off) or at least min_age_seconds ({})",
+                min_age.as_secs_f64()
+            ),
+        ));
+    }
+    let mut keep_labels = Vec::new();
+    for rule in raw
+        .keep_labels
+        .as_ref()
+        .map(|l| l.0.as_slice())
+        .unwrap_or_default()
+    {
+        let label = KeepLabel::parse(rule).ok_or_else(|| {
+            invalid(
+                "keep_labels",
+                format!("{rule:?}"),
+                "must be a label key or key=value, the key not empty and without spaces around it"
+                    .into(),
+            )
+        })?;
+        keep_labels.push(label);
+    }
+
     let engines = match raw.engine.as_deref() {
         None => vec![EngineConfig {
             name: DEFAULT_ENGINE.to_string(),
@@ -269,6 +312,10 @@ pub(crate) fn validate(
         engines,
         metrics_textfile,
         metrics_listen,
+        build_cache_min_age,
+        max_unused_age,
+        max_unused_age_cordon: raw.max_unused_age_cordon.unwrap_or(d.max_unused_age_cordon),
+        keep_labels,
     })
 }
 
@@ -599,6 +646,13 @@ pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
             c.metrics_listen
                 .map(|a| string(&a.to_string()))
                 .unwrap_or_else(|| "\"\"".into()),
+        ),
+        ("build_cache_min_age_seconds", secs(c.build_cache_min_age)),
+        ("max_unused_age_seconds", secs(c.max_unused_age)),
+        ("max_unused_age_cordon", c.max_unused_age_cordon.to_string()),
+        (
+            "keep_labels",
+            list(c.keep_labels.iter().map(ToString::to_string).collect()),
         ),
     ];
     debug_assert_eq!(keys.len(), Raw::KEYS.len());

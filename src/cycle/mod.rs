@@ -1,7 +1,8 @@
 //! One cleaning pass: measure, take stock, plan, cordon, carry the plan out step by step as the
-//! policy's [`Course`] directs, release the node on every path, report. This module performs the
-//! I/O, races the shutdown token and guarantees the release; every rule lives in
-//! [`crate::policy`].
+//! policy's [`Course`] directs, release the node on every path, report. Below the high watermark
+//! a pass ends at once, unless `max_unused_age` is set: then it removes what has been unused for
+//! longer (uncordoned unless `max_unused_age_cordon`). This module performs the I/O, races the
+//! shutdown token and guarantees the release; every rule lives in [`crate::policy`].
 //!
 //! - `stock`: [`take_stock`], [`replay`], [`apply_event`]: last use brought up to date, the
 //!   inventory, the plan.
@@ -25,7 +26,7 @@ use crate::policy::{self, Action, Course, Input, Outcome, Plan, Step, StepResult
 use crate::usage::{self, Measurement, Meter, size};
 
 pub use report::{Context, Quiet, Report, Tallies, Tally, node_event, outcome_text};
-pub use stock::{EngineStock, Footprints, Member, Stock, apply_event, replay, take_stock};
+pub use stock::{EngineStock, Member, Purpose, Stock, apply_event, replay, take_stock};
 
 /// Errors that end a pass early.
 #[derive(Debug, thiserror::Error)]
@@ -118,11 +119,16 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 started.elapsed(),
             )
         };
-        if !policy::above_high(&before, &config.watermarks) {
+        let pressure = policy::above_high(&before, &config.watermarks);
+        let below_high = || {
             log::info!(
                 "usage {before}: below the high watermark ({})",
                 config.watermarks
             );
+        };
+        let ages = !config.max_unused_age.is_zero() && config.strategy == Strategy::Lru;
+        if !pressure && !ages {
+            below_high();
             self.quiet.clear();
             return Ok(report(
                 Outcome::BelowHigh,
@@ -131,11 +137,21 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 Tallies::default(),
             ));
         }
-        log::info!(
-            "usage {before}: at or above the high watermark ({}), cleaning",
-            config.watermarks
-        );
-        self.progress.update("cleaning: taking stock");
+        if pressure {
+            log::info!(
+                "usage {before}: at or above the high watermark ({}), cleaning",
+                config.watermarks
+            );
+            self.progress.update("cleaning: taking stock");
+        } else {
+            self.progress
+                .update("checking for images unused for longer than max_unused_age");
+        }
+        let purpose = if pressure {
+            Purpose::Space
+        } else {
+            Purpose::Age
+        };
         let filesystems = match &before {
             Measurement::Relative(all) => all.clone(),
             Measurement::Absolute(_) => self.meter.filesystems().await?,
@@ -146,9 +162,19 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
             () = self.shutdown.cancelled() => {
                 return Ok(report(Outcome::Interrupted, before.clone(), None, Tallies::default()));
             }
-            stock = take_stock(&mut self.members, self.meter, config, &before, &filesystems, self.now_ms, Footprints::ForFloors) => stock?,
+            stock = take_stock(&mut self.members, self.meter, config, &before, &filesystems, self.now_ms, purpose) => stock?,
         };
-        if stock.critical {
+        if !pressure && stock.plan.steps.is_empty() {
+            below_high();
+            self.quiet.clear();
+            return Ok(report(
+                Outcome::BelowHigh,
+                before.clone(),
+                None,
+                Tallies::default(),
+            ));
+        }
+        if pressure && stock.critical {
             log::warn!(
                 "at or above the critical watermark ({}%): floors are ignored and the min age is {} s for this pass",
                 config.critical_pct,
@@ -343,6 +369,29 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
             Step::RemoveImage { id, tags, .. } => {
                 count(step, &engine.remove_image(id, tags).await?, tally, true)
             }
+            Step::PruneBuildCache {
+                keep_bytes,
+                unused_for_secs,
+                ..
+            } => {
+                let unused_for = std::time::Duration::from_secs(*unused_for_secs);
+                match engine.prune_build_cache(unused_for, *keep_bytes).await? {
+                    Some(p) => {
+                        log::info!(
+                            "{step}: removed {} records, {} reclaimed",
+                            p.deleted.len(),
+                            size(p.reclaimed_bytes)
+                        );
+                        tally.cache_records += p.deleted.len();
+                        tally.cache_bytes = tally.cache_bytes.saturating_add(p.reclaimed_bytes);
+                        StepResult::Reclaimed(p.reclaimed_bytes)
+                    }
+                    None => {
+                        log::debug!("{step}: the engine has no build cache endpoint, skipping");
+                        StepResult::NotRemoved
+                    }
+                }
+            }
             Step::PruneContainers { .. } => {
                 tally.containers += pruned("containers", engine.prune_containers().await?);
                 StepResult::Removed
@@ -367,6 +416,7 @@ fn count(step: &Step, r: &Removal, tally: &mut Tally, image: bool) -> StepResult
             log::info!("{step}: done");
             if image {
                 tally.images += 1;
+                tally.aged_images += usize::from(step.is_aged());
             } else {
                 tally.containers += 1;
             }

@@ -17,17 +17,27 @@ use crate::usage::{Measurement, signed_size, size};
 pub struct Tally {
     /// Containers removed.
     pub containers: usize,
-    /// Images removed.
+    /// Images removed, for space and for age.
     pub images: usize,
+    /// Of `images`, those removed because they were unused for longer than `max_unused_age`
+    /// (reason "age"; the others went for space).
+    pub aged_images: usize,
     /// Removals refused (409), found done (404) or left because the image changed.
     pub skipped: usize,
+    /// Build-cache records removed.
+    pub cache_records: usize,
+    /// Bytes the build-cache prunes reclaimed, as the engine reports.
+    pub cache_bytes: u64,
 }
 
 impl Tally {
     fn add(&mut self, other: &Tally) {
         self.containers += other.containers;
         self.images += other.images;
+        self.aged_images += other.aged_images;
         self.skipped += other.skipped;
+        self.cache_records += other.cache_records;
+        self.cache_bytes = self.cache_bytes.saturating_add(other.cache_bytes);
     }
 }
 
@@ -80,11 +90,18 @@ pub struct Report {
     pub plan: Option<Plan>,
     /// Containers removed.
     pub removed_containers: usize,
-    /// Images removed.
+    /// Images removed, for space and for age.
     pub removed_images: usize,
+    /// Of `removed_images`, those removed because they were unused for longer than
+    /// `max_unused_age` (reason "age"); the rest went for space.
+    pub aged_images: usize,
     /// Removals Docker refused (409), found already done (404), or left alone because the
     /// image changed since the plan.
     pub skipped: usize,
+    /// Build-cache records the pass removed.
+    pub build_cache_records: usize,
+    /// Bytes the build-cache prunes reclaimed, as the engines report.
+    pub build_cache_bytes: u64,
     /// Bytes freed, measured (negative when something else wrote meanwhile).
     pub freed_bytes: i64,
     /// Inodes freed, measured (relative mode).
@@ -114,7 +131,10 @@ impl Report {
             plan,
             removed_containers: tally.containers,
             removed_images: tally.images,
+            aged_images: tally.aged_images,
             skipped: tally.skipped,
+            build_cache_records: tally.cache_records,
+            build_cache_bytes: tally.cache_bytes,
             freed_bytes,
             freed_inodes,
             duration,
@@ -131,7 +151,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let per_engine = self.engines.per_engine();
         format!(
-            "{}: removed {} containers and {} images ({} skipped{}), freed {} and {} inodes in {:.1}s; before {}; after {}",
+            "{}: removed {} containers and {} images ({} skipped{}){}, freed {} and {} inodes in {:.1}s; before {}; after {}",
             self.outcome_text(),
             self.removed_containers,
             self.removed_images,
@@ -141,6 +161,7 @@ impl Report {
             } else {
                 format!("; {per_engine}")
             },
+            extras(&self.engines.total()),
             signed_size(self.freed_bytes),
             self.freed_inodes,
             self.duration.as_secs_f64(),
@@ -150,10 +171,33 @@ impl Report {
     }
 }
 
+/// What a pass did besides containers and images for space, as a clause after the counts:
+/// `, 2 of the images for age` and `, 5 build cache records (1.2 GiB)`, each when not none.
+fn extras(t: &Tally) -> String {
+    let mut out = String::new();
+    if t.aged_images > 0 {
+        out.push_str(&format!(
+            ", {} of the images unused for longer than max_unused_age",
+            t.aged_images
+        ));
+    }
+    if t.cache_records > 0 || t.cache_bytes > 0 {
+        out.push_str(&format!(
+            ", {} build cache records ({})",
+            t.cache_records,
+            size(t.cache_bytes)
+        ));
+    }
+    out
+}
+
 /// How a pass ended, in words.
 pub fn outcome_text(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::BelowHigh => "below the high watermark, nothing to do",
+        Outcome::Aged => {
+            "below the high watermark; removed what was unused for longer than max_unused_age"
+        }
         Outcome::DryRun => "dry run, nothing removed",
         Outcome::Skipped => "skipped: the node could not be cordoned",
         Outcome::ReachedLow => "below the low watermark",
@@ -200,9 +244,10 @@ pub fn node_event(
             warning: true,
             reason: "FreeDiskSpaceFailed",
             message: format!(
-                "removed {} containers and {} images{per_engine}, freed {}, but usage is still above the low watermark ({w}): {} and {} inodes short; now {after}{critical}",
+                "removed {} containers and {} images{per_engine}{}, freed {}, but usage is still above the low watermark ({w}): {} and {} inodes short; now {after}{critical}",
                 t.containers,
                 t.images,
+                extras(&t),
                 signed_size(bytes),
                 size(need.bytes),
                 need.inodes
@@ -218,9 +263,10 @@ pub fn node_event(
                 warning: true,
                 reason: "DiskPressureElsewhere",
                 message: format!(
-                    "removed {} containers and {} images{per_engine}, freed {}; what is left of the engines is at their floors and usage is still above the low watermark ({w}), {} short: {} outside the engines; now {after}",
+                    "removed {} containers and {} images{per_engine}{}, freed {}; what is left of the engines is at their floors and usage is still above the low watermark ({w}), {} short: {} outside the engines; now {after}",
                     t.containers,
                     t.images,
+                    extras(&t),
                     signed_size(bytes),
                     size(need.bytes),
                     if outside.is_empty() {
@@ -231,13 +277,14 @@ pub fn node_event(
                 ),
             })
         }
-        _ if t.containers + t.images > 0 => Some(NodeEvent {
+        _ if t.containers + t.images + t.cache_records > 0 => Some(NodeEvent {
             warning: false,
             reason: "ImagesRemoved",
             message: format!(
-                "removed {} containers and {} images{per_engine}, freed {} and {inodes} inodes; now {after}{critical}",
+                "removed {} containers and {} images{per_engine}{}, freed {} and {inodes} inodes; now {after}{critical}",
                 t.containers,
                 t.images,
+                extras(&t),
                 signed_size(bytes)
             ),
         }),

@@ -1,11 +1,13 @@
 //! Taking stock, the one way `once`, the daemon's passes and `status` do it: bring last use up
 //! to date from each engine's events, list what each engine holds, measure the footprints where
-//! floors need them, reconcile, and plan one order across every engine.
+//! floors need them, read the build caches where they may be reclaimed or shown (once per
+//! engine: the disk-usage endpoint can be slow), reconcile, and plan one order across every
+//! engine.
 
 use futures_util::StreamExt;
 
-use crate::config::{Config, EngineConfig};
-use crate::docker::{self, Engine, Inventory, UseEvent};
+use crate::config::{Config, EngineConfig, Strategy};
+use crate::docker::{self, BuildCache, Engine, Inventory, UseEvent};
 use crate::error_chain;
 use crate::lastuse::LastUse;
 use crate::policy::{self, FloorState, Holding, Plan, next::EngineView};
@@ -36,6 +38,12 @@ pub struct EngineStock {
     pub footprint_bytes: Option<u64>,
     /// Its floor in bytes (0: none).
     pub floor_bytes: u64,
+    /// Its build cache, when read (`None`: not read, or the engine has no build cache
+    /// endpoint).
+    pub build_cache: Option<BuildCache>,
+    /// How long its last-use table has covered it, ms (removals for age wait for
+    /// `max_unused_age`).
+    pub covered_ms: i64,
 }
 
 impl EngineStock {
@@ -88,13 +96,17 @@ impl Stock {
     }
 }
 
-/// When the footprints are walked.
+/// What the stock is taken for, which decides what is measured and read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Footprints {
-    /// Only when a floor needs them (a pass).
-    ForFloors,
-    /// Always (`status`).
-    Always,
+pub enum Purpose {
+    /// A pass at or above the high watermark: footprints only where floors need them, the build
+    /// caches read (strategy `lru`), the plan frees space.
+    Space,
+    /// A pass below the high watermark with `max_unused_age` set: nothing walked or read beyond
+    /// the inventories, the plan holds the removals for age only.
+    Age,
+    /// `status`: every footprint and build cache, the plan as under pressure.
+    Status,
 }
 
 /// The indexes in `filesystems` of the filesystems holding `paths`.
@@ -118,8 +130,10 @@ fn filesystems_of(
 }
 
 /// Lists what every member holds, reconciles its last use, measures footprints where floors
-/// need them, and plans against the shortfall of `usage` at `now_ms`. An engine that cannot be
-/// listed is reported and left out; when none can be, the first error is returned.
+/// need them, reads the build caches where `purpose` needs them, and plans against the
+/// shortfall of `usage` at `now_ms` (or, for [`Purpose::Age`], the removals for age). An engine
+/// that cannot be listed is reported and left out; when none can be, the first error is
+/// returned. A build cache that cannot be read is a warning: the pass goes on without it.
 #[allow(clippy::too_many_arguments)]
 pub async fn take_stock<E: Engine>(
     members: &mut [Member<'_, E>],
@@ -128,24 +142,26 @@ pub async fn take_stock<E: Engine>(
     usage: &Measurement,
     filesystems: &[FsUsage],
     now_ms: i64,
-    footprints: Footprints,
+    purpose: Purpose,
 ) -> Result<Stock, docker::Error> {
     let critical = policy::critical(filesystems, config);
     let any_floor = members.iter().any(|m| !m.config.floor.is_none());
-    let walk = match footprints {
-        Footprints::Always => true,
-        Footprints::ForFloors => any_floor && !critical,
+    let walk = match purpose {
+        Purpose::Status => true,
+        Purpose::Space => any_floor && !critical,
+        Purpose::Age => false,
     };
+    // Strategy prune is the original's: it never touches the build cache.
+    let read_cache = config.strategy == Strategy::Lru && purpose != Purpose::Age;
     let mut engines = Vec::with_capacity(members.len());
     let mut first_error = None;
     for m in members.iter_mut() {
         let fs = filesystems_of(meter, &m.config.paths, filesystems);
         let total = fs.first().map_or(0, |&i| filesystems[i].total_bytes);
-        let (inventory, error) = match m
-            .engine
-            .inventory(!config.container_min_age.is_zero())
-            .await
-        {
+        // Below high no container is removed: their finish times (a request each) are not
+        // needed.
+        let finished_times = !config.container_min_age.is_zero() && purpose != Purpose::Age;
+        let (inventory, error) = match m.engine.inventory(finished_times).await {
             Ok(inventory) => {
                 m.last_use.reconcile(&inventory, now_ms);
                 (Some(inventory), None)
@@ -176,6 +192,54 @@ pub async fn take_stock<E: Engine>(
         } else {
             None
         };
+        let build_cache = if read_cache && inventory.is_some() {
+            match m.engine.build_cache().await {
+                Ok(Some(cache)) => {
+                    let level = match purpose {
+                        Purpose::Space => log::Level::Info,
+                        _ => log::Level::Debug,
+                    };
+                    log::log!(
+                        level,
+                        "engine {}: build cache {} in {} records, {} reclaimable",
+                        m.config.name,
+                        crate::usage::size(cache.total_bytes()),
+                        cache.records.len(),
+                        crate::usage::size(cache.reclaimable_bytes())
+                    );
+                    Some(cache)
+                }
+                Ok(None) => {
+                    log::debug!(
+                        "engine {}: no build cache endpoint (Podman): its build cache is skipped",
+                        m.config.name
+                    );
+                    None
+                }
+                Err(e) => {
+                    log::warn!(
+                        "engine {}: cannot read its build cache, leaving it alone this pass: {}",
+                        m.config.name,
+                        error_chain(&e)
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if !config.max_unused_age.is_zero() && purpose != Purpose::Status {
+            let covered = m.last_use.covered_ms(now_ms);
+            let needed = i64::try_from(config.max_unused_age.as_millis()).unwrap_or(i64::MAX);
+            if covered < needed {
+                log::debug!(
+                    "engine {}: its last use has been followed for {} s of the {} s max_unused_age needs: no removal for age yet",
+                    m.config.name,
+                    covered.div_euclid(1000),
+                    needed.div_euclid(1000)
+                );
+            }
+        }
         engines.push(EngineStock {
             name: m.config.name.clone(),
             inventory,
@@ -183,6 +247,8 @@ pub async fn take_stock<E: Engine>(
             filesystems: fs,
             footprint_bytes,
             floor_bytes: m.config.floor.bytes(total),
+            build_cache,
+            covered_ms: m.last_use.covered_ms(now_ms),
         });
     }
     if engines.iter().all(|e| e.inventory.is_none())
@@ -199,11 +265,15 @@ pub async fn take_stock<E: Engine>(
                 inventory: stock.inventory.as_ref()?,
                 last_use: m.last_use,
                 floor: stock.floor(critical),
+                build_cache: stock.build_cache.as_ref(),
             })
         })
         .collect();
     let need = policy::need(usage, &config.watermarks);
-    let plan = policy::plan(&holdings, config, need, now_ms, critical);
+    let plan = match purpose {
+        Purpose::Age => policy::plan_aged(&holdings, config, now_ms),
+        Purpose::Space | Purpose::Status => policy::plan(&holdings, config, need, now_ms, critical),
+    };
     Ok(Stock {
         engines,
         plan,

@@ -45,13 +45,15 @@ impl<'a> Disk<'a> {
         self.measured.load(Ordering::SeqCst)
     }
 
+    /// What the engine holds on disk: its images and its build cache.
     fn image_bytes(engine: &FakeEngine) -> u64 {
         engine
             .inventory_now()
             .images
             .iter()
             .map(|i| i.size_bytes)
-            .sum()
+            .sum::<u64>()
+            + engine.cache_bytes()
     }
 
     fn usage(&self) -> Vec<FsUsage> {
@@ -155,6 +157,7 @@ fn image(id: &str, mib: u64) -> Image {
         tags: vec![format!("{id}:1")],
         created: 0,
         size_bytes: mib * MIB,
+        ..Image::default()
     }
 }
 
@@ -302,8 +305,9 @@ async fn shutdown_between_two_steps_finishes_the_removal_in_flight_and_releases(
     let stopper = {
         let token = token.clone();
         async move {
-            // Inventory takes 2 s, the first removal 2 s more: stop in the middle of it.
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // Inventory and build cache take 2 s each, the first removal 2 s more: stop in
+            // the middle of it.
+            tokio::time::sleep(Duration::from_secs(5)).await;
             token.cancel();
         }
     };
@@ -737,3 +741,5 @@ async fn an_engine_on_a_filesystem_below_low_is_not_cleaned() {
     assert_eq!(removed(&a), vec!["a1", "a2"]);
     assert_eq!(report.outcome, Outcome::Exhausted);
 }
+
+mod reclaim;

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt, stream};
 
-use super::{Container, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent};
+use super::{
+    BuildCache, CacheRecord, Container, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent,
+};
 
 /// One call made to the fake, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,15 @@ pub enum Call {
     Resolve(String),
     /// `use_events(since, until)`.
     Events,
+    /// `build_cache()`.
+    BuildCache,
+    /// `prune_build_cache(unused_for, keep_bytes)`.
+    PruneBuildCache {
+        /// Records used within this many seconds stay.
+        unused_for_secs: u64,
+        /// The size to keep.
+        keep_bytes: u64,
+    },
 }
 
 /// A scripted answer for the next removal of one id, instead of Docker's behaviour.
@@ -56,6 +67,10 @@ struct State {
     latency: Duration,
     freed_bytes: u64,
     down: bool,
+    /// `None`: no build cache endpoint (Podman).
+    build_cache: Option<BuildCache>,
+    /// Now, unix seconds, for the prune's age filter.
+    now_secs: i64,
 }
 
 /// The in-memory engine. Cheap to share by reference; every method takes `&self`.
@@ -84,6 +99,28 @@ impl FakeEngine {
     pub fn with_latency(self, latency: Duration) -> Self {
         self.lock().latency = latency;
         self
+    }
+
+    /// The engine has a build cache endpoint holding `records` (an engine without one answers
+    /// `None`, as Podman); `now_secs` is the engine's clock, for the prune's age filter.
+    pub fn with_build_cache(self, records: Vec<CacheRecord>, now_secs: i64) -> Self {
+        {
+            let mut s = self.lock();
+            s.build_cache = Some(BuildCache {
+                records,
+                keep_supported: true,
+            });
+            s.now_secs = now_secs;
+        }
+        self
+    }
+
+    /// Bytes the build cache holds now (0 without an endpoint).
+    pub fn cache_bytes(&self) -> u64 {
+        self.lock()
+            .build_cache
+            .as_ref()
+            .map_or(0, BuildCache::total_bytes)
     }
 
     /// The next removal of `id` (image or container) gets `answer` instead of the usual one.
@@ -126,7 +163,7 @@ impl FakeEngine {
         self.lock().inventory.clone()
     }
 
-    /// Bytes of the images removed so far (their reported sizes).
+    /// Bytes of the images and build-cache records removed so far (their reported sizes).
     pub fn freed_bytes(&self) -> u64 {
         self.lock().freed_bytes
     }
@@ -250,6 +287,57 @@ impl Engine for FakeEngine {
             deleted: gone.into_iter().map(|i| i.id).collect(),
             reclaimed_bytes,
         })
+    }
+
+    async fn build_cache(&self) -> Result<Option<BuildCache>, Error> {
+        let s = self.enter(Call::BuildCache).await;
+        Ok(s.build_cache.clone())
+    }
+
+    async fn prune_build_cache(
+        &self,
+        unused_for: Duration,
+        keep_bytes: u64,
+    ) -> Result<Option<Pruned>, Error> {
+        let mut s = self
+            .enter(Call::PruneBuildCache {
+                unused_for_secs: unused_for.as_secs(),
+                keep_bytes,
+            })
+            .await;
+        let cutoff = s
+            .now_secs
+            .saturating_sub(i64::try_from(unused_for.as_secs()).unwrap_or(i64::MAX));
+        let Some(cache) = s.build_cache.as_mut() else {
+            return Ok(None);
+        };
+        // As BuildKit: the records it may remove, least recently used first, until the cache
+        // is at most `keep_bytes`.
+        let mut total = cache.total_bytes();
+        let mut order: Vec<usize> = (0..cache.records.len())
+            .filter(|&i| {
+                let r = &cache.records[i];
+                r.reclaimable() && (unused_for.is_zero() || r.last_used.is_none_or(|t| t < cutoff))
+            })
+            .collect();
+        order.sort_by_key(|&i| (cache.records[i].last_used, cache.records[i].id.clone()));
+        let mut gone = Vec::new();
+        for i in order {
+            if keep_bytes > 0 && total <= keep_bytes {
+                break;
+            }
+            total = total.saturating_sub(cache.records[i].size_bytes);
+            gone.push(i);
+        }
+        gone.sort_unstable();
+        let mut pruned = Pruned::default();
+        for i in gone.into_iter().rev() {
+            let r = cache.records.remove(i);
+            pruned.reclaimed_bytes = pruned.reclaimed_bytes.saturating_add(r.size_bytes);
+            pruned.deleted.push(r.id);
+        }
+        s.freed_bytes = s.freed_bytes.saturating_add(pruned.reclaimed_bytes);
+        Ok(Some(pruned))
     }
 
     async fn resolve_image(&self, name: &str) -> Result<Option<String>, Error> {

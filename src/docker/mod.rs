@@ -4,7 +4,7 @@
 //! memory by [`fake::FakeEngine`] for tests and simulations. It performs what it is asked to and
 //! never decides what to delete.
 //!
-//! - `model`: images, containers, inventories, removal results, use events.
+//! - `model`: images, containers, inventories, the build cache, removal results, use events.
 //! - `engine`: [`DockerEngine`], the Engine API through bollard, every call bounded.
 //! - [`fake`]: a recording in-memory engine with scripted answers.
 
@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_util::Stream;
 
 pub use engine::DockerEngine;
-pub use model::{Container, Image, Inventory, Pruned, Removal, UseEvent};
+pub use model::{BuildCache, CacheRecord, Container, Image, Inventory, Pruned, Removal, UseEvent};
 
 /// Errors talking to an engine.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,22 @@ pub trait Engine: Sync {
 
     /// `docker image prune` (`all = false`: dangling only) or `docker image prune -a`.
     fn prune_images(&self, all: bool) -> impl Future<Output = Result<Pruned, Error>> + Send;
+
+    /// The build cache's records (`GET /system/df`, which can be slow on a large node: call it
+    /// once a pass, and only when the cache may be reclaimed or shown); `None` when the engine
+    /// has no build cache endpoint (Podman).
+    fn build_cache(&self) -> impl Future<Output = Result<Option<BuildCache>, Error>> + Send;
+
+    /// Prunes the build cache (`POST /build/prune`, BuildKit's least recently used first):
+    /// records used within `unused_for` stay, and with `keep_bytes` above 0 the prune stops
+    /// once the cache is at most that large (where the engine supports it); records in use,
+    /// shared with an image, and BuildKit's internal and frontend records always stay.
+    /// `None` when the engine has no build cache endpoint (Podman).
+    fn prune_build_cache(
+        &self,
+        unused_for: Duration,
+        keep_bytes: u64,
+    ) -> impl Future<Output = Result<Option<Pruned>, Error>> + Send;
 
     /// The id of the image `name` refers to, or `None` when there is no such image.
     fn resolve_image(

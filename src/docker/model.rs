@@ -1,10 +1,13 @@
 //! What the engines hold and report, as plain data: images, containers, the inventory of one
-//! engine, the results of removals and prunes, and the events that mean "used". No I/O here.
+//! engine, the build cache, the results of removals and prunes, and the events that mean
+//! "used". No I/O here.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 /// An image as the policy needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Image {
     /// `sha256:…`
     pub id: String,
@@ -17,6 +20,8 @@ pub struct Image {
     pub created: i64,
     /// Size Docker reports (shared layers included).
     pub size_bytes: u64,
+    /// Its labels (`LABEL` in the Dockerfile, `--label` of `docker build`).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Image {
@@ -74,6 +79,64 @@ pub struct Pruned {
     pub deleted: Vec<String>,
     /// Bytes Docker says it reclaimed.
     pub reclaimed_bytes: u64,
+}
+
+/// One build-cache record of BuildKit, as the engine's disk-usage endpoint lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheRecord {
+    /// Its id.
+    pub id: String,
+    /// Its type: `regular`, `source.local`, `exec.cachemount`, `internal`, `frontend`, …
+    pub kind: String,
+    /// A build is using it now.
+    pub in_use: bool,
+    /// Its data is shared with an image: removing the record frees nothing while the image
+    /// exists.
+    pub shared: bool,
+    /// Bytes it holds.
+    pub size_bytes: u64,
+    /// When it was last used, unix seconds (its creation when never used since).
+    pub last_used: Option<i64>,
+}
+
+impl CacheRecord {
+    /// True for a record the build-cache prune may remove (without `all`, BuildKit keeps
+    /// records in use, shared with an image, and its `internal` and `frontend` records).
+    pub fn reclaimable(&self) -> bool {
+        !self.in_use && !self.shared && self.kind != "internal" && self.kind != "frontend"
+    }
+}
+
+/// An engine's build cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BuildCache {
+    /// Every record.
+    pub records: Vec<CacheRecord>,
+    /// The prune can keep part of the cache (`keep-storage`, API 1.39 and later): the
+    /// least recently used records go first until the rest fits. Without it a prune removes
+    /// every record it may.
+    pub keep_supported: bool,
+}
+
+impl BuildCache {
+    /// The cache's size as Docker counts it (`docker system df`): the records not shared with
+    /// an image.
+    pub fn total_bytes(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| !r.shared)
+            .map(|r| r.size_bytes)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Bytes of the records a prune may remove.
+    pub fn reclaimable_bytes(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| r.reclaimable())
+            .map(|r| r.size_bytes)
+            .fold(0, u64::saturating_add)
+    }
 }
 
 /// A Docker event that tells that an image was used.

@@ -44,6 +44,9 @@ pub struct Entry {
 pub struct LastUse {
     images: BTreeMap<String, Entry>,
     cursor_nanos: Option<i64>,
+    /// Since when the table has covered its engine (its first inventory), unix ms, across
+    /// restarts: removals for age wait until it has covered the engine that long.
+    covering_since_ms: Option<i64>,
     /// True until the first inventory has been recorded on a machine with no state: images
     /// found then take their build time; images found later take "now".
     fresh: bool,
@@ -62,6 +65,7 @@ impl LastUse {
         LastUse {
             images: BTreeMap::new(),
             cursor_nanos: None,
+            covering_since_ms: None,
             fresh: true,
             dirty: false,
         }
@@ -72,6 +76,7 @@ impl LastUse {
         LastUse {
             images,
             cursor_nanos,
+            covering_since_ms: None,
             fresh: false,
             dirty: false,
         }
@@ -104,6 +109,24 @@ impl LastUse {
     /// The table must be written at the next save (it was migrated).
     pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
+    }
+
+    /// Since when the table has covered its engine, unix ms: its first inventory, kept across
+    /// restarts; `None` before it (and for a table whose state was lost).
+    pub fn covering_since_ms(&self) -> Option<i64> {
+        self.covering_since_ms
+    }
+
+    /// How long the table has covered its engine at `now_ms`, ms (0 before its first
+    /// inventory).
+    pub fn covered_ms(&self, now_ms: i64) -> i64 {
+        self.covering_since_ms
+            .map_or(0, |since| now_ms.saturating_sub(since).max(0))
+    }
+
+    /// Sets when the table began covering its engine (read back from the state file).
+    pub(crate) fn set_covering_since(&mut self, since_ms: Option<i64>) {
+        self.covering_since_ms = since_ms;
     }
 
     /// The event time to replay the engine's events from, unix nanoseconds.
@@ -162,7 +185,12 @@ impl LastUse {
     /// references were used when it stopped (or was created, when the engine did not say), not
     /// now: a pass that removes the container must not see its image as fresh; records of
     /// deleted images go.
+    /// The first inventory starts the table's coverage of the engine.
     pub fn reconcile(&mut self, inventory: &Inventory, now_ms: i64) {
+        if self.covering_since_ms.is_none() {
+            self.covering_since_ms = Some(now_ms);
+            self.dirty = true;
+        }
         let present: HashSet<&str> = inventory.images.iter().map(|i| i.id.as_str()).collect();
         let before = self.images.len();
         self.images.retain(|id, _| present.contains(id.as_str()));
@@ -214,6 +242,7 @@ mod tests {
             tags: vec![format!("{id}:latest")],
             created,
             size_bytes: 1,
+            ..Image::default()
         }
     }
 
@@ -298,6 +327,22 @@ mod tests {
             t.get("b").unwrap().last_used_ms,
             400_000,
             "when it was made"
+        );
+    }
+
+    #[test]
+    fn coverage_starts_at_the_first_inventory_and_is_never_moved() {
+        let mut t = LastUse::new();
+        assert_eq!(t.covering_since_ms(), None);
+        assert_eq!(t.covered_ms(5_000), 0);
+        t.reconcile(&Inventory::default(), 1_000);
+        t.reconcile(&Inventory::default(), 9_000);
+        assert_eq!(t.covering_since_ms(), Some(1_000));
+        assert_eq!(t.covered_ms(9_000), 8_000);
+        assert_eq!(
+            t.covered_ms(500),
+            0,
+            "a clock that went back covers nothing"
         );
     }
 

@@ -11,8 +11,10 @@
 //! file, and the directory synced.
 //!
 //! Format, version 2 (times in unix milliseconds, the cursor in nanoseconds):
-//! `{"version": 2, "engines": {"default": {"cursor_nanos": N, "images": {"sha256:…":
-//! {"first_seen_ms": N, "last_used_ms": N}}}}}`. Version 1 (one engine, times in seconds) is
+//! `{"version": 2, "engines": {"default": {"cursor_nanos": N, "covering_since_ms": N,
+//! "images": {"sha256:…": {"first_seen_ms": N, "last_used_ms": N}}}}}`; `covering_since_ms`
+//! (since when the table has covered the engine) is optional, so files written before it
+//! existed read as before. Version 1 (one engine, times in seconds) is
 //! migrated on load; a newer version is kept aside as `last-use.json.v<N>` for the version that
 //! wrote it. Times are clamped on load to what can be true: not before 1970, not after now, first
 //! seen not after last used. The clock is read by the callers and passed in.
@@ -276,6 +278,7 @@ impl Store {
                         EngineState {
                             cursor_nanos: t.cursor_nanos(),
                             images: t.images().clone(),
+                            covering_since_ms: t.covering_since_ms(),
                         },
                     )
                 })

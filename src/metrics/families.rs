@@ -34,13 +34,14 @@ pub const KINDS: [&str; 3] = ["container", "image", "build_cache"];
 pub const REASONS: [&str; 2] = ["space", "age"];
 /// The values of `outcome` on `passes_total`: every [`Outcome`], and `failed` for a pass that
 /// ended in an error.
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "below_high",
     "dry_run",
     "skipped",
     "reached_low",
     "exhausted",
     "floors_reached",
+    "aged",
     "interrupted",
     "failed",
 ];
@@ -99,6 +100,7 @@ pub struct Families {
     passes: Family<OutcomeLabel, Counter>,
     removals: Family<RemovalLabels, Counter>,
     skipped: Family<EngineLabel, Counter>,
+    build_cache_freed: Family<EngineLabel, Counter>,
     freed_bytes: Counter,
     freed_inodes: Counter,
     duration: Histogram,
@@ -131,6 +133,7 @@ impl Families {
             passes: Family::default(),
             removals: Family::default(),
             skipped: Family::default(),
+            build_cache_freed: Family::default(),
             freed_bytes: Counter::default(),
             freed_inodes: Counter::default(),
             duration: Histogram::new(DURATION_BUCKETS),
@@ -184,6 +187,11 @@ impl Families {
             "removals_skipped",
             "Removals not done: refused by the engine (in use), found done already, or left because the image changed since the plan",
             f.skipped.clone(),
+        );
+        registry.register(
+            "build_cache_reclaimed_bytes",
+            "Bytes the build-cache prunes reclaimed, by engine, as the engine reports them",
+            f.build_cache_freed.clone(),
         );
         registry.register(
             "freed_bytes",
@@ -259,6 +267,7 @@ impl Families {
                 engine: e.name.clone(),
             };
             self.skipped.get_or_create_owned(&engine);
+            self.build_cache_freed.get_or_create_owned(&engine);
             self.reconnects.get_or_create_owned(&engine);
         }
     }
@@ -288,17 +297,31 @@ impl Families {
             })
             .inc();
         for (engine, tally) in &report.engines.0 {
-            // Today every removal is for space. Unused-age removals count under reason "age",
-            // build cache under kind "build_cache", here, once the Report tells them apart.
-            for (kind, n) in [("container", tally.containers), ("image", tally.images)] {
+            // Images unused for too long go for age, everything else for space; build-cache
+            // records count as their own kind.
+            for (kind, reason, n) in [
+                ("container", "space", tally.containers),
+                (
+                    "image",
+                    "space",
+                    tally.images.saturating_sub(tally.aged_images),
+                ),
+                ("image", "age", tally.aged_images),
+                ("build_cache", "space", tally.cache_records),
+            ] {
                 self.removals
                     .get_or_create(&RemovalLabels {
                         engine: engine.clone(),
                         kind,
-                        reason: "space",
+                        reason,
                     })
                     .inc_by(count(n));
             }
+            self.build_cache_freed
+                .get_or_create(&EngineLabel {
+                    engine: engine.clone(),
+                })
+                .inc_by(tally.cache_bytes);
             self.skipped
                 .get_or_create(&EngineLabel {
                     engine: engine.clone(),
@@ -367,6 +390,7 @@ fn outcome_label(o: Outcome) -> &'static str {
         Outcome::ReachedLow => "reached_low",
         Outcome::Exhausted => "exhausted",
         Outcome::FloorsReached => "floors_reached",
+        Outcome::Aged => "aged",
         Outcome::Interrupted => "interrupted",
     }
 }
@@ -378,7 +402,8 @@ fn ran_to_its_end(o: Outcome) -> bool {
         | Outcome::DryRun
         | Outcome::ReachedLow
         | Outcome::Exhausted
-        | Outcome::FloorsReached => true,
+        | Outcome::FloorsReached
+        | Outcome::Aged => true,
         Outcome::Skipped | Outcome::Interrupted => false,
     }
 }

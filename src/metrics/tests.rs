@@ -116,6 +116,9 @@ fn a_pass_is_counted_with_its_removals_usage_and_time() {
     let before = Measurement::Relative(vec![fs("/var/lib/docker", 900, 500)]);
     let after = Measurement::Relative(vec![fs("/var/lib/docker", 500, 250)]);
     let t = |containers, images, skipped| Tally {
+        aged_images: 0,
+        cache_records: 0,
+        cache_bytes: 0,
         containers,
         images,
         skipped,

@@ -58,3 +58,13 @@ pub(super) fn containers<'a>(
         .collect();
     Containers { steps, kept, users }
 }
+
+/// Image id → the name of a container that uses it, for every container (below the high
+/// watermark no container is removed, so each keeps its image).
+pub(super) fn users(inventory: &Inventory) -> HashMap<&str, &str> {
+    inventory
+        .containers
+        .iter()
+        .map(|c| (c.image_id.as_str(), c.name.as_str()))
+        .collect()
+}

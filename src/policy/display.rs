@@ -58,15 +58,40 @@ impl fmt::Display for Step {
                 tags,
                 size_bytes,
                 last_used_ms,
+                aged,
             } => write!(
                 f,
-                "remove image {} [{}]{}, {}, last used {}",
+                "remove image {} [{}]{}, {}, last used {}{}",
                 short(id),
                 names(tags),
                 on(engine),
                 size(*size_bytes),
-                timestamp(last_used_ms.div_euclid(1000))
+                timestamp(last_used_ms.div_euclid(1000)),
+                if *aged {
+                    ", unused for longer than max_unused_age"
+                } else {
+                    ""
+                }
             ),
+            Step::PruneBuildCache {
+                engine,
+                keep_bytes,
+                size_bytes,
+                records,
+                unused_for_secs,
+            } => {
+                write!(
+                    f,
+                    "prune build cache{}: {records} record(s), {} unused for {unused_for_secs} s or more, least recently used first",
+                    on(engine),
+                    size(*size_bytes)
+                )?;
+                if *keep_bytes > 0 {
+                    write!(f, ", keeping the cache at {}", size(*keep_bytes))
+                } else {
+                    f.write_str(", all of them")
+                }
+            }
             Step::PruneContainers { engine } => {
                 write!(f, "prune stopped containers{}", on(engine))
             }
@@ -94,8 +119,13 @@ impl fmt::Display for Kept {
         match &self.reason {
             Reason::InUse { container } => write!(f, "in use by container {container}"),
             Reason::KeepRule { pattern } => write!(f, "matches keep rule {pattern:?}"),
+            Reason::KeepLabel { rule, label } => {
+                write!(f, "has label {label}, matches keep_labels rule {rule:?}")
+            }
             Reason::TooYoung { age_secs } => write!(f, "used {age_secs}s ago, below min_age"),
-            Reason::Parent => f.write_str("parent of an image that stays"),
+            Reason::Parent { child } => {
+                write!(f, "parent of {}, which stays", short(child))
+            }
             Reason::Floor {
                 footprint_bytes,
                 floor_bytes,
@@ -114,17 +144,26 @@ impl fmt::Display for Kept {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "plan ({}): free {} and {} inodes to reach the low watermark; {} step(s)",
-            self.strategy,
-            size(self.need.bytes),
-            self.need.inodes,
-            self.steps.len()
-        )?;
-        match self.estimated_steps {
-            Some(n) => writeln!(f, ", about {n} should be enough")?,
-            None => writeln!(f, ", stopping once below the low watermark")?,
+        if !self.pressure {
+            writeln!(
+                f,
+                "plan ({}, below the high watermark): remove what has been unused for longer than max_unused_age; {} step(s)",
+                self.strategy,
+                self.steps.len()
+            )?;
+        } else {
+            write!(
+                f,
+                "plan ({}): free {} and {} inodes to reach the low watermark; {} step(s)",
+                self.strategy,
+                size(self.need.bytes),
+                self.need.inodes,
+                self.steps.len()
+            )?;
+            match self.estimated_steps {
+                Some(n) => writeln!(f, ", about {n} should be enough")?,
+                None => writeln!(f, ", stopping once below the low watermark")?,
+            }
         }
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "  {:>3}. {step}", i + 1)?;

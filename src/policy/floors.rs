@@ -2,7 +2,8 @@
 //! kubelet's store, any file) never takes it below its floor: walking the order, an engine's
 //! tagged images go while its footprint, less the sizes already planned, stays at or above the
 //! floor; from the first that would take it below, that engine's remaining (more recently used)
-//! images stay. Dangling images are not protected: they are nobody's cache.
+//! images stay. Dangling images and the build cache are not protected: they are nobody's image
+//! cache. Removals for age are not pressure: a floor does not keep them.
 
 use std::collections::HashMap;
 
@@ -17,11 +18,20 @@ pub(super) fn apply(steps: Vec<Step>, holdings: &[Holding<'_>]) -> (Vec<Step>, V
     let mut go = Vec::new();
     let mut kept = Vec::new();
     for step in steps {
+        if let Step::PruneBuildCache {
+            engine, size_bytes, ..
+        } = &step
+            && let Some((_, remaining, _)) = left.get_mut(engine.as_str())
+        {
+            // Not protected, but it frees the engine's footprint all the same.
+            *remaining = remaining.saturating_sub(*size_bytes);
+        }
         let Step::RemoveImage {
             engine,
             id,
             tags,
             size_bytes,
+            aged,
             ..
         } = &step
         else {
@@ -32,7 +42,7 @@ pub(super) fn apply(steps: Vec<Step>, holdings: &[Holding<'_>]) -> (Vec<Step>, V
             go.push(step);
             continue;
         };
-        if tags.is_empty() {
+        if tags.is_empty() || *aged {
             // Not protected, but it frees the engine's footprint all the same.
             *remaining = remaining.saturating_sub(*size_bytes);
             go.push(step);

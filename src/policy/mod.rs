@@ -4,17 +4,23 @@
 //! ([`next::Course`]). Pure: no I/O, no clock (`now_ms` is an argument), so every rule is a
 //! table test.
 //!
-//! A plan is made in three stages, each with its own table tests:
+//! A plan is made in stages, each with its own table tests:
 //! - `containers`: stopped containers go oldest first; the rest keep their images;
-//! - `protect`: effective last use, and what protects an image (in use, keep rule, min age,
-//!   parent of a protected image);
-//! - `order`: dangling first, then least recently used first, children before parents, one
-//!   order across every engine;
+//! - `protect`: effective last use, and what protects an image (in use, keep rule, keep label,
+//!   min age, parent of a protected image);
+//! - `cache`: the build cache's prunes, after the dangling images and before any tagged image;
+//! - `order`: dangling first, then the build cache, then least recently used first, children
+//!   before parents, one order across every engine;
 //! - `floors`: an engine's most recently used images stay once its footprint would drop below
 //!   its floor.
 //!
+//! Under pressure ([`plan`]) the steps free space down to the low watermark; an image unused for
+//! longer than `max_unused_age` is marked `aged` and goes whatever the usage. Below the high
+//! watermark [`plan_aged`] makes a plan of those removals alone.
+//!
 //! `display` prints a plan the same way in the log and for a dry run.
 
+mod cache;
 mod containers;
 mod display;
 mod floors;
@@ -25,7 +31,7 @@ mod protect;
 use serde::Serialize;
 
 use crate::config::{Config, Strategy, Watermarks};
-use crate::docker::Inventory;
+use crate::docker::{BuildCache, Inventory};
 use crate::lastuse::LastUse;
 use crate::usage::Measurement;
 
@@ -96,6 +102,8 @@ pub enum Outcome {
     Skipped,
     /// Cleaned until below the low watermark.
     ReachedLow,
+    /// Below the high watermark: images unused for longer than `max_unused_age` were removed.
+    Aged,
     /// Everything eligible is gone and usage is still above the low watermark.
     Exhausted,
     /// Everything above the engines' floors is gone and usage is still above the low
@@ -119,9 +127,10 @@ pub fn may_add_bytes(event: &crate::docker::UseEvent, config: &Config) -> bool {
 }
 
 /// Whether the node is cordoned for a plan: only when it removes something, and never in a dry
-/// run (nothing eligible is no reason to keep pods off the node).
+/// run (nothing eligible is no reason to keep pods off the node); a plan below the high
+/// watermark (removals for age only) only when `max_unused_age_cordon` asks for it.
 pub fn cordons(plan: &Plan, config: &Config) -> bool {
-    !config.dry_run && !plan.steps.is_empty()
+    !config.dry_run && !plan.steps.is_empty() && (plan.pressure || config.max_unused_age_cordon)
 }
 
 /// One action of a pass, on one engine.
@@ -151,6 +160,23 @@ pub enum Step {
         size_bytes: u64,
         /// Last use, unix milliseconds.
         last_used_ms: i64,
+        /// Unused for longer than `max_unused_age`: it goes whatever the usage (floors and the
+        /// low watermark do not keep it).
+        aged: bool,
+    },
+    /// Prune an engine's build cache, least recently used first (BuildKit's order).
+    PruneBuildCache {
+        /// The engine.
+        engine: String,
+        /// Stop once the cache (the records not shared with an image) is at most this large;
+        /// 0: remove every record the prune may.
+        keep_bytes: u64,
+        /// What the records say should go, bytes.
+        size_bytes: u64,
+        /// How many records should go.
+        records: usize,
+        /// Records used within this many seconds stay.
+        unused_for_secs: u64,
     },
     /// `docker container prune` (strategy `prune`).
     PruneContainers {
@@ -176,10 +202,16 @@ impl Step {
         match self {
             Step::RemoveContainer { engine, .. }
             | Step::RemoveImage { engine, .. }
+            | Step::PruneBuildCache { engine, .. }
             | Step::PruneContainers { engine }
             | Step::PruneDanglingImages { engine }
             | Step::PruneAllImages { engine } => engine,
         }
+    }
+
+    /// True for an image removal for age (`max_unused_age`).
+    pub fn is_aged(&self) -> bool {
+        matches!(self, Step::RemoveImage { aged: true, .. })
     }
 }
 
@@ -197,13 +229,23 @@ pub enum Reason {
         /// The pattern.
         pattern: String,
     },
+    /// A `keep_labels` rule matches one of its labels.
+    KeepLabel {
+        /// The rule, as configured (`key` or `key=value`).
+        rule: String,
+        /// The image's label it matched, `key=value`.
+        label: String,
+    },
     /// Used (or first seen) less than `min_age` ago.
     TooYoung {
         /// Seconds since last use.
         age_secs: i64,
     },
     /// An image that stays depends on it.
-    Parent,
+    Parent {
+        /// The id of the nearest image that stays for a reason of its own and depends on it.
+        child: String,
+    },
     /// Removing it would take its engine's footprint below the engine's floor (pressure from
     /// outside the engine does not empty it); the most recently used images stay.
     Floor {
@@ -237,6 +279,10 @@ pub struct Kept {
 pub struct Plan {
     /// The strategy that made it.
     pub strategy: &'static str,
+    /// Made at or above the high watermark: it frees space down to the low watermark. A plan
+    /// made below it ([`plan_aged`]) holds only removals for age and runs whole, uncordoned
+    /// unless `max_unused_age_cordon`.
+    pub pressure: bool,
     /// What to remove, in order; the pass stops early once below the low watermark.
     pub steps: Vec<Step>,
     /// What stays, and why.
@@ -266,6 +312,8 @@ pub struct Holding<'a> {
     /// Its floor against its footprint, when one applies this pass (none set, or critical:
     /// `None`).
     pub floor: Option<FloorState>,
+    /// Its build cache, when read this pass (`None`: not read, or no build cache endpoint).
+    pub build_cache: Option<&'a BuildCache>,
 }
 
 /// An engine's footprint at the start of the pass and its floor.
@@ -283,6 +331,65 @@ pub fn critical(filesystems: &[crate::usage::FsUsage], config: &Config) -> bool 
     filesystems
         .iter()
         .any(|fs| fs.used_pct() >= config.critical_pct)
+}
+
+/// The last use before which an image of `h` counts as unused for longer than
+/// `max_unused_age`, unix ms; `None` when that rule is off, or its last-use table has not yet
+/// covered the engine that long (a fresh install takes nothing for stale).
+fn aged_before(h: &Holding<'_>, config: &Config, now_ms: i64) -> Option<i64> {
+    let max = millis(config.max_unused_age);
+    (config.strategy == Strategy::Lru && max > 0 && h.last_use.covered_ms(now_ms) >= max)
+        .then(|| now_ms.saturating_sub(max))
+}
+
+/// The plan below the high watermark: every image unused for longer than `max_unused_age`, on
+/// each engine whose last-use table has covered it that long, with every protection (in use by
+/// any container, keep rules and labels, min age, parents of what stays); no container, no
+/// build cache, no floor (nothing presses). Empty when the rule is off.
+pub fn plan_aged(holdings: &[Holding<'_>], config: &Config, now_ms: i64) -> Plan {
+    let mut kept = Vec::new();
+    let mut ranked = Vec::new();
+    for h in holdings {
+        let Some(cutoff) = aged_before(h, config, now_ms) else {
+            continue;
+        };
+        // No container is removed below high: every one keeps its image.
+        let users = containers::users(h.inventory);
+        let graph = protect::Graph::new(h.inventory);
+        let last_used = protect::effective_last_use(h.inventory, &graph, h.last_use);
+        let rules = protect::Rules {
+            engine: h.name,
+            users: &users,
+            keep: &config.keep,
+            keep_labels: &config.keep_labels,
+            min_age_ms: millis(config.min_age),
+            now_ms,
+        };
+        let protection = protect::protect(h.inventory, &graph, &last_used, &rules);
+        let stale = |id: &str| last_used.get(id).is_some_and(|&t| t < cutoff);
+        kept.extend(protection.kept.into_iter().filter(|k| stale(&k.id)));
+        let candidates = protection
+            .candidates
+            .into_iter()
+            .filter(|i| stale(&i.id))
+            .collect();
+        ranked.extend(order::rank(
+            h.name,
+            candidates,
+            h.inventory,
+            &graph,
+            &last_used,
+            Some(cutoff),
+        ));
+    }
+    Plan {
+        strategy: "lru",
+        pressure: false,
+        steps: order::order(ranked),
+        kept,
+        need: Need::default(),
+        estimated_steps: None,
+    }
 }
 
 /// Makes the plan for the `holdings` given the shortfall `need`, at `now_ms` (unix ms): one
@@ -313,6 +420,7 @@ pub fn plan(
         }
         return Plan {
             strategy: "prune",
+            pressure: true,
             steps,
             kept: Vec::new(),
             need,
@@ -340,6 +448,7 @@ pub fn plan(
             engine: h.name,
             users: &containers.users,
             keep: &config.keep,
+            keep_labels: &config.keep_labels,
             min_age_ms: millis(min_age),
             now_ms,
         };
@@ -353,7 +462,20 @@ pub fn plan(
             h.inventory,
             &graph,
             &last_used,
+            aged_before(h, config, now_ms),
         ));
+        if let Some(build_cache) = h.build_cache {
+            let rules = cache::Rules {
+                min_age_ms: millis(if critical {
+                    config.critical_min_age.min(config.build_cache_min_age)
+                } else {
+                    config.build_cache_min_age
+                }),
+                now_ms,
+                need,
+            };
+            ranked.extend(order::rank_cache(cache::steps(h.name, build_cache, &rules)));
+        }
     }
     // Stopped containers first, oldest first, whichever engine.
     container_steps.sort_by_key(|s| match s {
@@ -367,6 +489,7 @@ pub fn plan(
     let estimated_steps = estimate(&steps, need);
     Plan {
         strategy: "lru",
+        pressure: true,
         steps,
         kept,
         need,
@@ -385,7 +508,9 @@ fn estimate(steps: &[Step], need: Need) -> Option<usize> {
         if freed >= need.bytes {
             return Some(i);
         }
-        if let Step::RemoveImage { size_bytes, .. } = step {
+        if let Step::RemoveImage { size_bytes, .. } | Step::PruneBuildCache { size_bytes, .. } =
+            step
+        {
             freed = freed.saturating_add(*size_bytes);
         }
     }

@@ -3,7 +3,9 @@
 //! and performs the [`Action`] it gets back; every rule lives here: when to measure again, when
 //! `prune -a` is not needed, that strategy `prune` never stops early, when absolute mode walks the
 //! trees again, which steps are separated by the delay, when an engine has reached its floor or
-//! no longer needs cleaning, and how the pass ends.
+//! no longer needs cleaning, and how the pass ends. Removals for age (`aged` steps) run whatever
+//! the usage: once below the low watermark the course leaves every other step out and runs them
+//! without measuring; a plan made below the high watermark holds only those and runs whole.
 
 use std::time::Duration;
 
@@ -73,6 +75,8 @@ pub enum StepResult {
     NotRemoved,
     /// A dangling-image prune removed this many images.
     PrunedDangling(usize),
+    /// A build-cache prune reclaimed this many bytes, as the engine reports.
+    Reclaimed(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +120,10 @@ pub struct Course<'p> {
     freeing: Option<(usize, u64)>,
     /// A floor kept or left out an image: the pass ends as [`Outcome::FloorsReached`].
     floors_held: bool,
+    /// The plan frees space (made at or above high); false: removals for age only.
+    pressure: bool,
+    /// Below the low watermark with removals for age still to come: only those run now.
+    low_reached: bool,
     strategy: Strategy,
     watermarks: Watermarks,
     delay: Duration,
@@ -151,6 +159,8 @@ impl<'p> Course<'p> {
                 .kept
                 .iter()
                 .any(|k| matches!(k.reason, Reason::Floor { .. })),
+            pressure: plan.pressure,
+            low_reached: false,
             strategy: config.strategy,
             watermarks: config.watermarks,
             delay: config.delay,
@@ -190,15 +200,20 @@ impl<'p> Course<'p> {
                 }
                 self.credit(m);
                 self.last = m.clone();
-                if below_low(m, &self.watermarks) {
-                    Phase::Done(Outcome::ReachedLow)
-                } else {
+                if !below_low(m, &self.watermarks) {
                     self.pause_or_next(i)
+                } else if self.plan.steps.iter().skip(i + 1).any(Step::is_aged) {
+                    self.low_reached = true;
+                    self.pause_or_next(i)
+                } else {
+                    Phase::Done(Outcome::ReachedLow)
                 }
             }
             (Phase::Pausing(i), Input::Paused) => self.before(i + 1),
             (Phase::Final, Input::Measured(m)) => {
-                if self.strategy == Strategy::Prune || below_low(m, &self.watermarks) {
+                if !self.pressure {
+                    Phase::Done(Outcome::Aged)
+                } else if self.strategy == Strategy::Prune || below_low(m, &self.watermarks) {
                     Phase::Done(Outcome::ReachedLow)
                 } else if self.floors_held {
                     Phase::Done(Outcome::FloorsReached)
@@ -234,7 +249,13 @@ impl<'p> Course<'p> {
             .engines
             .iter()
             .position(|e| e.view.name == step.engine());
-        if let Some(e) = engine {
+        let aged = step.is_aged();
+        if self.low_reached && !aged {
+            return Phase::Skipping(i, Why::NotNeeded);
+        }
+        if let Some(e) = engine
+            && !aged
+        {
             if self.strategy != Strategy::Prune && self.engine_done(e) {
                 return Phase::Skipping(i, Why::NotNeeded);
             }
@@ -313,22 +334,32 @@ impl<'p> Course<'p> {
                 self.dangling_pruned = n;
                 true
             }
+            StepResult::Reclaimed(bytes) => bytes > 0,
         };
-        if removed && let Some(step @ Step::RemoveImage { size_bytes, .. }) = self.plan.steps.get(i)
-        {
-            self.estimate_bytes = self.estimate_bytes.saturating_sub(*size_bytes);
+        let freed = match (self.plan.steps.get(i), result) {
+            (Some(Step::RemoveImage { size_bytes, .. }), _) => Some(*size_bytes),
+            (Some(Step::PruneBuildCache { .. }), StepResult::Reclaimed(bytes)) => Some(bytes),
+            _ => None,
+        };
+        if removed && let (Some(step), Some(freed)) = (self.plan.steps.get(i), freed) {
+            self.estimate_bytes = self.estimate_bytes.saturating_sub(freed);
             if let Some(e) = self
                 .engines
                 .iter()
                 .position(|e| e.view.name == step.engine())
             {
-                self.freeing = Some((e, *size_bytes));
+                self.freeing = Some((e, freed));
             }
         }
         // Strategy prune runs its three steps whatever they free; nothing freed, nothing to
         // measure.
         if self.strategy == Strategy::Prune || !removed {
             return self.before(i + 1);
+        }
+        // Removals for age go whatever the usage: nothing to measure between them.
+        if !self.pressure || self.low_reached {
+            self.credit_reported();
+            return self.pause_or_next(i);
         }
         match self.watermarks {
             Watermarks::Relative { .. } => Phase::Checking(i),
@@ -343,6 +374,15 @@ impl<'p> Course<'p> {
                 self.credit(&last);
                 self.pause_or_next(i)
             }
+        }
+    }
+
+    /// Credits the removal in flight to its engine's footprint by its reported size (no
+    /// measurement follows it).
+    fn credit_reported(&mut self) {
+        if let Some((e, size_bytes)) = self.freeing.take() {
+            let engine = &mut self.engines[e];
+            engine.footprint_bytes = engine.footprint_bytes.saturating_sub(size_bytes);
         }
     }
 

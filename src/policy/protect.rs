@@ -1,12 +1,13 @@
 //! Stage 2 of a plan: each image's effective last use (a parent counts as used when any child
-//! is) and what protects an image (in use, a keep rule, too young, parent of a protected image).
-//! What is left is a candidate.
+//! is) and what protects an image (in use, a keep rule, a keep label, too young, parent of a
+//! protected image). What is left is a candidate.
 
 use std::collections::{HashMap, HashSet};
 
 use regex::Regex;
 
 use super::{Kept, Reason};
+use crate::config::KeepLabel;
 use crate::docker::{Image, Inventory};
 use crate::lastuse::LastUse;
 
@@ -83,6 +84,8 @@ pub(super) struct Rules<'a> {
     pub users: &'a HashMap<&'a str, &'a str>,
     /// Keep patterns matched against tags.
     pub keep: &'a [Regex],
+    /// Keep rules matched against labels.
+    pub keep_labels: &'a [KeepLabel],
     /// An image used less than this long ago stays.
     pub min_age_ms: i64,
     /// Now, unix ms.
@@ -96,7 +99,8 @@ pub(super) fn protect<'a>(
     last_used: &HashMap<&'a str, i64>,
     rules: &Rules<'_>,
 ) -> Protection<'a> {
-    let mut protected: HashSet<&str> = HashSet::new();
+    // In inventory order, so that the child a parent is kept for is always the same.
+    let mut protected: Vec<&str> = Vec::new();
     let mut kept = Vec::new();
     let mut unprotected = Vec::new();
     for image in &inventory.images {
@@ -112,6 +116,15 @@ pub(super) fn protect<'a>(
             Some(Reason::KeepRule {
                 pattern: pattern.as_str().to_string(),
             })
+        } else if let Some((rule, label)) = rules
+            .keep_labels
+            .iter()
+            .find_map(|r| r.matches(&image.labels).map(|l| (r, l)))
+        {
+            Some(Reason::KeepLabel {
+                rule: rule.to_string(),
+                label,
+            })
         } else {
             let used = last_used
                 .get(image.id.as_str())
@@ -124,7 +137,7 @@ pub(super) fn protect<'a>(
         };
         match reason {
             Some(reason) => {
-                protected.insert(&image.id);
+                protected.push(&image.id);
                 kept.push(Kept {
                     engine: rules.engine.to_string(),
                     id: image.id.clone(),
@@ -135,19 +148,24 @@ pub(super) fn protect<'a>(
             None => unprotected.push(image),
         }
     }
-    // Ancestors of what stays stay too (Docker would refuse them anyway).
-    let ancestors: HashSet<&str> = protected
-        .iter()
-        .flat_map(|id| graph.ancestors(id))
-        .collect();
+    // Ancestors of what stays stay too (Docker would refuse them anyway), each with the
+    // nearest image it stays for.
+    let mut ancestors: HashMap<&str, &str> = HashMap::new();
+    for id in &protected {
+        for ancestor in graph.ancestors(id) {
+            ancestors.entry(ancestor).or_insert(id);
+        }
+    }
     let mut candidates = Vec::new();
     for image in unprotected {
-        if ancestors.contains(image.id.as_str()) {
+        if let Some(child) = ancestors.get(image.id.as_str()) {
             kept.push(Kept {
                 engine: rules.engine.to_string(),
                 id: image.id.clone(),
                 names: image.tags.clone(),
-                reason: Reason::Parent,
+                reason: Reason::Parent {
+                    child: child.to_string(),
+                },
             });
         } else {
             candidates.push(image);

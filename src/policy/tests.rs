@@ -20,6 +20,7 @@ fn image(id: &str, tags: &[&str], size_mib: u64) -> Image {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         created: NOW - 100 * HOUR,
         size_bytes: size_mib << 20,
+        ..Image::default()
     }
 }
 
@@ -56,6 +57,7 @@ fn plan(inv: &Inventory, lu: &LastUse, cfg: &Config, need: Need, now_ms: i64) ->
             inventory: inv,
             last_use: lu,
             floor: None,
+            build_cache: None,
         }],
         cfg,
         need,
@@ -213,7 +215,12 @@ fn min_age_boundary_and_parents() {
         reason_of(&p, "young"),
         Some(Reason::TooYoung { age_secs: 3599 })
     ));
-    assert_eq!(reason_of(&p, "base"), Some(&Reason::Parent));
+    assert_eq!(
+        reason_of(&p, "base"),
+        Some(&Reason::Parent {
+            child: "busy".into()
+        })
+    );
 }
 
 #[test]
@@ -382,12 +389,14 @@ fn one_order_across_engines_with_each_engines_protections() {
             inventory: &inv_a,
             last_use: &lu_a,
             floor: None,
+            build_cache: None,
         },
         Holding {
             name: "b",
             inventory: &inv_b,
             last_use: &lu_b,
             floor: None,
+            build_cache: None,
         },
     ];
     let p = super::plan(&holdings, &config(), shortfall(u64::MAX), NOW_MS, false);
@@ -439,6 +448,7 @@ fn floors_keep_the_most_recently_used_and_spare_no_dangling_image() {
                 inventory: &inv,
                 last_use: &lu,
                 floor: f,
+                build_cache: None,
             }],
             &config(),
             shortfall(u64::MAX),
@@ -477,9 +487,12 @@ fn critical_lowers_the_min_age_to_critical_min_age() {
         inventory: &inv,
         last_use: &lu,
         floor: None,
+        build_cache: None,
     }];
     let p = super::plan(&holdings, &config(), shortfall(1), NOW_MS, false);
     assert!(removed_images(&p).is_empty(), "both younger than an hour");
     let p = super::plan(&holdings, &config(), shortfall(1), NOW_MS, true);
     assert_eq!(removed_images(&p), vec!["a"], "b is younger than 120 s");
 }
+
+mod reclaim;

@@ -14,6 +14,7 @@ mod metrics;
 mod podman;
 mod races;
 mod react;
+mod reclaim;
 mod state;
 mod usage;
 mod util;

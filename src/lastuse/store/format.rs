@@ -18,6 +18,10 @@ pub(super) struct EngineState {
     /// engine's buffer from there.
     pub(super) cursor_nanos: Option<i64>,
     pub(super) images: BTreeMap<String, Entry>,
+    /// Since when the table has covered the engine, unix ms (for `max_unused_age_seconds`).
+    /// Absent in files written before it existed: coverage then starts at the next inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) covering_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,6 +91,7 @@ pub(super) fn parse(
             let engine = EngineState {
                 cursor_nanos: v1.cursor_nanos,
                 images,
+                covering_since_ms: None,
             };
             (BTreeMap::from([(DEFAULT_ENGINE.to_string(), engine)]), true)
         }
@@ -114,7 +119,11 @@ pub(super) fn parse(
                 .collect();
             let cursor = clamp_cursor(e.cursor_nanos, now_nanos);
             changed += usize::from(cursor != e.cursor_nanos);
+            // Not after now: a clock that was wrong must not postpone removals for age.
+            let covering = e.covering_since_ms.map(|t| t.clamp(0, now_ms.max(0)));
+            changed += usize::from(covering != e.covering_since_ms);
             let mut table = LastUse::restored(images, cursor);
+            table.set_covering_since(covering);
             if migrated || changed > 0 {
                 // Written in the current format, with sane times, at the next save.
                 table.mark_dirty();

@@ -347,3 +347,43 @@ fn a_file_with_nonsense_times_loads_clamped_and_is_rewritten() {
         })
     );
 }
+
+#[test]
+fn coverage_survives_a_restart_and_files_without_it_start_it_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lock, store) = writable(dir.path());
+    let mut t = Tables::default();
+    t.default_engine()
+        .reconcile(&crate::docker::Inventory::default(), 1_000);
+    store.save(&mut t).unwrap();
+    drop((lock, store));
+    let mut t = saved_table(dir.path());
+    assert_eq!(
+        t.default_engine().covering_since_ms(),
+        Some(1_000),
+        "a restart keeps the coverage"
+    );
+    // A file written before coverage was kept: it starts at the next inventory, not earlier.
+    std::fs::write(
+        dir.path().join(FILE_NAME),
+        r#"{"version": 2, "engines": {"default": {"cursor_nanos": 1, "images": {}}}}"#,
+    )
+    .unwrap();
+    let mut t = saved_table(dir.path());
+    assert_eq!(t.default_engine().covering_since_ms(), None);
+    t.default_engine()
+        .reconcile(&crate::docker::Inventory::default(), NOW_MS);
+    assert_eq!(t.default_engine().covering_since_ms(), Some(NOW_MS));
+    // One in the future (a clock that was wrong) is clamped to now.
+    std::fs::write(
+        dir.path().join(FILE_NAME),
+        format!(
+            r#"{{"version": 2, "engines": {{"default": {{"cursor_nanos": 1, "covering_since_ms": {}, "images": {{}}}}}}}}"#,
+            NOW_MS + 5
+        ),
+    )
+    .unwrap();
+    let mut t = saved_table(dir.path());
+    assert_eq!(t.default_engine().covering_since_ms(), Some(NOW_MS));
+    assert!(t.default_engine().is_dirty(), "the clamped value is saved");
+}

@@ -13,6 +13,7 @@ fn image(id: &str, mib: u64) -> Step {
         tags: vec![format!("{id}:1")],
         size_bytes: mib << 20,
         last_used_ms: 0,
+        aged: false,
     }
 }
 
@@ -28,6 +29,7 @@ fn container(id: &str) -> Step {
 fn plan(steps: Vec<Step>) -> Plan {
     Plan {
         strategy: "lru",
+        pressure: true,
         steps,
         kept: Vec::new(),
         need: Need::default(),
@@ -79,7 +81,7 @@ fn default() -> EngineView {
 
 use Action::*;
 use Input::{Measured, Paused, Ran, Skipped, Start};
-use StepResult::{NotRemoved, PrunedDangling, Removed};
+use StepResult::{NotRemoved, PrunedDangling, Reclaimed, Removed};
 
 #[test]
 fn relative_mode_measures_after_each_removal_and_stops_below_low() {
@@ -353,6 +355,7 @@ fn an_engine_at_its_floor_keeps_its_remaining_images() {
             tags: vec!["x:1".into()],
             size_bytes: 10 << 20,
             last_used_ms: 0,
+            aged: false,
         },
         image("c", 1),
     ]);
@@ -418,6 +421,7 @@ fn an_engine_whose_filesystems_are_below_low_is_left_out() {
             tags: vec!["x:1".into()],
             size_bytes: 1,
             last_used_ms: 0,
+            aged: false,
         },
         image("a", 1),
     ]);
@@ -460,4 +464,118 @@ fn run_with(
 ) -> Vec<Action> {
     let mut course = Course::new(plan, &relative(0), before, engines);
     script.iter().map(|input| course.next(*input)).collect()
+}
+
+fn aged(id: &str, mib: u64) -> Step {
+    match image(id, mib) {
+        Step::RemoveImage {
+            engine,
+            id,
+            tags,
+            size_bytes,
+            last_used_ms,
+            ..
+        } => Step::RemoveImage {
+            engine,
+            id,
+            tags,
+            size_bytes,
+            last_used_ms,
+            aged: true,
+        },
+        other => other,
+    }
+}
+
+fn cache_prune(keep_mib: u64) -> Step {
+    Step::PruneBuildCache {
+        engine: "default".into(),
+        keep_bytes: keep_mib << 20,
+        size_bytes: 10 << 20,
+        records: 3,
+        unused_for_secs: 3600,
+    }
+}
+
+#[test]
+fn below_low_the_rest_of_the_aged_removals_still_run_unmeasured() {
+    // The first (aged) removal reaches low: b is not needed and left out, c (aged) still goes,
+    // and nothing is measured between until the end.
+    let p = plan(vec![aged("a", 10), image("b", 10), aged("c", 10)]);
+    let low = fs(10);
+    let got = run(
+        &p,
+        &relative(0),
+        &fs(90),
+        &[
+            Start,
+            Ran(Removed),
+            Measured(&low),
+            Skipped,
+            Ran(Removed),
+            Measured(&low),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Run(0),
+            Measure,
+            Skip(1, Why::NotNeeded),
+            Run(2),
+            Measure,
+            Stop(Outcome::ReachedLow)
+        ]
+    );
+}
+
+#[test]
+fn a_plan_below_high_runs_whole_without_measuring_between() {
+    let mut p = plan(vec![aged("a", 10), aged("b", 10)]);
+    p.pressure = false;
+    let below = fs(40);
+    let got = run(
+        &p,
+        &relative(1000),
+        &below,
+        &[
+            Start,
+            Ran(Removed),
+            Paused,
+            Ran(NotRemoved),
+            Measured(&below),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Run(0),
+            Pause(Duration::from_secs(1)),
+            Run(1),
+            Measure,
+            Stop(Outcome::Aged)
+        ]
+    );
+}
+
+#[test]
+fn a_build_cache_prune_is_measured_only_when_it_reclaimed_something() {
+    let p = plan(vec![cache_prune(50), cache_prune(0), image("a", 10)]);
+    let (high, low) = (fs(90), fs(10));
+    let got = run(
+        &p,
+        &relative(0),
+        &high,
+        &[
+            Start,
+            Ran(Reclaimed(0)),
+            Ran(Reclaimed(5 << 20)),
+            Measured(&low),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![Run(0), Run(1), Measure, Stop(Outcome::ReachedLow)],
+        "the second prune reached low: the image stays"
+    );
 }

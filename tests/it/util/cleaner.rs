@@ -160,6 +160,16 @@ impl Cleaner {
     /// image last used `ago` seconds before now, and the event cursor at now (as if a cleaner
     /// had been running). The state directory is made 0700, as the packages make it.
     pub fn seed_last_use(&self, entries: &[(&str, i64)]) {
+        self.seed_state(entries, None);
+    }
+
+    /// [`Cleaner::seed_last_use`], the table having covered the engine since `covered` seconds
+    /// ago (as if a cleaner had been running that long: `max_unused_age_seconds` may act).
+    pub fn seed_last_use_covered(&self, entries: &[(&str, i64)], covered: i64) {
+        self.seed_state(entries, Some(covered));
+    }
+
+    fn seed_state(&self, entries: &[(&str, i64)], covered: Option<i64>) {
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock");
@@ -176,11 +186,13 @@ impl Cleaner {
                 )
             })
             .collect();
+        let mut engine = serde_json::json!({ "cursor_nanos": cursor, "images": images });
+        if let Some(covered) = covered {
+            engine["covering_since_ms"] = serde_json::json!(now_ms - covered * 1000);
+        }
         let state = serde_json::json!({
             "version": 2,
-            "engines": {
-                "default": { "cursor_nanos": cursor, "images": images },
-            },
+            "engines": { "default": engine },
         });
         let dir = self.state_dir();
         std::fs::create_dir_all(&dir).expect("state dir");

@@ -168,6 +168,11 @@ impl PrivateDockerd {
 
     /// Runs the CLI against this daemon and returns whatever happened (bounded in time).
     pub fn try_docker(&self, args: &[&str]) -> Output {
+        self.try_docker_env(args, &[])
+    }
+
+    /// [`PrivateDockerd::try_docker`] with `env` set for the CLI (`DOCKER_BUILDKIT=1`).
+    pub fn try_docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(DOCKER_CLI);
         cmd.arg("--config")
             .arg(self.dir.join("cli"))
@@ -179,9 +184,11 @@ impl PrivateDockerd {
             "DOCKER_CONTEXT",
             "DOCKER_TLS_VERIFY",
             "DOCKER_CERT_PATH",
+            "DOCKER_BUILDKIT",
         ] {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().copied());
         host::run(cmd, COMMAND_BOUND)
     }
 
