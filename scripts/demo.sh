@@ -203,12 +203,11 @@ show docker images
 say "usage now: $(usage_line)"
 
 # --- 6. use them in a known order ---------------------------------------------------------
-step "6. Use the images in a known order (a second apart: last use is kept to the second)"
+step "6. Use the images in a known order (last use is kept to the millisecond)"
 say "Docker records no last-use time; the cleaner follows Docker's events (container create,"
 say "start, die, destroy; image pull, tag, import) and keeps the time of each image's last use."
 use() {
     show docker "$@"
-    sleep 1
 }
 use run --rm --network none demo/delta:1 /busybox true
 use run --rm --network none demo/alpha:1 /busybox true
@@ -216,10 +215,10 @@ use run --name batch-job --network none demo/charlie:1 /busybox true
 use run --rm --network none demo/bravo:1 /busybox true
 use run -d --name web --network none --stop-timeout 1 demo/web:1 /busybox sleep 3600
 say "demo/pause:3.9 is never used after its import."
-say "An image a container references counts as used now, stopped container or not: charlie goes"
-say "to the back of the line (its stopped container batch-job is removed first, but the order is"
-say "fixed when the pass takes stock). So, least recently used first: delta, alpha, bravo,"
-say "charlie. web stays: a running container uses it. pause stays: keep rule."
+say "An image a stopped container references counts as used when that container stopped: charlie"
+say "keeps its place (its stopped container batch-job is removed first). So, least recently used"
+say "first: delta, alpha, charlie, bravo. web stays: a running container uses it. pause stays: keep"
+say "rule."
 show docker ps -a
 
 # --- 7. fill the disk ---------------------------------------------------------------------
@@ -286,9 +285,10 @@ check "once exited 0" exited_ok
 check "the stopped container batch-job is gone" container_gone batch-job
 check "demo/delta:1, the least recently used image, is gone" gone demo/delta:1
 check "demo/alpha:1, the next one, is gone" gone demo/alpha:1
-check "demo/bravo:1, the next one, is gone" gone demo/bravo:1
-check "demo/charlie:1, the last in line, stays: the pass stopped once below ${LOW} %" \
-    present demo/charlie:1
+check "demo/charlie:1, the next one (its container stopped before bravo ran), is gone" \
+    gone demo/charlie:1
+check "demo/bravo:1, the last in line, stays: the pass stopped once below ${LOW} %" \
+    present demo/bravo:1
 check "demo/web:1 stays: the running container web uses it" present demo/web:1
 check "the container web is still running" running web
 check "demo/pause:3.9 stays: keep rule ^demo/pause:" present demo/pause:3.9

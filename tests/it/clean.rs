@@ -468,6 +468,31 @@ fn status_shows_the_eviction_order_and_deletes_nothing() {
     let status: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
     assert_eq!(status["above_high"], false, "{out}");
+    // The schema the README documents.
+    assert_eq!(status["engines"][0]["name"], "default", "{out}");
+    assert_eq!(
+        status["engines"][0]["error"],
+        serde_json::Value::Null,
+        "{out}"
+    );
+    assert!(status["engines"][0]["footprint_bytes"].is_u64(), "{out}");
+    assert_eq!(status["engines"][0]["images"], 4, "{out}");
+    assert!(status["filesystems"][0]["outside_bytes"].is_u64(), "{out}");
+    assert!(
+        status["usage"]["relative"][0]["blocks_used_pct"].is_f64(),
+        "{out}"
+    );
+    assert!(status["need"]["bytes"].is_u64(), "{out}");
+    assert!(status["taken_ms"].as_i64().is_some_and(|t| t > 0), "{out}");
+    assert_eq!(
+        status["critical_pct"], 99.0,
+        "critical follows a high of 99: {out}"
+    );
+    assert_eq!(
+        status["plan"]["steps"][0]["action"], "remove_image",
+        "{out}"
+    );
+    assert!(status["plan"]["steps"][0]["last_used_ms"].is_i64(), "{out}");
     let order: Vec<&str> = status["plan"]["steps"]
         .as_array()
         .expect("steps")
@@ -490,6 +515,22 @@ fn status_shows_the_eviction_order_and_deletes_nothing() {
     let (text, _) = cleaner.run_ok(&["status"]);
     assert!(text.contains("eviction order"), "{text}");
     assert!(text.contains("below high"), "{text}");
+    // Aligned rows, people's ages, and the rule that keeps each image.
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains("image"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(
+        rows[0].contains("img-1:1") && rows[0].contains("3 h ago"),
+        "{text}"
+    );
+    let column = |row: &str| row.find("img-").expect("a name column");
+    assert!(
+        rows.iter().all(|r| column(r) == column(rows[0])),
+        "the name column is aligned:\n{text}"
+    );
+    assert!(text.contains("in use by container"), "{text}");
 }
 
 #[test]

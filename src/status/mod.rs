@@ -3,8 +3,6 @@
 //! and which rule keeps each image that stays), from a read-only look at the engines and the
 //! state. Deletes and writes nothing.
 
-use std::fmt;
-
 use serde::Serialize;
 
 use crate::clock::{now_ms, now_nanos};
@@ -15,7 +13,7 @@ use crate::error_chain;
 use crate::lastuse::{self, Store};
 use crate::node::Cordoner;
 use crate::policy::{self, Need, Plan, Step};
-use crate::usage::{self, Measurement, Meter, PathMeter, size};
+use crate::usage::{self, Measurement, Meter, PathMeter};
 
 /// Why `status` could not look.
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +115,16 @@ pub struct Status {
     pub plan: Plan,
     /// `max_unused_age`, seconds (0: off).
     pub max_unused_age_secs: u64,
+    /// When the look was taken, unix milliseconds (the ages shown are counted from it).
+    pub taken_ms: i64,
+    /// The critical watermark, percent.
+    pub critical_pct: f64,
 }
 
 /// Looks at the engines and the state and says what a pass would do, deleting nothing.
 pub async fn status(config: &Config) -> Result<Status, Error> {
-    let mut tables = Store::read_only(&config.state_dir)?.load(now_ms(), now_nanos());
+    let now = now_ms();
+    let mut tables = Store::read_only(&config.state_dir)?.load(now, now_nanos());
     let mut connected = Vec::new();
     let mut errors = Vec::new();
     let mut first_error = None;
@@ -165,7 +168,7 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         config,
         &usage,
         &filesystems,
-        now_ms(),
+        now,
         Purpose::Status,
     )
     .await?;
@@ -247,77 +250,9 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         } else {
             0
         },
+        taken_ms: now,
+        critical_pct: config.critical_pct,
     })
 }
 
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        writeln!(f, "usage: {}", self.usage)?;
-        let level = match &self.usage {
-            Measurement::Relative(_) => format!("{:.1}%", self.level),
-            Measurement::Absolute(t) => size(t.bytes),
-        };
-        let state = match (self.above_high, self.critical) {
-            (_, true) => "at or above critical: the next pass ignores floors",
-            (true, false) => "at or above high: the next pass cleans",
-            (false, false) => "below high",
-        };
-        writeln!(f, "level: {level} against {} ({state})", self.watermarks)?;
-        writeln!(f, "cordon: {}", self.cordon)?;
-        for e in &self.engines {
-            let footprint = e.footprint_bytes.map_or("?".to_string(), size);
-            let floor = if e.floor_bytes == 0 {
-                "no floor".to_string()
-            } else {
-                format!("floor {}", size(e.floor_bytes))
-            };
-            match &e.error {
-                Some(why) => writeln!(f, "engine {} ({}): down: {why}", e.name, e.docker_host)?,
-                None => {
-                    writeln!(
-                        f,
-                        "engine {} ({}): {} images, {} containers, footprint {footprint}, {floor}",
-                        e.name, e.docker_host, e.images, e.containers
-                    )?;
-                    match &e.build_cache {
-                        Some(c) => writeln!(
-                            f,
-                            "  build cache: {} in {} records, {} reclaimable; a pass under pressure would prune {} in {} records",
-                            size(c.total_bytes),
-                            c.records,
-                            size(c.reclaimable_bytes),
-                            size(c.would_go_bytes),
-                            c.would_go_records
-                        )?,
-                        None => writeln!(f, "  build cache: none that can be read")?,
-                    }
-                    let max = i64::try_from(self.max_unused_age_secs).unwrap_or(i64::MAX);
-                    if max > 0 && e.covered_secs < max {
-                        writeln!(
-                            f,
-                            "  max_unused_age: last use followed for {} s of {max} s: no removal for age for {} s more",
-                            e.covered_secs,
-                            max - e.covered_secs
-                        )?;
-                    } else if max > 0 {
-                        writeln!(
-                            f,
-                            "  max_unused_age: images unused for longer than {max} s go at every pass"
-                        )?;
-                    }
-                }
-            }
-        }
-        for fs in &self.filesystems {
-            writeln!(
-                f,
-                "filesystem {}: {} of {} in use, {} outside the engines",
-                fs.path,
-                size(fs.used_bytes),
-                size(fs.total_bytes),
-                size(fs.outside_bytes)
-            )?;
-        }
-        write!(f, "eviction order: {}", self.plan)
-    }
-}
+mod display;

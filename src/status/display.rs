@@ -1,0 +1,358 @@
+//! `status` as people read it: a few lines of state, then aligned tables (engines, filesystems,
+//! the eviction order, what stays and why), sizes and ages for people ("3 h ago"), counted from
+//! the moment the look was taken. The JSON form is the [`Status`] struct itself.
+
+use std::fmt;
+
+use super::Status;
+use crate::policy::{Kept, Reason, Step, short};
+use crate::usage::{Measurement, size};
+
+/// An age for people: `45 s`, `12 min`, `3 h`, `2 d`.
+pub fn age(ms: i64) -> String {
+    let s = ms.max(0).div_euclid(1000);
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// `age` of the time `at_ms`, seen from `now_ms`, as "… ago".
+fn ago(now_ms: i64, at_ms: i64) -> String {
+    format!("{} ago", age(now_ms.saturating_sub(at_ms)))
+}
+
+/// Rows under a header, each column as wide as its widest cell, two spaces apart, every line
+/// indented by two. The last column is not padded.
+fn table(f: &mut fmt::Formatter, header: &[&str], rows: &[Vec<String>]) -> fmt::Result {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |f: &mut fmt::Formatter, cells: &mut dyn Iterator<Item = &str>| -> fmt::Result {
+        let mut out = String::from("  ");
+        let cells: Vec<&str> = cells.collect();
+        for (i, cell) in cells.iter().enumerate() {
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        writeln!(f, "{}", out.trim_end())
+    };
+    line(f, &mut header.iter().copied())?;
+    for row in rows {
+        line(f, &mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+fn names(names: &[String]) -> String {
+    if names.is_empty() {
+        "<none>".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Why something stays, in words, with ages counted from now.
+fn why(reason: &Reason) -> String {
+    match reason {
+        Reason::InUse { container } => format!("in use by container {container}"),
+        Reason::KeepRule { pattern } => format!("keep rule {pattern:?}"),
+        Reason::KeepLabel { rule, label } => format!("label {label} (keep_labels {rule:?})"),
+        Reason::TooYoung { age_secs } => format!(
+            "used {} ago, younger than min_age",
+            age(age_secs.saturating_mul(1000))
+        ),
+        Reason::Parent { child } => format!("parent of {}, which stays", short(child)),
+        Reason::Floor {
+            footprint_bytes,
+            floor_bytes,
+        } => format!(
+            "its engine's floor ({} of {} in use)",
+            size(*floor_bytes),
+            size(*footprint_bytes)
+        ),
+        Reason::RecentlyStopped { age_secs } => format!(
+            "stopped {} ago, younger than container_min_age",
+            age(age_secs.saturating_mul(1000))
+        ),
+    }
+}
+
+impl Status {
+    fn several_engines(&self) -> bool {
+        self.engines.len() > 1
+    }
+
+    /// One row of the eviction order.
+    fn step_row(&self, i: usize, step: &Step) -> Vec<String> {
+        let (what, id, name, bytes, when) = match step {
+            Step::RemoveContainer {
+                id, name, stopped, ..
+            } => (
+                "container",
+                short(id).to_string(),
+                name.clone(),
+                String::new(),
+                format!(
+                    "stopped {}",
+                    ago(self.taken_ms, stopped.saturating_mul(1000))
+                ),
+            ),
+            Step::RemoveImage {
+                id,
+                tags,
+                size_bytes,
+                last_used_ms,
+                aged,
+                ..
+            } => (
+                if *aged { "image (age)" } else { "image" },
+                short(id).to_string(),
+                names(tags),
+                size(*size_bytes),
+                ago(self.taken_ms, *last_used_ms),
+            ),
+            Step::PruneBuildCache {
+                size_bytes,
+                records,
+                unused_for_secs,
+                keep_bytes,
+                ..
+            } => (
+                "build cache",
+                String::new(),
+                format!("{records} records"),
+                size(*size_bytes),
+                if *keep_bytes > 0 {
+                    format!(
+                        "unused for {}, down to {}",
+                        age(i64::try_from(*unused_for_secs)
+                            .unwrap_or(i64::MAX)
+                            .saturating_mul(1000)),
+                        size(*keep_bytes)
+                    )
+                } else {
+                    format!(
+                        "unused for {}",
+                        age(i64::try_from(*unused_for_secs)
+                            .unwrap_or(i64::MAX)
+                            .saturating_mul(1000))
+                    )
+                },
+            ),
+            other => (
+                "prune",
+                String::new(),
+                other.to_string(),
+                String::new(),
+                String::new(),
+            ),
+        };
+        let mut row = vec![(i + 1).to_string(), what.to_string()];
+        if self.several_engines() {
+            row.push(step.engine().to_string());
+        }
+        row.extend([id, name, bytes, when]);
+        row
+    }
+
+    fn kept_row(&self, k: &Kept) -> Vec<String> {
+        let mut row = Vec::new();
+        if self.several_engines() {
+            row.push(k.engine.clone());
+        }
+        row.extend([short(&k.id).to_string(), names(&k.names), why(&k.reason)]);
+        row
+    }
+
+    /// The line that says what the next pass does.
+    fn verdict(&self) -> String {
+        let need = if self.need.bytes > 0 || self.need.inodes > 0 {
+            let inodes = if self.need.inodes > 0 {
+                format!(" and {} inodes", self.need.inodes)
+            } else {
+                String::new()
+            };
+            format!("; {}{inodes} to free to reach low", size(self.need.bytes))
+        } else {
+            String::new()
+        };
+        match (self.above_high, self.critical) {
+            (_, true) => format!(
+                "at or above critical ({}%): the next pass cleans and ignores the floors{need}",
+                self.critical_pct
+            ),
+            (true, false) => format!("at or above high: the next pass cleans{need}"),
+            (false, false) if self.plan.steps.is_empty() => "below high: nothing to do".to_string(),
+            (false, false) if !self.plan.pressure => {
+                "below high: the next pass removes images unused for too long".to_string()
+            }
+            (false, false) => "below high: nothing to do until high".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let level = match &self.usage {
+            Measurement::Relative(_) => format!("{:.1}%", self.level),
+            Measurement::Absolute(t) => size(t.bytes),
+        };
+        writeln!(f, "usage:      {}", self.usage)?;
+        writeln!(
+            f,
+            "level:      {level} against {}, critical {}%",
+            self.watermarks, self.critical_pct
+        )?;
+        writeln!(f, "next pass:  {}", self.verdict())?;
+        writeln!(f, "cordon:     {}", self.cordon)?;
+
+        writeln!(f, "\nengines")?;
+        let rows: Vec<Vec<String>> = self
+            .engines
+            .iter()
+            .map(|e| match &e.error {
+                Some(why) => vec![
+                    e.name.clone(),
+                    e.docker_host.clone(),
+                    format!("down: {why}"),
+                ],
+                None => {
+                    let cache = match &e.build_cache {
+                        Some(c) => format!(
+                            "{} ({} reclaimable, {} would go)",
+                            size(c.total_bytes),
+                            size(c.reclaimable_bytes),
+                            size(c.would_go_bytes)
+                        ),
+                        None => "none".into(),
+                    };
+                    let max = i64::try_from(self.max_unused_age_secs).unwrap_or(i64::MAX);
+                    let aged = if max == 0 {
+                        "off".to_string()
+                    } else if e.covered_secs < max {
+                        format!(
+                            "waits {} more",
+                            age(max.saturating_sub(e.covered_secs).saturating_mul(1000))
+                        )
+                    } else {
+                        format!("after {}", age(max.saturating_mul(1000)))
+                    };
+                    vec![
+                        e.name.clone(),
+                        e.docker_host.clone(),
+                        format!("{} images, {} containers", e.images, e.containers),
+                        e.footprint_bytes.map_or("?".into(), size),
+                        if e.floor_bytes == 0 {
+                            "none".into()
+                        } else {
+                            size(e.floor_bytes)
+                        },
+                        cache,
+                        aged,
+                    ]
+                }
+            })
+            .collect();
+        table(
+            f,
+            &[
+                "NAME",
+                "ENDPOINT",
+                "HOLDS",
+                "FOOTPRINT",
+                "FLOOR",
+                "BUILD CACHE",
+                "UNUSED-AGE REMOVALS",
+            ],
+            &rows,
+        )?;
+
+        writeln!(f, "\nfilesystems")?;
+        let rows: Vec<Vec<String>> = self
+            .filesystems
+            .iter()
+            .map(|fs| {
+                vec![
+                    fs.path.clone(),
+                    size(fs.total_bytes),
+                    size(fs.used_bytes),
+                    size(fs.outside_bytes),
+                ]
+            })
+            .collect();
+        table(f, &["PATH", "SIZE", "USED", "OUTSIDE THE ENGINES"], &rows)?;
+
+        let enough = match self.plan.estimated_steps {
+            Some(n) if self.plan.pressure && self.need.bytes > 0 => {
+                format!(", about {n} should be enough")
+            }
+            _ => String::new(),
+        };
+        writeln!(
+            f,
+            "\neviction order ({}): {} step(s){enough}; a pass stops once below low",
+            self.plan.strategy,
+            self.plan.steps.len()
+        )?;
+        if !self.plan.steps.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .plan
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| self.step_row(i, s))
+                .collect();
+            let mut header = vec!["#", "WHAT"];
+            if self.several_engines() {
+                header.push("ENGINE");
+            }
+            header.extend(["ID", "NAME", "SIZE", "LAST USED"]);
+            table(f, &header, &rows)?;
+        }
+        if !self.plan.kept.is_empty() {
+            writeln!(f, "\nkept")?;
+            let rows: Vec<Vec<String>> = self.plan.kept.iter().map(|k| self.kept_row(k)).collect();
+            let mut header = Vec::new();
+            if self.several_engines() {
+                header.push("ENGINE");
+            }
+            header.extend(["ID", "NAME", "WHY"]);
+            table(f, &header, &rows)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_for_people() {
+        let cases = [
+            (0, "0 s"),
+            (45_000, "45 s"),
+            (119_999, "119 s"),
+            (120_000, "2 min"),
+            (3_600_000, "60 min"),
+            (7_200_000, "2 h"),
+            (3 * 86_400_000, "3 d"),
+            (-5, "0 s"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(age(ms), want, "{ms}");
+        }
+        assert_eq!(ago(10_000_000, 10_000_000 - 10_800_000), "3 h ago");
+    }
+}
