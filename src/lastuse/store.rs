@@ -232,6 +232,7 @@ fn parse(text: &str) -> Result<BTreeMap<String, LastUse>, String> {
                     let entry = Entry {
                         first_seen_ms: e.first_seen.saturating_mul(1000),
                         last_used_ms: e.last_used.saturating_mul(1000),
+                        ..Entry::default()
                     };
                     (id, entry)
                 })
@@ -299,7 +300,8 @@ mod tests {
             table.get("sha256:a"),
             Some(Entry {
                 first_seen_ms: 10_000,
-                last_used_ms: 20_000
+                last_used_ms: 20_000,
+                ..Entry::default()
             })
         );
         assert_eq!(table.cursor_nanos(), Some(9));

@@ -8,7 +8,8 @@
 //! - `containers`: stopped containers go oldest first; the rest keep their images;
 //! - `protect`: effective last use, and what protects an image (in use, keep rule, min age,
 //!   parent of a protected image);
-//! - `order`: dangling first, then least recently used first, children before parents.
+//! - `order`: dangling first, then by the strategy's key (`rank`: last use, LRU-2, decayed
+//!   frequency, size-weighted frequency), children before parents.
 //!
 //! `display` prints a plan the same way in the log and for a dry run.
 
@@ -17,6 +18,7 @@ mod display;
 pub mod next;
 mod order;
 mod protect;
+mod rank;
 
 use serde::Serialize;
 
@@ -229,18 +231,20 @@ pub fn plan(
         now_ms,
     };
     let protection = protect::protect(inventory, &graph, &last_used, &rules);
+    let keys = rank::keys(config.strategy, inventory, &graph, last_use, &last_used);
     let mut steps = containers.steps;
     steps.extend(order::order(
         protection.candidates,
         inventory,
         &graph,
         &last_used,
+        &keys,
     ));
     let mut kept = containers.kept;
     kept.extend(protection.kept);
     let estimated_steps = estimate(&steps, need);
     Plan {
-        strategy: "lru",
+        strategy: config.strategy.name(),
         steps,
         kept,
         need,
