@@ -7,7 +7,8 @@
 #
 # Usage:   scripts/replay.sh            the full replay: 5 seeds x 20,000 uses, the policies and
 #                                       the sweep of watermarks and min ages (release build; the
-#                                       run itself takes about 3 minutes on 2 cores)
+#                                       run takes 3.5 minutes of CPU, about 2 minutes on 2 idle
+#                                       cores, 6 on a machine shared with other builds)
 #          scripts/replay.sh --short    the CI form: the replay's unit tests, then 1 seed x 2,000
 #                                       uses, no sweep, in the dev profile that `cargo test` has
 #                                       already built (a few seconds)

@@ -346,7 +346,12 @@ fn main() -> ExitCode {
                 capacity: t.capacity,
                 catalog: t.catalog_bytes,
                 stats: node.stats,
-                series: node.series,
+                // Only the plotted seed's series are kept (a minute each, some 80 KiB a run).
+                series: if t.seed == 0 && *group == "main" {
+                    node.series
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();
@@ -370,13 +375,20 @@ fn main() -> ExitCode {
             .iter()
             .filter(|r| r.shape == shape.name && r.seed == t.seed && r.group == "main")
             .collect();
-        let bucket_days = node::Node::new(t).bucket_ms() as f64 / 86_400_000.0;
+        let days = (t.end_ms - trace::T0_MS) as f64 / 86_400_000.0;
+        // One day in close-up: around the base-image update, or the fourth day.
+        let from = if shape.base_update {
+            (days * 0.4 - 0.25).max(0.0)
+        } else {
+            3.0_f64.min((days - 1.0).max(0.0))
+        };
         let path = args.out.join(format!("usage-{}.png", shape.name));
         let title = format!(
-            "{}: disk usage over time, seed {} ({})",
-            shape.name, t.seed, shape.about
+            "{}, seed {}: % of the disk used; left the whole trace (highest each hour), right one day \
+             from day {from:.1} (each minute); red: high, green: low",
+            shape.name, t.seed
         );
-        if let Err(e) = plot::usage(&shown, bucket_days, &title, &path) {
+        if let Err(e) = plot::usage(&shown, (from, from + 1.0), &title, &path) {
             eprintln!("replay: cannot draw {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

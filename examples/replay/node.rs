@@ -10,9 +10,8 @@ use docker_image_cleaner::usage::{FsUsage, Measurement};
 
 use crate::trace::{GIB, Trace};
 
-/// Buckets of the usage series over the trace's span (a replay that runs on past the last use,
-/// because pods still wait for room, adds buckets).
-pub const SERIES_BUCKETS: i64 = 1200;
+/// Milliseconds per bucket of the usage series (a minute).
+pub const BUCKET_MS: i64 = 60_000;
 
 /// What a removal found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +97,7 @@ pub struct Node<'t> {
     other: u64,
     /// The counters.
     pub stats: Stats,
-    /// Highest usage per time bucket, percent (for the plot).
+    /// Highest usage per minute, percent (for the plot); NaN: no change that minute.
     pub series: Vec<f32>,
 }
 
@@ -261,7 +260,7 @@ impl<'t> Node<'t> {
     pub fn record(&mut self, now: i64) {
         let pct = self.used_pct();
         self.stats.peak_pct = self.stats.peak_pct.max(pct);
-        let bucket = usize::try_from((now - crate::trace::T0_MS) / self.bucket_ms()).unwrap_or(0);
+        let bucket = usize::try_from((now - crate::trace::T0_MS) / BUCKET_MS).unwrap_or(0);
         if self.series.len() <= bucket {
             self.series.resize(bucket + 1, f32::NAN);
         }
@@ -271,11 +270,6 @@ impl<'t> Node<'t> {
         } else {
             slot.max(pct as f32)
         };
-    }
-
-    /// Milliseconds per bucket of [`Node::series`].
-    pub fn bucket_ms(&self) -> i64 {
-        ((self.trace.end_ms - crate::trace::T0_MS) / SERIES_BUCKETS).max(1)
     }
 
     /// What `statvfs` of the Docker root would say (inodes are not modelled: 0 %, as on btrfs).
