@@ -75,16 +75,39 @@ pub enum Watermarks {
     },
 }
 
-/// What a pass removes, and in which order.
+/// What a pass removes, and in which order. Every strategy but `prune` removes stopped
+/// containers, dangling images, then unused images one by one until usage is below the low
+/// watermark, with every protection; they differ in the order of the unused images
+/// (`policy::rank`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
-    /// Stopped containers, dangling images, then unused images least recently used first, until
-    /// usage is below the low watermark.
+    /// Least recently used first.
     Lru,
+    /// LRU-2: by the second-latest container start; images started fewer than twice first.
+    Lru2,
+    /// LFU with ageing: fewest container starts first, each start counting half as much six
+    /// hours later.
+    Lfu,
+    /// GreedyDual-Size-Frequency: as `lfu`, weighed by (size + 1 GiB) / size, so a big image
+    /// used rarely goes before a small one used as rarely.
+    Gdsf,
     /// Exactly the original tool: container prune, dangling image prune, then prune every unused
     /// image when no dangling image was found or usage is still above high.
     Prune,
+}
+
+impl Strategy {
+    /// The name in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Lru => "lru",
+            Strategy::Lru2 => "lru2",
+            Strategy::Lfu => "lfu",
+            Strategy::Gdsf => "gdsf",
+            Strategy::Prune => "prune",
+        }
+    }
 }
 
 /// How the node is kept free of new pods while a pass runs.

@@ -173,6 +173,37 @@ fn sizes_percentages_and_lists() {
 }
 
 #[test]
+fn every_strategy_is_accepted_by_file_and_environment_and_rendered_back() {
+    let all = [
+        ("lru", Strategy::Lru),
+        ("lru2", Strategy::Lru2),
+        ("lfu", Strategy::Lfu),
+        ("gdsf", Strategy::Gdsf),
+        ("prune", Strategy::Prune),
+    ];
+    for (name, strategy) in all {
+        assert_eq!(strategy.name(), name);
+        let from_file = load_text(&format!("strategy = \"{name}\"\n"), &[]).unwrap();
+        assert_eq!(from_file.config.strategy, strategy);
+        let from_env = load_text("", &[("DOCKER_IMAGE_CLEANER_STRATEGY", name)]).unwrap();
+        assert_eq!(from_env.config.strategy, strategy);
+        assert!(
+            from_env
+                .render()
+                .lines()
+                .any(|l| l.starts_with(&format!("strategy = \"{name}\""))),
+            "{}",
+            from_env.render()
+        );
+    }
+    // An unknown name lists the valid ones.
+    let e = error_text("strategy = \"lfru\"\n", &[]);
+    for name in ["lru", "lru2", "lfu", "gdsf", "prune"] {
+        assert!(e.contains(name), "{e}");
+    }
+}
+
+#[test]
 fn file_errors_name_the_file_line_and_column() {
     let cases = [
         (

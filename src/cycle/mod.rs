@@ -333,10 +333,12 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
                 }
                 Action::Stop(outcome) => {
                     match outcome {
-                        Outcome::ReachedLow if self.config.strategy == Strategy::Lru => log::info!(
-                            "below the low watermark after {} of {total} steps",
-                            course.steps_begun()
-                        ),
+                        Outcome::ReachedLow if self.config.strategy != Strategy::Prune => {
+                            log::info!(
+                                "below the low watermark after {} of {total} steps",
+                                course.steps_begun()
+                            )
+                        }
                         Outcome::Exhausted => {
                             let need = policy::need(&last, &self.config.watermarks);
                             log::warn!(

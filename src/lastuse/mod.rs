@@ -28,8 +28,15 @@ pub use store::{Store, Tables};
 /// The name of the engine configured without `[[engine]]` tables (`DOCKER_HOST`).
 pub const DEFAULT_ENGINE: &str = "default";
 
-/// One image's record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Half-life of [`Entry::frequency_ms`]: a container start counts half as much six hours
+/// later. Chosen with the trace replay (`scripts/replay.sh`): 2 h and 6 h re-pulled 1-4 % less
+/// than 12 h, 1 day or 3 days. Stored values assume it: changing it re-weighs the history kept.
+pub const FREQUENCY_HALF_LIFE_MS: i64 = 6 * 3600 * 1000;
+
+/// One image's record. The fields after `last_used_ms` are the history the frequency-aware
+/// strategies rank by (`policy::rank`); a record written before they existed reads as "no
+/// history" (0), and they are written only once there is some.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     /// When it was first seen by us, unix milliseconds.
@@ -37,6 +44,51 @@ pub struct Entry {
     /// When it was last used (pulled, tagged, a container created, started or stopped), unix
     /// milliseconds.
     pub last_used_ms: i64,
+    /// The latest container start, unix milliseconds; 0: none seen.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub started_ms: i64,
+    /// The container start before that one (LRU-2's history), unix milliseconds; 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prev_started_ms: i64,
+    /// Every container start, each weighed by 2^(-age / [`FREQUENCY_HALF_LIFE_MS`]), written
+    /// as a time: the moment at which one start would weigh as much as all of them together
+    /// (one start at t gives t; two at t give t + one half-life). Comparing two images' values
+    /// compares their decayed start counts at any moment, so the ranking needs no clock.
+    /// 0: none seen.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frequency_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+impl Entry {
+    /// A container of the image started at `at_ms`. Events may come out of order: the two
+    /// latest starts are kept whatever the order, and the weighted count does not depend on it.
+    pub fn record_start(&mut self, at_ms: i64) {
+        if at_ms > self.started_ms {
+            self.prev_started_ms = self.started_ms;
+            self.started_ms = at_ms;
+        } else if at_ms > self.prev_started_ms {
+            self.prev_started_ms = at_ms;
+        }
+        self.frequency_ms = if self.frequency_ms == 0 {
+            at_ms
+        } else {
+            add_weighted(self.frequency_ms, at_ms)
+        };
+    }
+}
+
+/// `h * log2(2^(a/h) + 2^(b/h))` with `h` the half-life, computed without overflow as
+/// `max + h * log2(1 + 2^(-|a - b| / h))`. Times are below 2^53 ms, exact in an f64.
+fn add_weighted(a: i64, b: i64) -> i64 {
+    let h = FREQUENCY_HALF_LIFE_MS as f64;
+    let (hi, lo) = (a.max(b), a.min(b));
+    // The gap is at least 0, so the term is in [0, h]: the sum stays within i64.
+    let gap = (hi - lo) as f64;
+    hi + (h * (1.0 + (-gap / h).exp2()).log2()).round() as i64
 }
 
 /// The last-use table of one engine.
@@ -152,6 +204,7 @@ impl LastUse {
         let entry = self.images.entry(id.to_string()).or_insert(Entry {
             first_seen_ms: at_ms,
             last_used_ms: at_ms,
+            ..Entry::default()
         });
         if at_ms > entry.last_used_ms {
             entry.last_used_ms = at_ms;
@@ -168,13 +221,20 @@ impl LastUse {
 
     /// Applies one event: a deletion forgets the image; any other use touches `id` (the image
     /// the event names, resolved by the caller; `None` when it no longer exists) at the event's
-    /// time. The cursor moves to the event either way.
+    /// time, and a container start is also counted in its history. The cursor moves to the
+    /// event either way.
     pub fn apply(&mut self, event: &UseEvent, id: Option<&str>) {
         if event.deleted {
             self.forget(&event.image);
         } else if let Some(id) = id {
             log::debug!("image {id} used ({} {})", event.action, event.image);
-            self.touch(id, event.time_nanos.div_euclid(1_000_000));
+            let at_ms = event.time_nanos.div_euclid(1_000_000);
+            self.touch(id, at_ms);
+            if event.action == "start"
+                && let Some(entry) = self.images.get_mut(id)
+            {
+                entry.record_start(at_ms);
+            }
         }
         self.advance_cursor(event.time_nanos);
     }
@@ -207,6 +267,7 @@ impl LastUse {
                     Entry {
                         first_seen_ms: seen,
                         last_used_ms: seen,
+                        ..Entry::default()
                     },
                 );
                 self.dirty = true;
@@ -309,6 +370,7 @@ mod tests {
                     Entry {
                         first_seen_ms: 100_000,
                         last_used_ms: 100_000,
+                        ..Entry::default()
                     },
                 ),
                 (
@@ -316,6 +378,7 @@ mod tests {
                     Entry {
                         first_seen_ms: 100_000,
                         last_used_ms: 100_000,
+                        ..Entry::default()
                     },
                 ),
             ]),
@@ -354,6 +417,62 @@ mod tests {
         assert_eq!(t.get("a").unwrap().last_used_ms, 50);
         t.reconcile(&Inventory::default(), 60);
         assert_eq!(t.get("a"), None);
+    }
+
+    #[test]
+    fn starts_are_counted_with_decay_and_the_two_latest_kept() {
+        const H: i64 = FREQUENCY_HALF_LIFE_MS;
+        let event = |ms: i64, action: &str| UseEvent {
+            time_nanos: ms * 1_000_000,
+            image: "sha256:a".into(),
+            action: action.into(),
+            deleted: false,
+        };
+        let mut t = LastUse::new();
+        let t0 = 1_700_000_000_000;
+        // A pull and a die are uses, not starts.
+        t.apply(&event(t0, "pull"), Some("sha256:a"));
+        t.apply(&event(t0 + 5, "die"), Some("sha256:a"));
+        let e = t.get("sha256:a").unwrap();
+        assert_eq!((e.started_ms, e.prev_started_ms, e.frequency_ms), (0, 0, 0));
+        // One start at t weighs like a start at t; two at t like one a half-life later.
+        t.apply(&event(t0 + 10, "start"), Some("sha256:a"));
+        assert_eq!(t.get("sha256:a").unwrap().frequency_ms, t0 + 10);
+        t.apply(&event(t0 + 10, "start"), Some("sha256:a"));
+        assert_eq!(t.get("sha256:a").unwrap().frequency_ms, t0 + 10 + H);
+        // A start a half-life later than two: 2 * 1/2 + 1 = 2 starts' weight then.
+        t.apply(&event(t0 + 10 + H, "start"), Some("sha256:a"));
+        let e = t.get("sha256:a").unwrap();
+        assert_eq!(e.frequency_ms, t0 + 10 + 2 * H);
+        assert_eq!((e.started_ms, e.prev_started_ms), (t0 + 10 + H, t0 + 10));
+        // A late event of an older start: the latest two stay, the count grows.
+        t.apply(&event(t0 + 20, "start"), Some("sha256:a"));
+        let e = t.get("sha256:a").unwrap();
+        assert_eq!((e.started_ms, e.prev_started_ms), (t0 + 10 + H, t0 + 20));
+        assert!(e.frequency_ms > t0 + 10 + 2 * H);
+    }
+
+    #[test]
+    fn records_without_history_read_and_write_as_before() {
+        let old: Entry =
+            serde_json::from_str(r#"{"first_seen_ms": 1, "last_used_ms": 2}"#).unwrap();
+        assert_eq!(
+            old,
+            Entry {
+                first_seen_ms: 1,
+                last_used_ms: 2,
+                ..Entry::default()
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"first_seen_ms":1,"last_used_ms":2}"#
+        );
+        let mut new = old;
+        new.record_start(3);
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), new);
+        assert!(text.contains(r#""frequency_ms":3"#), "{text}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod floors;
 pub mod next;
 mod order;
 mod protect;
+mod rank;
 
 use serde::Serialize;
 
@@ -373,17 +374,19 @@ pub fn plan_aged(holdings: &[Holding<'_>], config: &Config, now_ms: i64) -> Plan
             .into_iter()
             .filter(|i| stale(&i.id))
             .collect();
+        let keys = rank::keys(config.strategy, h.inventory, &graph, h.last_use, &last_used);
         ranked.extend(order::rank(
             h.name,
             candidates,
             h.inventory,
             &graph,
             &last_used,
+            &keys,
             Some(cutoff),
         ));
     }
     Plan {
-        strategy: "lru",
+        strategy: config.strategy.name(),
         pressure: false,
         steps: order::order(ranked),
         kept,
@@ -456,12 +459,14 @@ pub fn plan(
         container_steps.extend(containers.steps);
         kept.extend(containers.kept);
         kept.extend(protection.kept);
+        let keys = rank::keys(config.strategy, h.inventory, &graph, h.last_use, &last_used);
         ranked.extend(order::rank(
             h.name,
             protection.candidates,
             h.inventory,
             &graph,
             &last_used,
+            &keys,
             aged_before(h, config, now_ms),
         ));
         if let Some(build_cache) = h.build_cache {
@@ -488,7 +493,7 @@ pub fn plan(
     kept.extend(floor_kept);
     let estimated_steps = estimate(&steps, need);
     Plan {
-        strategy: "lru",
+        strategy: config.strategy.name(),
         pressure: true,
         steps,
         kept,

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use super::Step;
 use super::cache::CacheStep;
 use super::protect::Graph;
+use super::rank::Key;
 use crate::docker::{Image, Inventory};
 
 /// The groups of the order, first first.
@@ -22,25 +23,20 @@ pub(super) struct Ranked {
     /// [`DANGLING`] for a dangling image without children, the cache groups for build-cache
     /// prunes, [`OTHER`] otherwise.
     group: u8,
-    last_used_ms: i64,
+    /// The strategy's key (`rank`): time-like, so engines compare.
+    key: Key,
     depth: Reverse<usize>,
     engine: String,
     step: Step,
 }
 
 impl Ranked {
-    fn key(&self) -> (u8, i64, Reverse<usize>, &str, &str) {
+    fn key(&self) -> (u8, Key, Reverse<usize>, &str, &str) {
         let id = match &self.step {
             Step::RemoveImage { id, .. } => id.as_str(),
             _ => "",
         };
-        (
-            self.group,
-            self.last_used_ms,
-            self.depth,
-            self.engine.as_str(),
-            id,
-        )
+        (self.group, self.key, self.depth, self.engine.as_str(), id)
     }
 }
 
@@ -52,6 +48,7 @@ pub(super) fn rank(
     inventory: &Inventory,
     graph: &Graph<'_>,
     last_used: &HashMap<&str, i64>,
+    keys: &HashMap<&str, Key>,
     aged_before: Option<i64>,
 ) -> Vec<Ranked> {
     let has_children: HashSet<&str> = inventory
@@ -69,7 +66,7 @@ pub(super) fn rank(
             let dangling = image.is_dangling() && !has_children.contains(image.id.as_str());
             Ranked {
                 group: if dangling { DANGLING } else { OTHER },
-                last_used_ms: used,
+                key: keys.get(image.id.as_str()).copied().unwrap_or((used, 0)),
                 depth: Reverse(graph.ancestors(&image.id).len()),
                 engine: engine.to_string(),
                 step: Step::RemoveImage {
@@ -92,7 +89,7 @@ pub(super) fn rank_cache(steps: Vec<CacheStep>) -> Vec<Ranked> {
         .into_iter()
         .map(|c| Ranked {
             group: if c.rest { CACHE_REST } else { CACHE_PARTIAL },
-            last_used_ms: c.oldest_ms,
+            key: (c.oldest_ms, 0),
             depth: Reverse(0),
             engine: c.step.engine().to_string(),
             step: c.step,

@@ -84,6 +84,7 @@ pub(super) fn parse(
                     let entry = Entry {
                         first_seen_ms: e.first_seen.saturating_mul(1000),
                         last_used_ms: e.last_used.saturating_mul(1000),
+                        ..Entry::default()
                     };
                     (id, entry)
                 })
@@ -142,6 +143,10 @@ pub(super) fn clamp_entry(entry: Entry, now_ms: i64) -> Entry {
     Entry {
         first_seen_ms: entry.first_seen_ms.clamp(0, last_used_ms),
         last_used_ms,
+        // The start history only ranks; a start in the future is ranked as now.
+        started_ms: entry.started_ms.clamp(0, now_ms.max(0)),
+        prev_started_ms: entry.prev_started_ms.clamp(0, now_ms.max(0)),
+        ..entry
     }
 }
 

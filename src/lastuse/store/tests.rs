@@ -76,7 +76,8 @@ fn version_1_is_migrated_to_milliseconds() {
         table.get("sha256:a"),
         Some(Entry {
             first_seen_ms: 10_000,
-            last_used_ms: 20_000
+            last_used_ms: 20_000,
+            ..Entry::default()
         })
     );
     assert_eq!(table.cursor_nanos(), Some(9));
@@ -254,6 +255,7 @@ fn times_out_of_range_are_clamped_at_load() {
     let e = |first_seen_ms, last_used_ms| Entry {
         first_seen_ms,
         last_used_ms,
+        ..Entry::default()
     };
     // (stored, loaded at NOW_MS)
     let cases = [
@@ -308,21 +310,24 @@ fn a_file_with_nonsense_times_loads_clamped_and_is_rewritten() {
         table.get("sha256:future"),
         Some(Entry {
             first_seen_ms: NOW_MS,
-            last_used_ms: NOW_MS
+            last_used_ms: NOW_MS,
+            ..Entry::default()
         })
     );
     assert_eq!(
         table.get("sha256:extreme"),
         Some(Entry {
             first_seen_ms: 0,
-            last_used_ms: NOW_MS
+            last_used_ms: NOW_MS,
+            ..Entry::default()
         })
     );
     assert_eq!(
         table.get("sha256:fine"),
         Some(Entry {
             first_seen_ms: 1000,
-            last_used_ms: 2000
+            last_used_ms: 2000,
+            ..Entry::default()
         })
     );
     assert!(t.is_dirty(), "the clamped values are saved");
@@ -343,7 +348,8 @@ fn a_file_with_nonsense_times_loads_clamped_and_is_rewritten() {
         table.get("a"),
         Some(Entry {
             first_seen_ms: 0,
-            last_used_ms: NOW_MS
+            last_used_ms: NOW_MS,
+            ..Entry::default()
         })
     );
 }

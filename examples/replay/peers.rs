@@ -1,0 +1,196 @@
+//! The peers' rules, as `/work/shared/reference/peers.md` documents them (each rule says where it
+//! comes from there), and Belady's offline optimum.
+
+use std::collections::HashMap;
+
+use crate::node::Removal;
+use crate::sim::{Cleaner, Notice, World};
+
+/// The kubelet's image garbage collector (peers.md §5, "The kubelet's image GC
+/// (pkg/kubelet/images/image_gc_manager.go)", and the feature table's rows).
+pub struct Kubelet {
+    /// image -> (first detected, last seen in use; `None`: never).
+    records: HashMap<usize, (i64, Option<i64>)>,
+}
+
+/// `imageGCHighThresholdPercent` default 85.
+const KUBELET_HIGH_PCT: u64 = 85;
+/// `imageGCLowThresholdPercent` default 80.
+const KUBELET_LOW_PCT: u64 = 80;
+/// `imageMinimumGCAge` default 2m, counted from firstDetected.
+const KUBELET_MIN_AGE_MS: i64 = 120_000;
+/// "GC every 5 min (`ImageGCPeriod`); detectImages every 5 min".
+const KUBELET_PERIOD_MS: i64 = 300_000;
+
+impl Kubelet {
+    /// A kubelet that has just started.
+    pub fn new() -> Self {
+        Kubelet {
+            records: HashMap::new(),
+        }
+    }
+
+    /// detectImages: new images get firstDetected = now; images a container uses get
+    /// lastUsed = now. Images used only between two detections are never seen in use.
+    fn detect(&mut self, w: &World<'_>) {
+        let present: Vec<usize> = w.node.present_images().collect();
+        self.records.retain(|i, _| w.node.is_present(*i));
+        for i in present {
+            let r = self.records.entry(i).or_insert((w.now, None));
+            if w.node.in_use(i) {
+                r.1 = Some(w.now);
+            }
+        }
+    }
+
+    fn garbage_collect(&mut self, w: &mut World<'_>) {
+        w.node.stats.checks += 1;
+        self.detect(w);
+        // Integer percent of capacity, as cadvisor's figures are used.
+        let capacity = w.node.capacity();
+        let available = capacity - w.node.used();
+        let usage_pct = 100 - available * 100 / capacity;
+        if usage_pct < KUBELET_HIGH_PCT {
+            return;
+        }
+        // "frees `capacity*(100-low)/100 - available`".
+        let to_free = (capacity * (100 - KUBELET_LOW_PCT) / 100).saturating_sub(available);
+        if to_free == 0 {
+            return;
+        }
+        // "in order of `lastUsed` then `firstDetected`, skipping images younger than MinAge
+        // and images any pod's container uses".
+        let mut order: Vec<(Option<i64>, i64, usize)> = self
+            .records
+            .iter()
+            .filter(|(i, _)| !w.node.in_use(**i))
+            .map(|(i, (first, last))| (*last, *first, *i))
+            .collect();
+        order.sort();
+        let started = w.now;
+        let mut freed = 0u64;
+        let mut removed_any = false;
+        for (_, first, image) in order {
+            if w.now - first < KUBELET_MIN_AGE_MS {
+                continue;
+            }
+            if let Removal::Removed(_) = w.remove(image) {
+                removed_any = true;
+                self.records.remove(&image);
+                // "adding up runtime-reported sizes without re-measuring": shared layers
+                // counted in full, so it stops before the disk has freed that much.
+                freed += w.trace().image_bytes(image);
+                if freed >= to_free {
+                    break;
+                }
+            }
+        }
+        w.node.stats.busy_ms += w.now - started;
+        if removed_any {
+            w.node.stats.cleanings += 1;
+        }
+    }
+}
+
+impl Cleaner for Kubelet {
+    fn interval_ms(&self) -> Option<i64> {
+        Some(KUBELET_PERIOD_MS)
+    }
+
+    fn notice(&mut self, w: &mut World<'_>, notice: Notice) {
+        match notice {
+            Notice::Tick => self.garbage_collect(w),
+            // "`lastUsed` lives in memory only" / "after a restart `firstDetected=now` and
+            // `lastUsed` is lost".
+            Notice::Restart => self.records.clear(),
+            _ => {}
+        }
+    }
+}
+
+/// docuum (peers.md §5 "docuum's rule (src/run.rs)" and the feature table).
+pub struct Docuum {
+    /// image -> last use.
+    state: HashMap<usize, i64>,
+    /// `--threshold` as a share of the filesystem (its `N%` form): 80, like our high mark.
+    threshold_pct: u64,
+}
+
+impl Docuum {
+    /// docuum with `--threshold <pct>%`.
+    pub fn new(threshold_pct: u64) -> Self {
+        Docuum {
+            state: HashMap::new(),
+            threshold_pct,
+        }
+    }
+
+    /// "deletes least recently used first ..., re-measuring between chunks, until at or below
+    /// the threshold"; the chunk size is 1 (`--deletion-chunk-size` default 1); in-use images
+    /// are never candidates (0.26.1); no min age by default.
+    fn vacuum(&mut self, w: &mut World<'_>) {
+        w.node.stats.checks += 1;
+        // "threshold on the bytes of Docker's images (`docker system df`), not on the
+        // filesystem"; the percentage form is "of the total size of the fs".
+        let threshold = w.node.capacity() / 100 * self.threshold_pct;
+        let started = w.now;
+        let mut removed_any = false;
+        self.state.retain(|i, _| w.node.is_present(*i));
+        while w.node.image_bytes() > threshold {
+            let victim = self
+                .state
+                .iter()
+                .filter(|(i, _)| !w.node.in_use(**i))
+                .map(|(i, t)| (*t, *i))
+                .min();
+            let Some((_, image)) = victim else { break };
+            self.state.remove(&image);
+            if let Removal::Removed(_) = w.remove(image) {
+                removed_any = true;
+            }
+        }
+        w.node.stats.busy_ms += w.now - started;
+        if removed_any {
+            w.node.stats.cleanings += 1;
+        }
+    }
+}
+
+impl Cleaner for Docuum {
+    fn interval_ms(&self) -> Option<i64> {
+        // "vacuums at start and whenever an event names an image it has not seen before": no
+        // interval.
+        None
+    }
+
+    fn notice(&mut self, w: &mut World<'_>, notice: Notice) {
+        match notice {
+            Notice::Started(image) | Notice::Ended(image) if w.node.is_present(image) => {
+                self.state.insert(image, w.now);
+            }
+            Notice::Pulled(image) => {
+                let new = self.state.insert(image, w.now).is_none();
+                if new {
+                    self.vacuum(w);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Belady's offline optimum: no passes; the world evicts for it, on demand, the images used
+/// farthest in the future ([`World`]'s `evict_for`), with the whole disk to use.
+pub struct Belady;
+
+impl Cleaner for Belady {
+    fn interval_ms(&self) -> Option<i64> {
+        None
+    }
+
+    fn notice(&mut self, _: &mut World<'_>, _: Notice) {}
+
+    fn is_oracle(&self) -> bool {
+        true
+    }
+}
