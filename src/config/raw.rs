@@ -65,6 +65,9 @@ raw_config! {
     threshold_critical: Quantity,
     critical_min_age_seconds: Seconds,
     engine: Vec<RawEngine>,
+    fleet_max_cordoned: i64,
+    fleet_namespace: String,
+    fleet_lease_seconds: Seconds,
 }
 
 /// Keys whose environment value is a comma-separated list.
