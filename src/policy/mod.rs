@@ -103,6 +103,9 @@ pub enum Outcome {
     FloorsReached,
     /// Shutdown was asked for; stopped between two steps.
     Interrupted,
+    /// Every fleet slot stayed held for the whole interval: nothing cordoned, nothing removed;
+    /// the next tick tries again.
+    NoSlot,
 }
 
 /// Whether the node is cordoned for a plan: only when it removes something, and never in a dry
