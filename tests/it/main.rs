@@ -5,6 +5,7 @@ mod config;
 mod cordon;
 mod credentials;
 mod docker_harness;
+mod fleet;
 mod kube_daemon;
 mod kube_fake;
 mod kubectl;
