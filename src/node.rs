@@ -60,7 +60,7 @@ use slot::{Fleet, Taken};
 pub use crate::error_chain as chain;
 pub use api::is_subdomain;
 pub use credential::CredentialError;
-pub use error::{Error, KubeError};
+pub use error::{Error, KubeError, Verb};
 pub use event::node_event;
 pub use exec::PluginError;
 pub use kubeconfig::{DEFAULT_KUBECONFIG, KUBELET_KUBECONFIG, Located, locate};

@@ -115,14 +115,12 @@ pub enum Error {
         source: KubeError,
     },
     /// A request on a fleet slot Lease failed.
-    #[error("failed to {verb} cleaning slot Lease {namespace}/{name}")]
+    #[error("failed to {verb} cleaning slot Lease {lease}")]
     Slot {
-        /// `get`, `create` or `update`.
-        verb: &'static str,
-        /// The Lease's namespace.
-        namespace: String,
-        /// The Lease.
-        name: String,
+        /// What was asked.
+        verb: Verb,
+        /// The Lease, `namespace/name`.
+        lease: String,
         /// The API call's failure.
         #[source]
         source: KubeError,
@@ -130,15 +128,14 @@ pub enum Error {
     /// The credential may not use the slot Leases (403): say which permission is missing and
     /// how to get it.
     #[error(
-        "the Kubernetes credential may not {verb} Lease {namespace}/{name}: fleet slots need get, create and update on leases (coordination.k8s.io) in namespace {namespace}; the kubelet's own credential cannot have them (the Node authorizer allows a node only its own Lease in kube-node-lease): use a ServiceAccount with packaging/kubernetes/rbac.yaml (README, Kubernetes, \"Option B: a ServiceAccount\")"
+        "the Kubernetes credential may not {verb} Lease {lease}: fleet slots need get, create and update on leases (coordination.k8s.io) in namespace {}; the kubelet's own credential cannot have them (the Node authorizer allows a node only its own Lease in kube-node-lease): use a ServiceAccount with packaging/kubernetes/rbac.yaml (README, Kubernetes, \"Option B: a ServiceAccount\")",
+        .lease.split('/').next().unwrap_or_default()
     )]
     SlotForbidden {
-        /// `get`, `create` or `update`.
-        verb: &'static str,
-        /// The Lease's namespace.
-        namespace: String,
-        /// The Lease.
-        name: String,
+        /// What was asked.
+        verb: Verb,
+        /// The Lease, `namespace/name`.
+        lease: String,
         /// The API server's answer.
         #[source]
         source: KubeError,
@@ -199,6 +196,27 @@ impl Error {
             | Error::SlotForbidden { source, .. } => source.status(),
             _ => None,
         }
+    }
+}
+
+/// What was asked of a slot Lease (the RBAC verb).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET.
+    Get,
+    /// POST.
+    Create,
+    /// PUT.
+    Update,
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verb::Get => "get",
+            Verb::Create => "create",
+            Verb::Update => "update",
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::api::{self, ObjectPath, UpdateError, Updated, Write};
-use super::error::{Error, KubeError};
+use super::error::{Error, KubeError, Verb};
 use super::lease::{self, Seen};
 use super::{Cordoner, chain, timed_out};
 use crate::config::{Config, CordonMode};
@@ -69,17 +69,17 @@ pub(super) enum Taken {
 
 /// What one slot, as read, gave.
 enum Claim {
-    /// We wrote ourselves in with this verb (`create` or `update`), from this state.
-    Took(&'static str, Seen),
+    /// We wrote ourselves in with this verb (create or update), from this state.
+    Took(Verb, Seen),
     /// Held by someone else.
     HeldBy(String),
 }
 
 impl Claim {
-    fn verb(&self) -> &'static str {
+    fn verb(&self) -> Verb {
         match self {
-            Claim::Took(verb, _) => verb,
-            Claim::HeldBy(_) => "get",
+            Claim::Took(verb, _) => *verb,
+            Claim::HeldBy(_) => Verb::Get,
         }
     }
 }
@@ -209,11 +209,11 @@ impl Cordoner {
                 match lease::judge(l, node, now, length) {
                     Seen::Held { holder } => Write::Keep(Claim::HeldBy(holder)),
                     seen @ Seen::Missing => {
-                        let (mine, c) = claim("create", seen);
+                        let (mine, c) = claim(Verb::Create, seen);
                         Write::Create(mine, c)
                     }
                     seen => {
-                        let (mine, c) = claim("update", seen);
+                        let (mine, c) = claim(Verb::Update, seen);
                         Write::Replace(mine, c)
                     }
                 }
@@ -244,7 +244,7 @@ impl Cordoner {
                     holders.push("another node".to_string());
                 }
                 Err(UpdateError::Read(source)) => {
-                    return Err(slot_error("get", &namespace, i, source));
+                    return Err(slot_error(Verb::Get, &namespace, i, source));
                 }
                 Err(UpdateError::Write { intent, source }) => {
                     return Err(slot_error(intent.verb(), &namespace, i, source));
@@ -331,9 +331,9 @@ impl Cordoner {
         .await;
         match result {
             Ok(Updated { outcome, .. }) => Ok(outcome),
-            Err(UpdateError::Read(source)) => Err(slot_error("get", namespace, i, source)),
+            Err(UpdateError::Read(source)) => Err(slot_error(Verb::Get, namespace, i, source)),
             Err(UpdateError::Write { source, .. }) => {
-                Err(slot_error("update", namespace, i, source))
+                Err(slot_error(Verb::Update, namespace, i, source))
             }
         }
     }
@@ -386,20 +386,18 @@ impl Cordoner {
 }
 
 /// The error of a request on slot `i`; a 403 names the missing permission.
-fn slot_error(verb: &'static str, namespace: &str, i: u32, source: KubeError) -> Error {
-    let (namespace, name) = (namespace.to_string(), lease::slot_name(i));
+fn slot_error(verb: Verb, namespace: &str, i: u32, source: KubeError) -> Error {
+    let lease = format!("{namespace}/{}", lease::slot_name(i));
     if source.status() == Some(403) {
         Error::SlotForbidden {
             verb,
-            namespace,
-            name,
+            lease,
             source,
         }
     } else {
         Error::Slot {
             verb,
-            namespace,
-            name,
+            lease,
             source,
         }
     }
