@@ -62,13 +62,17 @@ pub async fn begin<G: Guard, M: Meter>(
     config: &Config,
     mut critical: bool,
 ) -> Begun {
-    let deadline = Instant::now() + config.interval;
+    let started = Instant::now();
+    let deadline = started + config.interval;
     let mut shown: Option<String> = None;
     loop {
         let held = match guard.begin_pass(critical).await {
             PassStart::Proceed => {
                 if shown.is_some() {
-                    log::info!("got a cleaning slot: cleaning");
+                    log::info!(
+                        "done waiting for a cleaning slot after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 return Begun::Proceed;
             }

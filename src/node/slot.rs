@@ -226,8 +226,9 @@ impl Cordoner {
                 }) => {
                     match seen {
                         Seen::Expired { holder, silent } => log::warn!(
-                            "took over cleaning slot {i} from {holder}, who has not renewed it for {}: crashed or cut off?",
-                            silent.map_or("ever".to_string(), |s| format!("{} s", s.as_secs()))
+                            "took over cleaning slot {i} from {holder}, who has not renewed it {}: crashed or cut off?",
+                            silent
+                                .map_or("at all".to_string(), |s| format!("for {} s", s.as_secs()))
                         ),
                         Seen::Ours => log::info!("took back cleaning slot {i}, still ours"),
                         _ => log::info!("took cleaning slot {i} of {slots}"),
