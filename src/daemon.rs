@@ -148,10 +148,11 @@ impl Startup {
         self.store.save_or_warn(&mut self.tables);
     }
 
-    /// Tries, bounded, to release a cordon still held before the process exits.
+    /// Tries, bounded, to release a cordon (and its fleet slot) still held before the process
+    /// exits.
     async fn release_before_exit(&mut self) {
         for _ in 0..3 {
-            if !self.cordoner.holds_cordon() {
+            if !self.cordoner.holds_cordon() && !self.cordoner.holds_slot() {
                 return;
             }
             self.cordoner.retry_release().await;
@@ -655,7 +656,7 @@ impl Daemon<'_> {
         if new.interval != config.interval {
             self.ticker = ticker(new.interval, Instant::now() + new.interval);
         }
-        if self.start.cordoner.holds_cordon() {
+        if self.start.cordoner.holds_cordon() || self.start.cordoner.holds_slot() {
             log::warn!("keeping the cordon settings until the node is released");
         } else {
             self.start.cordoner = Cordoner::new(&new).with_clock(self.start.cordoner.clock());

@@ -14,12 +14,20 @@
 //! a 401. Every call of the guard has a hard time limit, [`Cordoner::max_call_time`] at most, so the
 //! daemon can promise the watchdog to be back in time.
 //!
+//! With `fleet_max_cordoned` = N > 0 the cordon needs a fleet slot first: one of N Leases in
+//! `fleet_namespace` (`lease`, `slot`), held from before the cordon until after the uncordon, so
+//! that at most N nodes of the cluster are cordoned for cleaning at once. Without a free slot
+//! [`Cordoner::begin`] answers [`PassStart::NoSlot`] and the pass waits (in `cycle`), unless
+//! usage is critical: then it cleans without a slot and without cordoning, with a Warning Event.
+//!
 //! - `patch`: the pure decisions on a Node and the patches (unit-tested).
 //! - `lifecycle`: what we know of our cordon, and every transition in one table.
 //! - `held`: [`CordonClock`], how long we have held the node, for the metrics.
 //! - `api`: escaped request URLs, and `update`, the read-decide-send-retry shape.
 //! - `guard`: cordon, release and recover, through `update`.
 //! - `event`: the Event posted on the Node.
+//! - `lease`: the pure half of fleet slots (what a slot Lease means, what we write to it).
+//! - `slot`: taking, renewing (a small task) and releasing a slot; slots left by a crash.
 //! - `kubeconfig`: which kubeconfig, what it says, and the client built from it.
 //! - `credential`, `exec`, `redact`: the user's credential, exec plugins, and keeping secrets out
 //!   of logs.
@@ -35,9 +43,11 @@ mod exec;
 mod guard;
 mod held;
 mod kubeconfig;
+mod lease;
 mod lifecycle;
 mod patch;
 mod redact;
+mod slot;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,16 +55,19 @@ use std::time::Duration;
 use crate::config::{Config, CordonMode, OnCordonFailure};
 
 use connection::Link;
+use lease::WithoutSlot;
 use lifecycle::{Lifecycle, Transition};
+use slot::{Fleet, Taken};
 
 pub use crate::error_chain as chain;
 pub use api::is_subdomain;
 pub use credential::CredentialError;
-pub use error::{Error, KubeError};
+pub use error::{Error, KubeError, Verb};
 pub use event::node_event;
 pub use exec::PluginError;
 pub use held::CordonClock;
 pub use kubeconfig::{DEFAULT_KUBECONFIG, KUBELET_KUBECONFIG, Located, locate};
+pub use lease::{SLOT_PREFIX, skew_margin, slot_name};
 pub use patch::{ANNOTATION, Hold, LEGACY_ANNOTATION, TAINT_EFFECT, TAINT_KEY};
 pub use redact::redact;
 
@@ -64,12 +77,15 @@ pub const COMPONENT: &str = "docker-image-cleaner";
 pub const EVENT_NAMESPACE: &str = "default";
 
 /// Why a pass may not go ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PassStart {
     /// Clean (cordoned, or not, as the configuration allows).
     Proceed,
-    /// Cordoning failed and `on_cordon_failure = "skip"`: wait for the next tick.
+    /// Cordoning (or taking a fleet slot) failed and `on_cordon_failure = "skip"`: wait for the
+    /// next tick.
     Skip,
+    /// Every fleet slot is held (`N of N held by …`): nothing was cordoned; try again later.
+    NoSlot(String),
 }
 
 /// An Event to post on the Node at the end of a pass (the kubelet's `FreeDiskSpaceFailed` style).
@@ -147,6 +163,8 @@ pub struct Cordoner {
     pass_uid: Option<String>,
     /// How long we have held the node, kept in step with `life` by [`Cordoner::apply`].
     clock: CordonClock,
+    /// The fleet slots, when `fleet_max_cordoned` > 0 and this node cordons.
+    fleet: Option<Fleet>,
 }
 
 impl std::fmt::Debug for Cordoner {
@@ -156,6 +174,7 @@ impl std::fmt::Debug for Cordoner {
             .field("mode", &self.mode)
             .field("life", &self.life)
             .field("report", &self.report)
+            .field("slot", &self.slot())
             .finish_non_exhaustive()
     }
 }
@@ -171,7 +190,6 @@ impl Cordoner {
                 Some(ref n) if is_subdomain(n) => Lifecycle::RecoveryPending,
                 _ => Lifecycle::Idle,
             },
-            node,
             mode: config.cordon_mode,
             setting: config.kubeconfig.clone(),
             max_cordon: config.max_cordon,
@@ -182,6 +200,8 @@ impl Cordoner {
             link: Link::default(),
             pass_uid: None,
             clock: CordonClock::default(),
+            fleet: Fleet::new(config, node.as_deref()),
+            node,
         }
     }
 
@@ -204,16 +224,26 @@ impl Cordoner {
         self
     }
 
-    /// The longest any one call of the guard (`recover`, `begin_pass`, `check_deadline`,
-    /// `end_pass`, `retry_release`) can take: `end_pass`'s release (or pending recovery) plus its
-    /// Event post, each cut short at its limit. The daemon extends its watchdog promise by this
-    /// before calling the guard.
+    /// The longest any one call of the guard (`recover`, `begin`, `check_deadline`,
+    /// `end_pass`, `retry_release`) can take: three calls each cut short at its limit (`begin`:
+    /// a slot, the cordon and the slot's release after a failed cordon; `end_pass`: the release,
+    /// the slot's, and the Event). The daemon extends its watchdog promise by this before
+    /// calling the guard.
     pub fn max_call_time(&self) -> Duration {
-        self.timing.release_budget.max(self.timing.call_budget) + self.timing.call_budget
+        self.timing.release_budget.max(self.timing.call_budget) * 3
     }
 
-    /// One line for `status` and `STATUS=`: whether cordoning is on and what it holds.
+    /// One line for `status` and `STATUS=`: whether cordoning is on and what it holds (and the
+    /// fleet slot, with slots).
     pub fn describe(&self) -> String {
+        let cordon = self.describe_cordon();
+        match &self.fleet {
+            Some(f) => format!("{cordon}; {}", f.describe()),
+            None => cordon,
+        }
+    }
+
+    fn describe_cordon(&self) -> String {
         let Some(node) = &self.node else {
             return "cordoning off (no node_name)".to_string();
         };
@@ -279,6 +309,9 @@ impl Cordoner {
             );
         }
         let result = self.bounded_recover(&node).await;
+        if result.is_ok() && self.life == Lifecycle::Idle {
+            self.settle_slots(&node).await;
+        }
         self.link.end_pass();
         match result {
             Err(Error::NoKubeconfig { tried }) => {
@@ -297,8 +330,23 @@ impl Cordoner {
         }
     }
 
-    /// Before the first removal of a pass: cordon when we may.
+    /// Before the first removal of a pass that is not critical: [`Cordoner::begin`].
     pub async fn begin_pass(&mut self) -> PassStart {
+        self.begin(false).await
+    }
+
+    /// Before the first removal of a pass: take a fleet slot (with slots), then cordon, when
+    /// we may. Every slot held: [`PassStart::NoSlot`], unless the pass is `critical` (at or above
+    /// the critical watermark): then it proceeds without a slot and without cordoning, and a
+    /// Warning Event says so. A slot that cannot be had (403, the API server away) is a cordon
+    /// failure: `on_cordon_failure` decides, and a pass that goes on is not cordoned.
+    pub async fn begin(&mut self, critical: bool) -> PassStart {
+        let start = self.begin_unpublished(critical).await;
+        self.publish_slot();
+        start
+    }
+
+    async fn begin_unpublished(&mut self, critical: bool) -> PassStart {
         self.apply(Transition::PassBegins);
         let Some(node) = self.node.clone() else {
             return PassStart::Proceed;
@@ -309,10 +357,21 @@ impl Cordoner {
             CordonMode::Cordon => Hold::Unschedulable,
             CordonMode::Taint => Hold::Taint,
         };
+        if self.fleet.is_some()
+            && self.life.held().is_none()
+            && let Some(start) = self.begin_slot(&node, critical).await
+        {
+            return start;
+        }
         let budget = self.timing.call_budget;
         let result = tokio::time::timeout(budget, self.cordon(&node, want))
             .await
             .unwrap_or_else(|_| Err(timed_out("cordoning", &node, budget)));
+        // A slot is held only while our cordon is (or may be) on the node: after someone
+        // else's cordon, or a cordon refused, it goes at once.
+        if self.life == Lifecycle::Idle {
+            self.release_slot(&node).await;
+        }
         let Err(e) = result else {
             return PassStart::Proceed;
         };
@@ -330,11 +389,20 @@ impl Cordoner {
         }
     }
 
-    /// Between two removals: uncordon early once `max_cordon` has passed; the pass goes on.
+    /// Between two removals: uncordon early once `max_cordon` has passed, or once the fleet
+    /// slot was lost; the pass goes on.
     pub async fn check_deadline(&mut self) {
         let (Some((hold, since)), Some(node)) = (self.life.held(), self.node.clone()) else {
             return;
         };
+        if self.slot_lost() && self.life.deadline_due() {
+            self.apply(Transition::DeadlineTried);
+            log::warn!(
+                "node {node}: lost its cleaning slot while holding {hold}: releasing it, the pass goes on uncordoned"
+            );
+            self.settle().await;
+            return self.publish_slot();
+        }
         let elapsed = since.elapsed();
         if !self.life.deadline_due() || elapsed < self.max_cordon {
             return;
@@ -346,28 +414,77 @@ impl Cordoner {
             self.max_cordon.as_secs_f64()
         );
         self.settle().await;
+        self.publish_slot();
     }
 
-    /// At the end of a pass, on every path: release what we hold, then post the Event if any.
+    /// At the end of a pass, on every path: release what we hold (the cordon, then the slot),
+    /// then post the Event if any.
     pub async fn end_pass(&mut self, event: Option<NodeEvent>) {
+        self.finish_wait();
         self.settle().await;
         if let Some(event) = event {
             self.post(&event).await;
         }
         self.link.end_pass();
         self.pass_uid = None;
+        self.publish_slot();
     }
 
     /// At every tick: retry a release that failed earlier, or a recovery not yet done.
     pub async fn retry_release(&mut self) {
         self.settle().await;
         self.link.end_pass();
+        self.publish_slot();
     }
 
     /// True while we hold a cordon: during a pass, and after a release that failed until a
     /// retry succeeds.
     pub fn holds_cordon(&self) -> bool {
         self.life.held().is_some()
+    }
+
+    /// The slot part of [`Cordoner::begin`]: `None` when a slot is held now (go on and
+    /// cordon), else how the pass starts without one.
+    async fn begin_slot(&mut self, node: &str, critical: bool) -> Option<PassStart> {
+        let held = match self.take_slot(node).await {
+            Ok(Taken::Slot) => return None,
+            Ok(Taken::Full(held)) => held,
+            Err(e) => {
+                self.finish_wait();
+                self.record(&e);
+                let why = chain(&e);
+                return Some(match self.on_failure {
+                    OnCordonFailure::Clean => {
+                        log::warn!(
+                            "{why}; cleaning without a slot, uncordoned (on_cordon_failure = clean)"
+                        );
+                        PassStart::Proceed
+                    }
+                    OnCordonFailure::Skip => {
+                        log::warn!("{why}; skipping this pass (on_cordon_failure = skip)");
+                        PassStart::Skip
+                    }
+                });
+            }
+        };
+        Some(match lease::without_slot(critical) {
+            WithoutSlot::Wait => PassStart::NoSlot(held),
+            WithoutSlot::CleanUncordoned => {
+                self.finish_wait();
+                log::warn!(
+                    "node {node}: usage is at or above the critical watermark and no cleaning slot is free ({held}): cleaning now, without a slot and without cordoning"
+                );
+                let event = NodeEvent {
+                    warning: true,
+                    reason: "CleaningWithoutSlot",
+                    message: format!(
+                        "usage is at or above the critical watermark and every cleaning slot is taken ({held}): cleaning without cordoning the node"
+                    ),
+                };
+                self.post(&event).await;
+                PassStart::Proceed
+            }
+        })
     }
 
     /// The one place the lifecycle changes.

@@ -241,6 +241,16 @@ pub struct Config {
     pub max_unused_age_cordon: bool,
     /// An image with a label matching any of these is kept.
     pub keep_labels: Vec<KeepLabel>,
+    /// Fleet slots: at most this many nodes of the cluster hold a cleaning cordon at once, each
+    /// through a Lease of its own (`node::lease`); 0 (the default) turns coordination off. At
+    /// most [`MAX_FLEET_SLOTS`].
+    pub fleet_max_cordoned: u32,
+    /// The namespace of the slot Leases: an RFC 1123 label (a namespace name).
+    pub fleet_namespace: String,
+    /// The `leaseDurationSeconds` of a slot: a holder renews it every third of this, and a slot
+    /// not renewed for this long (plus a margin for clock skew) is free. Whole seconds, from
+    /// [`MIN_FLEET_LEASE`] to [`MAX_FLEET_LEASE`].
+    pub fleet_lease: Duration,
 }
 
 /// A `keep_labels` rule: `key` (the label is present, whatever its value) or `key=value`.
@@ -284,6 +294,15 @@ impl fmt::Display for KeepLabel {
         }
     }
 }
+
+/// Most slots `fleet_max_cordoned` may name: a waiting node reads every slot at each try.
+pub const MAX_FLEET_SLOTS: u32 = 100;
+
+/// Shortest `fleet_lease_seconds`: renewed every third of it, so once a second at most.
+pub const MIN_FLEET_LEASE: Duration = Duration::from_secs(3);
+
+/// Longest `fleet_lease_seconds`: how long a crashed holder's slot stays taken.
+pub const MAX_FLEET_LEASE: Duration = Duration::from_secs(3600);
 
 /// The name of the engine configured without `[[engine]]` tables.
 pub const DEFAULT_ENGINE: &str = "default";
@@ -379,6 +398,9 @@ impl Default for Config {
             max_unused_age: Duration::ZERO,
             max_unused_age_cordon: false,
             keep_labels: Vec::new(),
+            fleet_max_cordoned: 0,
+            fleet_namespace: "kube-system".to_string(),
+            fleet_lease: Duration::from_secs(60),
         }
     }
 }

@@ -71,6 +71,9 @@ raw_config! {
     max_unused_age_seconds: Seconds,
     max_unused_age_cordon: bool,
     keep_labels: StringList,
+    fleet_max_cordoned: i64,
+    fleet_namespace: String,
+    fleet_lease_seconds: Seconds,
 }
 
 /// Keys whose environment value is a comma-separated list.

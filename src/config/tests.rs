@@ -875,4 +875,78 @@ fn metrics_outputs_are_off_by_default_and_checked_when_set() {
         "{e}"
     );
 }
+
+#[test]
+fn fleet_keys_from_the_file_and_the_environment() {
+    let c = load_text("", &[]).unwrap().config;
+    assert_eq!(c.fleet_max_cordoned, 0, "no coordination unless asked");
+    assert_eq!(c.fleet_namespace, "kube-system");
+    assert_eq!(c.fleet_lease, Duration::from_secs(60));
+
+    let c = load_text(
+        "fleet_max_cordoned = 5\nfleet_namespace = \"cleaners\"\nfleet_lease_seconds = 30\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        (
+            c.fleet_max_cordoned,
+            c.fleet_namespace.as_str(),
+            c.fleet_lease
+        ),
+        (5, "cleaners", Duration::from_secs(30))
+    );
+
+    let l = load_text(
+        "fleet_max_cordoned = 5\n",
+        &[
+            ("DOCKER_IMAGE_CLEANER_FLEET_MAX_CORDONED", "2"),
+            ("DOCKER_IMAGE_CLEANER_FLEET_NAMESPACE", "ops"),
+            ("DOCKER_IMAGE_CLEANER_FLEET_LEASE_SECONDS", "10"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(l.config.fleet_max_cordoned, 2, "the environment wins");
+    assert_eq!(l.config.fleet_namespace, "ops");
+    assert_eq!(l.config.fleet_lease, Duration::from_secs(10));
+    assert!(matches!(l.source("fleet_max_cordoned"), Source::Env(_)));
+}
+
+#[test]
+fn bad_fleet_values_name_the_key() {
+    let cases = [
+        (
+            "fleet_max_cordoned = -1\n",
+            "fleet_max_cordoned = -1: must be a whole number from 0",
+        ),
+        ("fleet_max_cordoned = 101\n", "to 100"),
+        ("fleet_max_cordoned = 1.5\n", "fleet_max_cordoned"),
+        (
+            "fleet_namespace = \"Kube-System\"\n",
+            "must be a namespace name",
+        ),
+        ("fleet_namespace = \"a/b\"\n", "must be a namespace name"),
+        ("fleet_namespace = \"\"\n", "must be a namespace name"),
+        ("fleet_lease_seconds = 2\n", "from 3 to 3600"),
+        ("fleet_lease_seconds = 3601\n", "from 3 to 3600"),
+        (
+            "fleet_lease_seconds = 10.5\n",
+            "a Lease counts whole seconds",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = error_text(text, &[]);
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+    let e = match load_text("", &[("DOCKER_IMAGE_CLEANER_FLEET_LEASE_SECONDS", "1")]) {
+        Ok(l) => panic!("expected an error, got {:?}", l.config),
+        Err(e) => crate::error_chain(&e),
+    };
+    assert!(
+        e.contains("environment variable DOCKER_IMAGE_CLEANER_FLEET_LEASE_SECONDS"),
+        "{e}"
+    );
+}
+
 mod reclaim;

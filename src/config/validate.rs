@@ -9,8 +9,9 @@ use super::checks::{check_docker_host, check_node_name};
 use super::raw::{Quantity, Raw, RawEngine, StringList};
 use super::units::{self, Min, Seconds};
 use super::{
-    Config, DEFAULT_ENGINE, EngineConfig, Error, Floor, KeepLabel, MIN_ABSOLUTE_HIGH_BYTES,
-    MIN_INTERVAL, MIN_TIMEOUT, ThresholdType, Watermarks,
+    Config, DEFAULT_ENGINE, EngineConfig, Error, Floor, KeepLabel, MAX_FLEET_LEASE,
+    MAX_FLEET_SLOTS, MIN_ABSOLUTE_HIGH_BYTES, MIN_FLEET_LEASE, MIN_INTERVAL, MIN_TIMEOUT,
+    ThresholdType, Watermarks,
 };
 
 /// Checks `raw` (defaults filled in) and builds the [`Config`]. `origin` names where a key's
@@ -286,6 +287,49 @@ pub(crate) fn validate(
             metrics_listen(addr).map_err(|m| invalid("metrics_listen", format!("{addr:?}"), m))?,
         ),
     };
+    let fleet_max_cordoned = match raw.fleet_max_cordoned {
+        None => d.fleet_max_cordoned,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= MAX_FLEET_SLOTS)
+            .ok_or_else(|| {
+                invalid(
+                    "fleet_max_cordoned",
+                    n.to_string(),
+                    format!("must be a whole number from 0 (no coordination) to {MAX_FLEET_SLOTS}"),
+                )
+            })?,
+    };
+    let fleet_namespace = match raw.fleet_namespace.as_deref().map(str::trim) {
+        None => d.fleet_namespace.clone(),
+        Some(ns) => {
+            namespace_name(ns).map_err(|m| invalid("fleet_namespace", format!("{ns:?}"), m))?;
+            ns.to_string()
+        }
+    };
+    let fleet_lease = match raw.fleet_lease_seconds {
+        None => d.fleet_lease,
+        Some(s) => {
+            let whole = match s {
+                Seconds::Whole(n) => Some(n),
+                Seconds::Fraction(_) => None,
+            };
+            whole
+                .map(Duration::from_secs)
+                .filter(|l| (MIN_FLEET_LEASE..=MAX_FLEET_LEASE).contains(l))
+                .ok_or_else(|| {
+                    invalid(
+                        "fleet_lease_seconds",
+                        s.to_string(),
+                        format!(
+                            "must be a whole number of seconds from {} to {} (a Lease counts whole seconds)",
+                            MIN_FLEET_LEASE.as_secs(),
+                            MAX_FLEET_LEASE.as_secs()
+                        ),
+                    )
+                })?
+        }
+    };
 
     Ok(Config {
         node_name,
@@ -316,6 +360,9 @@ pub(crate) fn validate(
         max_unused_age,
         max_unused_age_cordon: raw.max_unused_age_cordon.unwrap_or(d.max_unused_age_cordon),
         keep_labels,
+        fleet_max_cordoned,
+        fleet_namespace,
+        fleet_lease,
     })
 }
 
@@ -345,6 +392,23 @@ fn metrics_listen(addr: &str) -> Result<std::net::SocketAddr, String> {
         return Err("the port must be from 1 to 65535".into());
     }
     Ok(parsed)
+}
+
+/// A Kubernetes namespace name: an RFC 1123 label (at most 63 lower-case letters, digits and
+/// `-`, starting and ending with a letter or a digit).
+fn namespace_name(ns: &str) -> Result<(), String> {
+    let b = ns.as_bytes();
+    let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.first().is_some_and(edge)
+        && b.last().is_some_and(edge)
+        && b.iter().all(|c| edge(c) || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a namespace name: 1 to 63 lower-case letters, digits and '-', starting and ending with a letter or a digit".into())
+    }
 }
 
 /// A list of absolute paths, at least one; on error the offending value and why.
@@ -654,6 +718,9 @@ pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
             "keep_labels",
             list(c.keep_labels.iter().map(ToString::to_string).collect()),
         ),
+        ("fleet_max_cordoned", c.fleet_max_cordoned.to_string()),
+        ("fleet_namespace", string(&c.fleet_namespace)),
+        ("fleet_lease_seconds", secs(c.fleet_lease)),
     ];
     debug_assert_eq!(keys.len(), Raw::KEYS.len());
     keys

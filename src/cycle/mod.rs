@@ -7,7 +7,9 @@
 //! - `stock`: [`take_stock`], [`replay`], [`apply_event`]: last use brought up to date, the
 //!   inventory, the plan.
 //! - `report`: [`Report`] and the Node Event.
+//! - `begin`: the guard's start of the removals, and the wait for a fleet slot.
 
+mod begin;
 mod report;
 mod stock;
 #[cfg(test)]
@@ -25,6 +27,7 @@ use crate::policy::next::{EngineView, Why};
 use crate::policy::{self, Action, Course, Input, Outcome, Plan, Step, StepResult};
 use crate::usage::{self, Measurement, Meter, size};
 
+pub use begin::{Begun, MAX_RETRY, retry_delay};
 pub use report::{Context, Quiet, Report, Tallies, Tally, node_event, outcome_text};
 pub use stock::{EngineStock, Member, Purpose, Stock, apply_event, replay, take_stock};
 
@@ -63,8 +66,10 @@ impl Progress for () {
 /// What a pass needs of the node: the cordon around the removals. [`Cordoner`] is the real one;
 /// the tests record the calls.
 pub trait Guard {
-    /// Before the first removal: cordon when we may.
-    fn begin_pass(&mut self) -> impl Future<Output = PassStart> + Send;
+    /// Before the first removal: cordon when we may (with fleet slots, once a slot is had).
+    /// `critical`: usage is at or above the critical watermark. [`PassStart::NoSlot`] makes the
+    /// pass wait and ask again.
+    fn begin_pass(&mut self, critical: bool) -> impl Future<Output = PassStart> + Send;
     /// Between two removals: release early once the cordon is held too long.
     fn check_deadline(&mut self) -> impl Future<Output = ()> + Send;
     /// At the end of the pass, on every path: release, then post `event` if any.
@@ -72,8 +77,8 @@ pub trait Guard {
 }
 
 impl Guard for Cordoner {
-    fn begin_pass(&mut self) -> impl Future<Output = PassStart> + Send {
-        Cordoner::begin_pass(self)
+    fn begin_pass(&mut self, critical: bool) -> impl Future<Output = PassStart> + Send {
+        Cordoner::begin(self, critical)
     }
     fn check_deadline(&mut self) -> impl Future<Output = ()> + Send {
         Cordoner::check_deadline(self)
@@ -191,16 +196,39 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 Tallies::default(),
             ));
         }
-        if policy::cordons(&plan, config) && self.guard.begin_pass().await == PassStart::Skip {
-            log::warn!(
-                "skipping this pass: the node could not be cordoned (on_cordon_failure = skip)"
-            );
-            return Ok(report(
-                Outcome::Skipped,
-                before.clone(),
-                Some(plan),
-                Tallies::default(),
-            ));
+        if policy::cordons(&plan, config) {
+            let begun = begin::begin(
+                &mut *self.guard,
+                self.meter,
+                self.progress,
+                self.shutdown,
+                config,
+                stock.critical,
+            )
+            .await;
+            let outcome = match begun {
+                Begun::Proceed => None,
+                Begun::Skip => {
+                    log::warn!(
+                        "skipping this pass: the node could not be cordoned (on_cordon_failure = skip)"
+                    );
+                    Some(Outcome::Skipped)
+                }
+                Begun::NoSlot => Some(Outcome::NoSlot),
+                Begun::Interrupted => Some(Outcome::Interrupted),
+            };
+            if let Some(outcome) = outcome {
+                if outcome != Outcome::Skipped {
+                    // Nothing is held; this ends the guard's wait.
+                    self.guard.end_pass(None).await;
+                }
+                return Ok(report(
+                    outcome,
+                    before.clone(),
+                    Some(plan),
+                    Tallies::default(),
+                ));
+            }
         }
         let mut tallies = Tallies::default();
         for e in &stock.engines {

@@ -206,6 +206,9 @@ pub fn outcome_text(outcome: Outcome) -> &'static str {
             "everything above the engines' floors is gone, still above the low watermark"
         }
         Outcome::Interrupted => "interrupted by shutdown",
+        Outcome::NoSlot => {
+            "no cleaning slot free for the whole interval, nothing removed; trying again at the next tick"
+        }
     }
 }
 

@@ -136,9 +136,9 @@ impl Recorder {
 }
 
 impl Guard for &Recorder {
-    fn begin_pass(&mut self) -> impl Future<Output = PassStart> + Send {
+    fn begin_pass(&mut self, _critical: bool) -> impl Future<Output = PassStart> + Send {
         self.record(G::Begin);
-        std::future::ready(self.answer)
+        std::future::ready(self.answer.clone())
     }
     fn check_deadline(&mut self) -> impl Future<Output = ()> + Send {
         self.record(G::Deadline);
@@ -740,6 +740,281 @@ async fn an_engine_on_a_filesystem_below_low_is_not_cleaned() {
     assert!(removed(&b).is_empty(), "b's filesystem needs nothing");
     assert_eq!(removed(&a), vec!["a1", "a2"]);
     assert_eq!(report.outcome, Outcome::Exhausted);
+}
+
+/// A guard that answers from a script (then `Proceed`), recording each begin with its
+/// `critical` flag and when it came.
+struct Slots {
+    answers: Mutex<std::collections::VecDeque<PassStart>>,
+    calls: Mutex<Vec<(G, bool, tokio::time::Instant)>>,
+}
+
+impl Slots {
+    fn new(answers: impl IntoIterator<Item = PassStart>) -> Self {
+        Slots {
+            answers: Mutex::new(answers.into_iter().collect()),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Always every slot held.
+    fn never() -> Self {
+        Slots::new(std::iter::repeat_n(
+            PassStart::NoSlot("2 of 2 held by n2, n3".into()),
+            100_000,
+        ))
+    }
+
+    fn calls(&self) -> Vec<G> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.clone())
+            .collect()
+    }
+
+    fn begins(&self) -> Vec<(bool, tokio::time::Instant)> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.0 == G::Begin)
+            .map(|c| (c.1, c.2))
+            .collect()
+    }
+
+    fn record(&self, g: G, critical: bool) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((g, critical, tokio::time::Instant::now()));
+    }
+}
+
+impl Guard for &Slots {
+    fn begin_pass(&mut self, critical: bool) -> impl Future<Output = PassStart> + Send {
+        self.record(G::Begin, critical);
+        let answer = self
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(PassStart::Proceed);
+        std::future::ready(answer)
+    }
+    fn check_deadline(&mut self) -> impl Future<Output = ()> + Send {
+        self.record(G::Deadline, false);
+        std::future::ready(())
+    }
+    fn end_pass(&mut self, event: Option<NodeEvent>) -> impl Future<Output = ()> + Send {
+        self.record(G::End(event.map(|e| e.reason)), false);
+        std::future::ready(())
+    }
+}
+
+/// The `STATUS=` lines a pass showed.
+#[derive(Default)]
+struct Shown(Mutex<Vec<String>>);
+
+impl Progress for Shown {
+    fn update(&self, status: &str) {
+        self.0.lock().unwrap().push(status.to_string());
+    }
+}
+
+/// A pass of `engine` on `disk` with the scripted `guard`, showing progress in `shown`.
+async fn slot_pass(
+    config: &Config,
+    engine: &FakeEngine,
+    disk: &Disk<'_>,
+    last_use: &mut LastUse,
+    guard: &Slots,
+    shown: &Shown,
+    shutdown: &CancellationToken,
+) -> Report {
+    let default = engine_config("default", "/var/lib/docker", Floor::NONE);
+    let mut guard = guard;
+    Pass {
+        config,
+        members: vec![Member {
+            config: &default,
+            engine,
+            last_use,
+        }],
+        meter: disk,
+        guard: &mut guard,
+        progress: shown,
+        shutdown,
+        now_ms: NOW_MS,
+        quiet: &mut Quiet::default(),
+    }
+    .run()
+    .await
+    .unwrap()
+}
+
+/// Slots of 3 s: a try every 0.5 to 1.5 s.
+fn fleet_config() -> Config {
+    Config {
+        fleet_max_cordoned: 2,
+        fleet_lease: Duration::from_secs(3),
+        interval: Duration::from_secs(60),
+        ..config()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_waits_for_a_slot_and_removes_nothing_meanwhile() {
+    let (engine, mut last_use) = four_images();
+    let disk = Disk::new(&engine, 50);
+    let held = PassStart::NoSlot("2 of 2 held by n2, n3".into());
+    let guard = Slots::new([held.clone(), held]);
+    let shown = Shown::default();
+    let token = CancellationToken::new();
+    let report = slot_pass(
+        &fleet_config(),
+        &engine,
+        &disk,
+        &mut last_use,
+        &guard,
+        &shown,
+        &token,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::ReachedLow);
+    assert_eq!(removed(&engine), vec!["a", "b", "c"]);
+    let calls = guard.calls();
+    assert_eq!(&calls[..4], &[G::Begin, G::Begin, G::Begin, G::Deadline]);
+    assert_eq!(calls.last(), Some(&G::End(Some("ImagesRemoved"))));
+    let begins = guard.begins();
+    for pair in begins.windows(2) {
+        let pause = pair[1].1 - pair[0].1;
+        assert!(
+            pause >= Duration::from_millis(500) && pause <= Duration::from_millis(1500),
+            "a jittered pause around a third of the lease: {pause:?}"
+        );
+    }
+    assert!(
+        shown
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s == "waiting for a cleaning slot (2 of 2 held by n2, n3)"),
+        "{:?}",
+        shown.0.lock().unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_slot_within_the_interval_ends_the_pass_with_nothing_removed() {
+    let (engine, mut last_use) = four_images();
+    let disk = Disk::new(&engine, 50);
+    let guard = Slots::never();
+    let shown = Shown::default();
+    let token = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let config = fleet_config();
+    let report = slot_pass(
+        &config,
+        &engine,
+        &disk,
+        &mut last_use,
+        &guard,
+        &shown,
+        &token,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::NoSlot);
+    assert!(
+        report
+            .outcome_text()
+            .contains("trying again at the next tick"),
+        "{}",
+        report.outcome_text()
+    );
+    assert!(removed(&engine).is_empty());
+    assert_eq!(report.removed_images, 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= config.interval && waited < config.interval + Duration::from_secs(2),
+        "gives up at the interval: {waited:?}"
+    );
+    let calls = guard.calls();
+    assert!(
+        calls.iter().filter(|c| **c == G::Begin).count() >= 40,
+        "{calls:?}"
+    );
+    assert!(!calls.contains(&G::Deadline));
+    assert_eq!(calls.last(), Some(&G::End(None)), "the wait is ended");
+}
+
+#[tokio::test(start_paused = true)]
+async fn usage_turning_critical_while_waiting_is_told_to_the_guard() {
+    let (engine, mut last_use) = four_images();
+    let disk = Disk::new(&engine, 50);
+    let held = PassStart::NoSlot("1 of 1 held by n2".into());
+    let guard = Slots::new([held.clone(), held.clone(), held]);
+    let shown = Shown::default();
+    let token = CancellationToken::new();
+    let config = fleet_config();
+    // 90 % now; a pull during the wait brings it to 96 %, above critical (95).
+    let pull = async {
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        engine.add_image(image("pulled", 6));
+    };
+    let (report, ()) = tokio::join!(
+        slot_pass(
+            &config,
+            &engine,
+            &disk,
+            &mut last_use,
+            &guard,
+            &shown,
+            &token
+        ),
+        pull
+    );
+    let critical: Vec<bool> = guard.begins().iter().map(|b| b.0).collect();
+    assert_eq!(critical.first(), Some(&false));
+    assert_eq!(
+        critical.last(),
+        Some(&true),
+        "measured again at each try: {critical:?}"
+    );
+    assert_ne!(report.outcome, Outcome::NoSlot);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_waiting_for_a_slot_removes_nothing() {
+    let (engine, mut last_use) = four_images();
+    let disk = Disk::new(&engine, 50);
+    let guard = Slots::never();
+    let shown = Shown::default();
+    let token = CancellationToken::new();
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        token.cancel();
+    };
+    let started = tokio::time::Instant::now();
+    let config = fleet_config();
+    let (report, ()) = tokio::join!(
+        slot_pass(
+            &config,
+            &engine,
+            &disk,
+            &mut last_use,
+            &guard,
+            &shown,
+            &token
+        ),
+        stop
+    );
+    assert_eq!(report.outcome, Outcome::Interrupted);
+    assert_eq!(started.elapsed(), Duration::from_secs(5), "at once");
+    assert!(removed(&engine).is_empty());
+    assert_eq!(guard.calls().last(), Some(&G::End(None)));
 }
 
 mod reclaim;

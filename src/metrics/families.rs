@@ -34,7 +34,7 @@ pub const KINDS: [&str; 3] = ["container", "image", "build_cache"];
 pub const REASONS: [&str; 2] = ["space", "age"];
 /// The values of `outcome` on `passes_total`: every [`Outcome`], and `failed` for a pass that
 /// ended in an error.
-pub const OUTCOMES: [&str; 9] = [
+pub const OUTCOMES: [&str; 10] = [
     "below_high",
     "dry_run",
     "skipped",
@@ -42,6 +42,7 @@ pub const OUTCOMES: [&str; 9] = [
     "exhausted",
     "floors_reached",
     "aged",
+    "no_slot",
     "interrupted",
     "failed",
 ];
@@ -391,6 +392,7 @@ fn outcome_label(o: Outcome) -> &'static str {
         Outcome::Exhausted => "exhausted",
         Outcome::FloorsReached => "floors_reached",
         Outcome::Aged => "aged",
+        Outcome::NoSlot => "no_slot",
         Outcome::Interrupted => "interrupted",
     }
 }
@@ -404,7 +406,7 @@ fn ran_to_its_end(o: Outcome) -> bool {
         | Outcome::Exhausted
         | Outcome::FloorsReached
         | Outcome::Aged => true,
-        Outcome::Skipped | Outcome::Interrupted => false,
+        Outcome::Skipped | Outcome::Interrupted | Outcome::NoSlot => false,
     }
 }
 
@@ -451,9 +453,23 @@ impl Collector for Live {
             None,
             seconds.metric_type(),
         )?)?;
-        // Fleet slots go here, read the same way from what the guard shares: a slot held now
-        // (`fleet_slot_held`, 0 or 1) and the seconds spent waiting for one
-        // (`fleet_slot_wait_seconds_total`).
+        // Fleet slots, when configured: read the same way from what the guard shares.
+        if let Some((held, waited)) = self.clock.slot() {
+            let held = ConstGauge::new(i64::from(held));
+            held.encode(encoder.encode_descriptor(
+                "fleet_slot_held",
+                "1 while this node holds one of the fleet's cleaning slots (a Lease), 0 otherwise.",
+                None,
+                held.metric_type(),
+            )?)?;
+            let waited = ConstCounter::new(waited.as_secs_f64());
+            waited.encode(encoder.encode_descriptor(
+                "fleet_slot_wait_seconds",
+                "Seconds passes spent waiting for a free cleaning slot (every slot held by other nodes), waits that ended.",
+                None,
+                waited.metric_type(),
+            )?)?;
+        }
         Ok(())
     }
 }

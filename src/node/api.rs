@@ -4,7 +4,9 @@
 //!
 //! [`update`] is kubectl's update-if-required shape for any object: read it, let a pure function
 //! decide what to send (or that nothing is needed), send it with the `resourceVersion` read, and
-//! read again on 409, a bounded number of times. Nodes use it today; Leases can tomorrow.
+//! read again on 409, a bounded number of times; Nodes go through it. [`upsert`] is the same
+//! shape for an object that may not exist yet and is written whole (PUT): the fleet's slot
+//! Leases, created on 404 and read again after a 409 on either write.
 
 use std::fmt;
 
@@ -70,6 +72,15 @@ impl ObjectPath {
         }
     }
 
+    /// The object `name` in the collection `{prefix}/namespaces/{namespace}/{plural}`, e.g. a
+    /// Lease under `/apis/coordination.k8s.io/v1`.
+    pub fn namespaced(prefix: &str, namespace: &str, plural: &str, name: &str) -> Self {
+        ObjectPath {
+            collection: Self::namespaced_collection(prefix, namespace, plural),
+            name: name.to_string(),
+        }
+    }
+
     /// The collection path with `namespace` escaped, e.g. `/api/v1/namespaces/{ns}/events`.
     pub fn namespaced_collection(prefix: &str, namespace: &str, plural: &str) -> String {
         format!("{prefix}/namespaces/{}/{plural}", segment(namespace))
@@ -123,6 +134,20 @@ pub async fn create<K: DeserializeOwned>(
     let body = serde_json::to_vec(object).map_err(|e| KubeError(kube::Error::SerdeError(e)))?;
     let request = Request::new(collection)
         .create(&PostParams::default(), body)
+        .map_err(|e| KubeError(kube::Error::BuildRequest(e)))?;
+    client.request(request).await.map_err(KubeError)
+}
+
+/// PUT `object` in place of the object at `path` (an update: the API server checks the
+/// `metadata.resourceVersion` it carries).
+pub async fn replace<K: DeserializeOwned>(
+    client: &kube::Client,
+    path: &ObjectPath,
+    object: &impl serde::Serialize,
+) -> Result<K, KubeError> {
+    let body = serde_json::to_vec(object).map_err(|e| KubeError(kube::Error::SerdeError(e)))?;
+    let request = Request::new(&path.collection)
+        .replace(&segment(&path.name), &PostParams::default(), body)
         .map_err(|e| KubeError(kube::Error::BuildRequest(e)))?;
     client.request(request).await.map_err(KubeError)
 }
@@ -191,6 +216,65 @@ where
             }
             Err(e) if e.status() == Some(409) && attempt < tries => {
                 log::info!("{path} changed since it was read: reading it again");
+                attempt += 1;
+            }
+            Err(source) => return Err(UpdateError::Write { intent, source }),
+        }
+    }
+}
+
+/// What a decision on an object that may be missing asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write<K, T> {
+    /// Nothing to send; the outcome is `T`.
+    Keep(T),
+    /// The object is missing: create this one; once created, the outcome is `T`.
+    Create(K, T),
+    /// Replace the object with this one (carrying the `resourceVersion` read); once accepted,
+    /// the outcome is `T`.
+    Replace(K, T),
+}
+
+/// Reads the object at `path` (`None` when the API server answers 404), lets `decide` choose,
+/// sends at most one write per read (POST to create, PUT to replace) and reads again when
+/// another client won in between (409 on either), up to `tries` reads in all.
+pub async fn upsert<K, T>(
+    client: &kube::Client,
+    path: &ObjectPath,
+    tries: u32,
+    mut decide: impl FnMut(Option<&K>) -> Write<K, T>,
+) -> Result<Updated<Option<K>, T>, UpdateError<T>>
+where
+    K: DeserializeOwned + serde::Serialize,
+{
+    let mut attempt = 1;
+    loop {
+        let current: Option<K> = match get(client, path).await {
+            Ok(k) => Some(k),
+            Err(e) if e.status() == Some(404) => None,
+            Err(e) => return Err(UpdateError::Read(e)),
+        };
+        let (written, intent) = match decide(current.as_ref()) {
+            Write::Keep(outcome) => {
+                return Ok(Updated {
+                    object: current,
+                    outcome,
+                });
+            }
+            Write::Create(object, intent) => {
+                (create(client, &path.collection, &object).await, intent)
+            }
+            Write::Replace(object, intent) => (replace(client, path, &object).await, intent),
+        };
+        match written {
+            Ok(object) => {
+                return Ok(Updated {
+                    object: Some(object),
+                    outcome: intent,
+                });
+            }
+            Err(e) if e.status() == Some(409) && attempt < tries => {
+                log::debug!("{path} changed since it was read: reading it again");
                 attempt += 1;
             }
             Err(source) => return Err(UpdateError::Write { intent, source }),

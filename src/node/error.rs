@@ -114,6 +114,32 @@ pub enum Error {
         #[source]
         source: KubeError,
     },
+    /// A request on a fleet slot Lease failed.
+    #[error("failed to {verb} cleaning slot Lease {lease}")]
+    Slot {
+        /// What was asked.
+        verb: Verb,
+        /// The Lease, `namespace/name`.
+        lease: String,
+        /// The API call's failure.
+        #[source]
+        source: KubeError,
+    },
+    /// The credential may not use the slot Leases (403): say which permission is missing and
+    /// how to get it.
+    #[error(
+        "the Kubernetes credential may not {verb} Lease {lease}: fleet slots need get, create and update on leases (coordination.k8s.io) in namespace {}; the kubelet's own credential cannot have them (the Node authorizer allows a node only its own Lease in kube-node-lease): use a ServiceAccount with packaging/kubernetes/rbac.yaml (README, Kubernetes, \"Option B: a ServiceAccount\")",
+        .lease.split('/').next().unwrap_or_default()
+    )]
+    SlotForbidden {
+        /// What was asked.
+        verb: Verb,
+        /// The Lease, `namespace/name`.
+        lease: String,
+        /// The API server's answer.
+        #[source]
+        source: KubeError,
+    },
     /// The bounded release retries ran out of time.
     #[error("gave up uncordoning node {node} for now after {} s", after.as_secs_f32())]
     ReleaseTimeout {
@@ -153,7 +179,9 @@ impl Error {
             Error::Get { source, .. }
             | Error::Cordon { source, .. }
             | Error::Uncordon { source, .. }
-            | Error::Event { source, .. } => source.is_transient(),
+            | Error::Event { source, .. }
+            | Error::Slot { source, .. } => source.is_transient(),
+            Error::SlotForbidden { .. } => false,
         }
     }
 
@@ -163,9 +191,32 @@ impl Error {
             Error::Get { source, .. }
             | Error::Cordon { source, .. }
             | Error::Uncordon { source, .. }
-            | Error::Event { source, .. } => source.status(),
+            | Error::Event { source, .. }
+            | Error::Slot { source, .. }
+            | Error::SlotForbidden { source, .. } => source.status(),
             _ => None,
         }
+    }
+}
+
+/// What was asked of a slot Lease (the RBAC verb).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET.
+    Get,
+    /// POST.
+    Create,
+    /// PUT.
+    Update,
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verb::Get => "get",
+            Verb::Create => "create",
+            Verb::Update => "update",
+        })
     }
 }
 

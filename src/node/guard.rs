@@ -1,5 +1,6 @@
 //! Cordon, release and recover a node: each is one [`api::update`] with a pure decision from
-//! `patch`, and the lifecycle transition its outcome calls for. Every call here runs under a
+//! `patch`, and the lifecycle transition its outcome calls for. A release (`settle`) ends with
+//! the fleet slot's, once nothing of ours is on the node. Every call here runs under a
 //! time limit set by the caller in `node.rs`; a cordon PATCH that may have landed before the call
 //! was cut short leaves the lifecycle at `RecoveryPending`, so the next tick looks.
 
@@ -148,6 +149,10 @@ impl Cordoner {
                     log::warn!("{}; retrying every tick", chain(&e));
                 }
             }
+        }
+        // The fleet slot goes only once nothing of ours is (or may be) on the node.
+        if self.life == Lifecycle::Idle {
+            self.settle_slots(&node).await;
         }
     }
 

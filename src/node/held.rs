@@ -19,6 +19,8 @@ struct Held {
     done: Duration,
     /// Since when the current hold is held, if any.
     since: Option<Instant>,
+    /// With fleet slots: whether one is held now, and the waits for one that ended, added up.
+    slot: Option<(bool, Duration)>,
 }
 
 impl CordonClock {
@@ -35,6 +37,17 @@ impl CordonClock {
                 .saturating_add(now.saturating_duration_since(start));
         }
         held.since = since;
+    }
+
+    /// Notes the fleet slot's state: `None` without fleet slots, else whether one is held and
+    /// the waits for one that ended, added up.
+    pub fn note_slot(&self, slot: Option<(bool, Duration)>) {
+        self.lock().slot = slot;
+    }
+
+    /// The fleet slot's state as last noted.
+    pub fn slot(&self) -> Option<(bool, Duration)> {
+        self.lock().slot
     }
 
     /// Whether we hold a cordon now.

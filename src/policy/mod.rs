@@ -112,6 +112,9 @@ pub enum Outcome {
     FloorsReached,
     /// Shutdown was asked for; stopped between two steps.
     Interrupted,
+    /// Every fleet slot stayed held for the whole interval: nothing cordoned, nothing removed;
+    /// the next tick tries again.
+    NoSlot,
 }
 
 /// Whether an engine event may have added bytes to the disk, so that usage is measured at once

@@ -1,5 +1,6 @@
 //! A fake Kubernetes API server for the cordon tests: HTTPS with a CA made per server, bearer-token
-//! auth, Nodes and Events in memory, every request recorded, and faults on demand.
+//! auth, Nodes, Events and Leases in memory, every request recorded, every change to a Node or a
+//! Lease logged in order ([`FakeKube::changes`]), and faults on demand.
 //!
 //! It answers the way the real API server does for what we and `kubectl cordon/uncordon/get`
 //! use: `Status` bodies for 401/404/409/415/422, `resourceVersion` bumped on every change and
@@ -16,6 +17,7 @@
 //!
 //! - `server`: TLS, the accept loop, the handler (records, faults, routes);
 //! - `answers`: what each route answers, `Status` bodies included;
+//! - `leases`: `coordination.k8s.io/v1` Leases (the fleet's slots) with the real semantics;
 //! - `kubeconfigs`: kubeconfig variants and exec credential plugins for it.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,6 +31,7 @@ use serde_json::{Value, json};
 
 mod answers;
 mod kubeconfigs;
+mod leases;
 mod server;
 
 pub use answers::merge;
@@ -53,6 +56,19 @@ impl Recorded {
     }
 }
 
+/// One change the server made to a stored object, in the order the server made them.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// When.
+    pub at: std::time::Instant,
+    /// `nodes` or `leases`.
+    pub kind: &'static str,
+    /// The Node's name, or the Lease's `namespace/name`.
+    pub name: String,
+    /// The object as stored after the change.
+    pub object: Value,
+}
+
 /// What the next requests get instead of the normal answer.
 #[derive(Debug, Clone)]
 pub enum Fault {
@@ -60,6 +76,9 @@ pub enum Fault {
     Pass,
     /// Another client changes the node (JSON merge) just before this request is handled.
     Edit(&'static str, Value),
+    /// Another client writes this Lease (into this namespace, a new version) just before this
+    /// request is handled.
+    Lease(&'static str, Value),
     /// An error Status with this code (500, 503 ...).
     Status(u16),
     /// 401 as for a bad token.
@@ -78,6 +97,11 @@ struct State {
     /// Secrets by `namespace/name`.
     secrets: BTreeMap<String, Value>,
     nodes: BTreeMap<String, Value>,
+    /// Leases by `namespace/name`.
+    leases: BTreeMap<String, Value>,
+    /// Every request on a Lease answers 403.
+    forbid_leases: bool,
+    changes: Vec<Change>,
     events: Vec<Value>,
     requests: Vec<Recorded>,
     faults: VecDeque<Fault>,
@@ -88,6 +112,16 @@ impl State {
     fn next_version(&mut self) -> String {
         self.version += 1;
         self.version.to_string()
+    }
+
+    /// Logs a change to a stored object.
+    fn changed(&mut self, kind: &'static str, name: &str, object: &Value) {
+        self.changes.push(Change {
+            at: std::time::Instant::now(),
+            kind,
+            name: name.to_string(),
+            object: object.clone(),
+        });
     }
 
     fn issue(&mut self, account: &str) -> String {
@@ -219,6 +253,7 @@ impl FakeKube {
             },
         });
         merge(&mut node, extra);
+        state.changed("nodes", name, &node);
         state.nodes.insert(name.to_string(), node);
     }
 
@@ -234,6 +269,8 @@ impl FakeKube {
         let node = state.nodes.get_mut(name).expect("node exists");
         merge(node, patch);
         node["metadata"]["resourceVersion"] = json!(version);
+        let node = node.clone();
+        state.changed("nodes", name, &node);
     }
 
     /// Creates the ServiceAccount `namespace/name` (as `kubectl apply -f rbac.yaml` would).
@@ -272,6 +309,11 @@ impl FakeKube {
             .filter(|r| r.is_node(name) && r.method == "PATCH")
             .filter_map(|r| r.body)
             .collect()
+    }
+
+    /// Every change to a Node or a Lease so far, in the order the server made them.
+    pub fn changes(&self) -> Vec<Change> {
+        self.lock().changes.clone()
     }
 
     /// Forgets the requests recorded so far.

@@ -2,8 +2,8 @@
 //! the way a cluster does, our requests on the Node have the shape of `kubectl cordon/uncordon`,
 //! and kubectl reads back the state we wrote.
 //!
-//! `kubeconfigs` checks kubeconfig variants against kubectl's verdicts; `packaging` checks
-//! `packaging/kubernetes/` with it.
+//! `kubeconfigs` checks kubeconfig variants against kubectl's verdicts; `leases` the fleet's slot
+//! Leases; `packaging` checks `packaging/kubernetes/` with it.
 //!
 //! Each test requires `Service::Kubectl` (`util::require`): without kubectl it is recorded as
 //! skipped, or fails under CI.
@@ -20,6 +20,7 @@ use crate::util::host;
 use crate::util::require::{Service, require};
 
 mod kubeconfigs;
+mod leases;
 mod packaging;
 
 struct Kubectl {

@@ -6,6 +6,7 @@ mod cordon;
 mod credentials;
 mod docker_harness;
 mod engines;
+mod fleet;
 mod kube_daemon;
 mod kube_fake;
 mod kubectl;

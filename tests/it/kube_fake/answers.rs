@@ -64,6 +64,7 @@ pub(super) fn patch_node(
         let version = s.next_version();
         updated["metadata"]["resourceVersion"] = json!(version);
         s.nodes.insert(name.to_string(), updated.clone());
+        s.changed("nodes", name, &updated);
     }
     ok(updated)
 }

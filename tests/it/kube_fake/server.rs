@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
 
 use super::answers::*;
-use super::{Fault, Recorded, State, merge};
+use super::{Fault, Recorded, State, leases, merge};
 
 /// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
 pub(super) fn tls() -> (String, TlsAcceptor) {
@@ -126,7 +126,13 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
             if let Some(node) = s.nodes.get_mut(name) {
                 merge(node, patch);
                 node["metadata"]["resourceVersion"] = json!(version);
+                let node = node.clone();
+                s.changed("nodes", name, &node);
             }
+        }
+        Some(Fault::Lease(namespace, lease)) => {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            leases::put(&mut s, namespace, lease);
         }
         Some(Fault::Hang) => std::future::pending::<()>().await,
         Some(Fault::Unauthorized) => return Ok(unauthorized()),
@@ -156,6 +162,27 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
         .as_deref()
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_string());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let [
+        "apis",
+        "coordination.k8s.io",
+        "v1",
+        "namespaces",
+        namespace,
+        "leases",
+        rest @ ..,
+    ] = segments.as_slice()
+        && s.forbid_leases
+    {
+        let verb = match (&method, rest.is_empty()) {
+            (&Method::GET, true) => "list",
+            (&Method::GET, false) => "get",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            _ => "delete",
+        };
+        return Ok(leases::forbidden(verb, namespace, rest.first().copied()));
+    }
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["version"]) => ok(json!({
             "major": "1", "minor": "33", "gitVersion": "v1.33.0", "gitCommit": "fake",
@@ -172,10 +199,85 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
                 "name": "rbac.authorization.k8s.io",
                 "versions": [{ "groupVersion": "rbac.authorization.k8s.io/v1", "version": "v1" }],
                 "preferredVersion": { "groupVersion": "rbac.authorization.k8s.io/v1", "version": "v1" },
+            }, {
+                "name": "coordination.k8s.io",
+                "versions": [{ "groupVersion": "coordination.k8s.io/v1", "version": "v1" }],
+                "preferredVersion": { "groupVersion": "coordination.k8s.io/v1", "version": "v1" },
             }],
         })),
         (&Method::GET, ["apis", "rbac.authorization.k8s.io", "v1"]) => ok(rbac_resources()),
+        (&Method::GET, ["apis", "coordination.k8s.io", "v1"]) => ok(leases::resources()),
+        (
+            &Method::GET,
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+            ],
+        ) => leases::list(&s, ns),
+        (
+            &Method::POST,
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+            ],
+        ) => leases::create(&mut s, ns, body),
+        (
+            &Method::GET,
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+                name,
+            ],
+        ) => leases::get(&s, ns, name),
+        (
+            &Method::PUT,
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+                name,
+            ],
+        ) => leases::replace(&mut s, ns, name, body),
+        (
+            &Method::PATCH,
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+                name,
+            ],
+        ) => leases::patch(&mut s, ns, name, media, body),
         (&Method::GET, ["api", "v1"]) => ok(resources()),
+        // The namespaces every cluster has (kubectl looks one up after a 404 inside it).
+        (&Method::GET, ["api", "v1", "namespaces", namespace]) => {
+            if ["default", "kube-system", "kube-public", "kube-node-lease"].contains(namespace) {
+                ok(json!({
+                    "kind": "Namespace", "apiVersion": "v1",
+                    "metadata": { "name": namespace, "resourceVersion": "1" },
+                    "spec": { "finalizers": ["kubernetes"] }, "status": { "phase": "Active" },
+                }))
+            } else {
+                not_found("namespaces", namespace)
+            }
+        }
         (&Method::GET, ["api", "v1", "nodes", name]) => match s.nodes.get(*name) {
             Some(node) => ok(node.clone()),
             None => not_found("nodes", name),

@@ -44,15 +44,21 @@ fn shipped_rbac_grants_only_what_the_daemon_uses() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Role",
+            "RoleBinding",
+            "Role",
             "RoleBinding"
         ]
     );
-    let rules = |kind: &str| {
+    let named = |kind: &str, name: &str| {
         items
             .iter()
-            .find(|i| i["kind"] == kind)
-            .map(|i| i["rules"].clone())
-            .expect("present")
+            .find(|i| i["kind"] == kind && i["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} {name} present"))
+    };
+    let rules = |kind: &str| match kind {
+        "ClusterRole" => named(kind, "docker-image-cleaner")["rules"].clone(),
+        _ => named(kind, "docker-image-cleaner-events")["rules"].clone(),
     };
     assert_eq!(
         rules("ClusterRole"),
@@ -62,10 +68,24 @@ fn shipped_rbac_grants_only_what_the_daemon_uses() {
         rules("Role"),
         json!([{ "apiGroups": [""], "resources": ["events"], "verbs": ["create"] }])
     );
-    let role = items.iter().find(|i| i["kind"] == "Role").expect("Role");
+    let role = named("Role", "docker-image-cleaner-events");
     assert_eq!(
         role["metadata"]["namespace"],
         docker_image_cleaner::node::EVENT_NAMESPACE
+    );
+    // Fleet slots: leases in the default fleet_namespace only, and only the verbs used.
+    let slots = named("Role", "docker-image-cleaner-slots");
+    assert_eq!(
+        slots["metadata"]["namespace"],
+        docker_image_cleaner::config::Config::default().fleet_namespace
+    );
+    assert_eq!(
+        slots["rules"],
+        json!([{ "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"] }])
+    );
+    assert_eq!(
+        named("RoleBinding", "docker-image-cleaner-slots")["roleRef"]["name"],
+        "docker-image-cleaner-slots"
     );
     for binding in items
         .iter()
@@ -120,14 +140,16 @@ async fn make_kubeconfig_gives_the_daemon_a_working_kubeconfig() {
             .mode();
         assert_eq!(mode_bits & 0o777, 0o600);
 
-        // The daemon cordons and uncordons with it.
+        // The daemon takes a fleet slot, cordons and uncordons with it.
         let mut config = fake.config("n1");
         config.kubeconfig = Some(output);
+        config.fleet_max_cordoned = 2;
         let mut c = Cordoner::new(&config).with_timing(quick_timing());
         assert_eq!(c.begin_pass().await, PassStart::Proceed);
         assert!(c.holds_cordon(), "{mode}: {}", c.describe());
+        assert!(c.holds_slot(), "{mode}: {}", c.describe());
         c.end_pass(None).await;
-        assert!(!c.holds_cordon());
+        assert!(!c.holds_cordon() && !c.holds_slot());
     }
 
     // Run again in secret mode: the Secret is reused, no new token.
