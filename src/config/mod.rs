@@ -304,6 +304,13 @@ pub const MIN_FLEET_LEASE: Duration = Duration::from_secs(3);
 /// Longest `fleet_lease_seconds`: how long a crashed holder's slot stays taken.
 pub const MAX_FLEET_LEASE: Duration = Duration::from_secs(3600);
 
+/// The default high watermark, percent. Re-derived with the trace replay (`scripts/replay.sh`,
+/// README "Choosing the defaults"): below the kubelet's image GC and its image-filesystem
+/// eviction threshold (85), and with a narrow band a pass throws away little of the cache.
+pub const DEFAULT_HIGH_PCT: f64 = 82.0;
+/// The default distance of the low watermark below the high one, in percentage points.
+pub const DEFAULT_BAND_PCT: f64 = 4.0;
+
 /// The name of the engine configured without `[[engine]]` tables.
 pub const DEFAULT_ENGINE: &str = "default";
 
@@ -367,12 +374,12 @@ impl Default for Config {
             interval: Duration::from_secs(300),
             delay: Duration::from_secs(1),
             watermarks: Watermarks::Relative {
-                high_pct: 80.0,
-                low_pct: 60.0,
+                high_pct: DEFAULT_HIGH_PCT,
+                low_pct: DEFAULT_HIGH_PCT - DEFAULT_BAND_PCT,
             },
             timeout: Duration::from_secs(300),
-            strategy: Strategy::Lru,
-            min_age: Duration::from_secs(3600),
+            strategy: Strategy::Lru2,
+            min_age: Duration::from_secs(120),
             container_min_age: Duration::ZERO,
             keep: Vec::new(),
             dry_run: false,

@@ -129,7 +129,8 @@ fn precedence_is_default_file_env_flag() {
         text.contains("interval_seconds = 20  # env DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS"),
         "{text}"
     );
-    assert!(text.contains("threshold_low = 60  # default"), "{text}");
+    // Four points below the high watermark of the file.
+    assert!(text.contains("threshold_low = 86  # default"), "{text}");
 }
 
 #[test]
@@ -152,17 +153,25 @@ fn sizes_percentages_and_lists() {
         l.config.watermarks,
         Watermarks::Relative {
             high_pct: 85.0,
-            low_pct: 60.0
+            low_pct: 81.0
         }
     );
     assert_eq!(l.config.keep.len(), 2);
-    // An original-tool user with a low high watermark still has a valid band.
+    // An original-tool user with a low high watermark still has a valid band; a tiny one too.
+    let l = load_text("", &[("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", "6")]).unwrap();
+    assert_eq!(
+        l.config.watermarks,
+        Watermarks::Relative {
+            high_pct: 6.0,
+            low_pct: 3.0
+        }
+    );
     let l = load_text("", &[("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", "40")]).unwrap();
     assert_eq!(
         l.config.watermarks,
         Watermarks::Relative {
             high_pct: 40.0,
-            low_pct: 30.0
+            low_pct: 36.0
         }
     );
     let l = load_text("", &[("DOCKER_HOST", "tcp://127.0.0.1:2375")]).unwrap();
@@ -763,7 +772,7 @@ fn bad_engine_tables_name_the_table_and_the_field() {
             "[[engine]]\nname = \"a\"\npaths = [\"/a\"]\nkeep = []\n",
             "unknown field `keep`",
         ),
-        ("threshold_critical = 70\n", "at least threshold_high (80)"),
+        ("threshold_critical = 70\n", "at least threshold_high (82)"),
         ("threshold_critical = 101\n", "at most 100"),
     ];
     for (text, want) in cases {

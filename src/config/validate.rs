@@ -9,9 +9,9 @@ use super::checks::{check_docker_host, check_node_name};
 use super::raw::{Quantity, Raw, RawEngine, StringList};
 use super::units::{self, Min, Seconds};
 use super::{
-    Config, DEFAULT_ENGINE, EngineConfig, Error, Floor, KeepLabel, MAX_FLEET_LEASE,
-    MAX_FLEET_SLOTS, MIN_ABSOLUTE_HIGH_BYTES, MIN_FLEET_LEASE, MIN_INTERVAL, MIN_TIMEOUT,
-    ThresholdType, Watermarks,
+    Config, DEFAULT_BAND_PCT, DEFAULT_ENGINE, DEFAULT_HIGH_PCT, EngineConfig, Error, Floor,
+    KeepLabel, MAX_FLEET_LEASE, MAX_FLEET_SLOTS, MIN_ABSOLUTE_HIGH_BYTES, MIN_FLEET_LEASE,
+    MIN_INTERVAL, MIN_TIMEOUT, ThresholdType, Watermarks,
 };
 
 /// Checks `raw` (defaults filled in) and builds the [`Config`]. `origin` names where a key's
@@ -496,7 +496,7 @@ fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Error> {
     match raw.threshold_type.unwrap_or(ThresholdType::Relative) {
         ThresholdType::Relative => {
             let high = match &raw.threshold_high {
-                None => 80.0,
+                None => DEFAULT_HIGH_PCT,
                 Some(q) => percent(q).map_err(|m| invalid("threshold_high", q.to_string(), m))?,
             };
             if !(high > 0.0 && high <= 100.0) {
@@ -507,10 +507,10 @@ fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Error> {
                 ));
             }
             let low = match &raw.threshold_low {
-                // 60 as documented; an original-tool user with a high watermark at or below 60
-                // keeps a working setup: the same 3:4 ratio as 60:80.
-                None if high > 60.0 => 60.0,
-                None => high * 0.75,
+                // A narrow band below high (the original tool had none: it pruned everything);
+                // a tiny high keeps half of itself.
+                None if high > 2.0 * DEFAULT_BAND_PCT => high - DEFAULT_BAND_PCT,
+                None => high / 2.0,
                 Some(q) => percent(q).map_err(|m| invalid("threshold_low", q.to_string(), m))?,
             };
             if !(low >= 0.0 && low < high) {

@@ -185,7 +185,7 @@ fn engine_config(name: &str, path: &str, floor: Floor) -> EngineConfig {
     }
 }
 
-/// High 85 %, low 65 %, no delay unless set.
+/// High 85 %, low 65 %, no delay unless set, strategy lru, min age 1 h.
 fn config() -> Config {
     Config {
         watermarks: crate::config::Watermarks::Relative {
@@ -193,6 +193,8 @@ fn config() -> Config {
             low_pct: 65.0,
         },
         delay: Duration::ZERO,
+        strategy: crate::config::Strategy::Lru,
+        min_age: Duration::from_secs(3600),
         ..Config::default()
     }
 }

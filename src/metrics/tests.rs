@@ -21,6 +21,10 @@ fn config() -> Config {
     };
     Config {
         engines: vec![engine("host"), engine("dind")],
+        watermarks: crate::config::Watermarks::Relative {
+            high_pct: 80.0,
+            low_pct: 60.0,
+        },
         ..Config::default()
     }
 }

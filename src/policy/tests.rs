@@ -35,9 +35,18 @@ fn container(id: &str, image_id: &str, running: bool, finished: i64) -> Containe
     }
 }
 
-/// Config with min_age 1 h and no keep rules.
+/// Config with strategy lru, watermarks 80/60, min_age 1 h and no keep rules: the values these
+/// tables were written for, whatever the defaults become.
 fn config() -> Config {
-    Config::default()
+    Config {
+        strategy: crate::config::Strategy::Lru,
+        watermarks: Watermarks::Relative {
+            high_pct: 80.0,
+            low_pct: 60.0,
+        },
+        min_age: Duration::from_secs(3600),
+        ..Config::default()
+    }
 }
 
 /// `uses`: (image id, hours ago last used).

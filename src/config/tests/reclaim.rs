@@ -66,7 +66,7 @@ fn the_reclaim_keys_have_their_defaults_and_environment_forms() {
 fn bad_reclaim_values_name_the_key_and_the_value() {
     let cases: &[Case] = &[
         (
-            "max_unused_age_seconds = 600\n",
+            "min_age_seconds = 3600\nmax_unused_age_seconds = 600\n",
             &[],
             &[
                 "max_unused_age_seconds",

@@ -57,9 +57,15 @@ fn tree(mib: u64) -> Measurement {
     })
 }
 
+/// Watermarks 80/60 and strategy lru, the values these tables were written for.
 fn relative(delay_ms: u64) -> Config {
     Config {
         delay: Duration::from_millis(delay_ms),
+        watermarks: Watermarks::Relative {
+            high_pct: 80.0,
+            low_pct: 60.0,
+        },
+        strategy: Strategy::Lru,
         ..Config::default()
     }
 }
