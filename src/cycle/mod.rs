@@ -131,7 +131,7 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 config.watermarks
             );
         };
-        let ages = !config.max_unused_age.is_zero() && config.strategy == Strategy::Lru;
+        let ages = !config.max_unused_age.is_zero() && config.strategy != Strategy::Prune;
         if !pressure && !ages {
             below_high();
             self.quiet.clear();

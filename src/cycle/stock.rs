@@ -152,7 +152,7 @@ pub async fn take_stock<E: Engine>(
         Purpose::Age => false,
     };
     // Strategy prune is the original's: it never touches the build cache.
-    let read_cache = config.strategy == Strategy::Lru && purpose != Purpose::Age;
+    let read_cache = config.strategy != Strategy::Prune && purpose != Purpose::Age;
     let mut engines = Vec::with_capacity(members.len());
     let mut first_error = None;
     for m in members.iter_mut() {

@@ -342,7 +342,7 @@ pub fn critical(filesystems: &[crate::usage::FsUsage], config: &Config) -> bool 
 /// covered the engine that long (a fresh install takes nothing for stale).
 fn aged_before(h: &Holding<'_>, config: &Config, now_ms: i64) -> Option<i64> {
     let max = millis(config.max_unused_age);
-    (config.strategy == Strategy::Lru && max > 0 && h.last_use.covered_ms(now_ms) >= max)
+    (config.strategy != Strategy::Prune && max > 0 && h.last_use.covered_ms(now_ms) >= max)
         .then(|| now_ms.saturating_sub(max))
 }
 

@@ -245,7 +245,7 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         engines,
         filesystems,
         plan: stock.plan,
-        max_unused_age_secs: if config.strategy == Strategy::Lru {
+        max_unused_age_secs: if config.strategy != Strategy::Prune {
             config.max_unused_age.as_secs()
         } else {
             0

@@ -197,7 +197,7 @@ fn an_environment_value_sets_its_own_key_and_nothing_else() {
             "state_dir = {:?}  # file {path}",
             s.dir.path().join("state").display().to_string()
         ),
-        "threshold_low = 60  # default".to_string(),
+        "threshold_low = 86  # default".to_string(),
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -291,3 +291,26 @@ async fn above_high_aged_images_go_even_after_low_is_reached() {
     assert_eq!(report.outcome, Outcome::ReachedLow);
     assert_eq!(report.aged_images, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_strategy_but_prune_reclaims_the_build_cache_and_ages_images() {
+    use crate::config::Strategy;
+    for strategy in [Strategy::Lru, Strategy::Lru2, Strategy::Lfu, Strategy::Gdsf] {
+        let (engine, mut last_use) = engine_with_cache(records(4, 5));
+        let disk = Disk::new(&engine, 20);
+        let guard = Recorder::new(PassStart::Proceed);
+        let token = CancellationToken::new();
+        let config = Config {
+            strategy,
+            ..config()
+        };
+        pass(&config, &engine, &disk, &mut last_use, &guard, &token)
+            .await
+            .unwrap();
+        assert_eq!(
+            actions(&engine),
+            vec!["image x", "cache keep 14"],
+            "{strategy:?}"
+        );
+    }
+}
