@@ -45,6 +45,8 @@ fn build_cache_is_reclaimed_before_any_tagged_image() {
 
     // status shows the cache and what a pass would prune.
     let (status, _) = cleaner.run_ok(&["status"]);
+    // Shown with --nocapture: what an operator reads.
+    eprintln!("{status}");
     assert!(
         status.contains("BUILD CACHE")
             && status.contains("reclaimable")
@@ -201,6 +203,7 @@ fn keep_labels_keep_images_under_pressure_and_status_names_the_rule() {
         "{json}"
     );
     let (text, _) = cleaner.run_ok(&["status"]);
+    eprintln!("{text}");
     assert!(
         text.lines()
             .any(|l| l.contains("gold:1")
