@@ -56,3 +56,46 @@ fn images_imported_past_high_between_two_ticks_are_cleaned_within_seconds() {
     assert!(took < MINUTE, "took {took:?}");
     daemon.terminate(MINUTE);
 }
+
+/// After a restart, the first pass of `run` plans only once the events Docker buffered while
+/// the cleaner was down are applied: the image used during the downtime is not the first to go.
+#[test]
+fn the_first_pass_after_a_restart_knows_what_happened_while_down() {
+    let Some(d) = PrivateDockerd::start("restart", 512, None) else {
+        return;
+    };
+    let used_while_down = d.image("used-while-down:1", 30);
+    let idle = d.image("idle:1", 30);
+    let cleaner = Cleaner::new(&d, "interval_seconds = 3600\n");
+    // A cleaner ran until a moment ago: both images last used hours ago, the older first.
+    cleaner.seed_last_use(&[(&used_while_down, 5 * 3600), (&idle, 3600)]);
+    // While it was down, the older one was used.
+    let id = d.created_container("used-while-down:1");
+    d.docker(&["rm", &id]);
+    let (used, _) = d.used_pct();
+    // One image's worth (about 6 %) to free: only the least recently used goes.
+    let mut cmd = cleaner.command(&["run"]);
+    cmd.env(
+        "DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH",
+        (used - 1.0).floor().to_string(),
+    )
+    .env(
+        "DOCKER_IMAGE_CLEANER_THRESHOLD_LOW",
+        (used - 3.0).floor().to_string(),
+    );
+    let mut daemon = crate::util::daemon::Daemon::service(cmd, None);
+    daemon.ready(MINUTE);
+    daemon.wait_status("idle:", MINUTE);
+    let ids = d.image_ids();
+    assert!(
+        ids.contains(&used_while_down),
+        "the image used while the cleaner was down was removed first:\n{}",
+        daemon.context()
+    );
+    assert!(
+        !ids.contains(&idle),
+        "the image nobody used since is the one that goes:\n{}",
+        daemon.context()
+    );
+    daemon.terminate(MINUTE);
+}
