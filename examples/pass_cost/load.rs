@@ -34,7 +34,7 @@ impl Latencies {
         if s.is_empty() {
             return Duration::ZERO;
         }
-        // In 0..len: q is within 0..=1.
+        // Nearest rank, clamped into 1..=len whatever q is.
         let rank = ((s.len() as f64 * q).ceil() as usize).clamp(1, s.len());
         s[rank - 1]
     }
@@ -79,7 +79,7 @@ impl Probe {
     /// Stops and returns what it saw.
     pub fn stop(self) -> Latencies {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+        joined(self.thread, "the probe")
     }
 }
 
@@ -157,14 +157,14 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         let mut all = Latencies::default();
         for t in self.threads {
-            let l = t.join().unwrap_or_default();
+            let l = joined(t, "a load worker");
             all.samples.extend(l.samples);
             all.errors += l.errors;
         }
         let flushes = match self.writer {
             None => Latencies::default(),
             Some((path, t)) => {
-                let l = t.join().unwrap_or_default();
+                let l = joined(t, "the disk writer");
                 if let Err(e) = std::fs::remove_file(&path) {
                     eprintln!("pass_cost: removing {}: {e}", path.display());
                 }
@@ -175,11 +175,19 @@ impl Load {
     }
 }
 
+/// What a thread measured; a thread that panicked measured nothing, and says so.
+fn joined(thread: JoinHandle<Latencies>, what: &str) -> Latencies {
+    thread.join().unwrap_or_else(|_| {
+        eprintln!("pass_cost: {what} thread panicked: its latencies are missing");
+        Latencies::default()
+    })
+}
+
 /// Rewrites `file` in chunks, cycling through its first [`WRITE_FILE`] bytes (so it never
 /// grows past that), with an `fdatasync` after each chunk; returns the latency of each chunk.
 fn write_loop(mut file: File, stop: &AtomicBool) -> Latencies {
     let mut l = Latencies::default();
-    // Not zeros: the same bytes every time are as good as any for the disk.
+    // Not zeros: the same bytes every time are as good as any for the disk. `i % 251` fits a u8.
     let chunk: Vec<u8> = (0..WRITE_CHUNK).map(|i| (i % 251) as u8).collect();
     let mut offset = 0u64;
     while !stop.load(Ordering::Relaxed) {

@@ -297,7 +297,7 @@ pub fn passes(runs: &[PassRun], baselines: &[Baseline], csv: &Path) -> anyhow::R
             "MiB",
             "per GiB",
             "p50 / max",
-            "p50 / p95 / max",
+            "p50/p95/max (n)",
             "p50 ms",
             "p50",
         ]),
