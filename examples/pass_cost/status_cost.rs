@@ -171,6 +171,7 @@ pub async fn run(
             inventory: &inventory,
             last_use,
             floor: None,
+            build_cache: None,
         };
         let start = Instant::now();
         let plan = policy::plan(&[holding], &config, need, now_ms(), false);

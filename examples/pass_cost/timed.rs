@@ -260,6 +260,24 @@ impl<E: Engine> Engine for TimedEngine<'_, E> {
         r
     }
 
+    async fn build_cache(&self) -> Result<Option<docker::BuildCache>, docker::Error> {
+        let start = Instant::now();
+        let r = self.inner.build_cache().await;
+        self.timeline.span(Kind::Lookup, start);
+        r
+    }
+
+    async fn prune_build_cache(
+        &self,
+        unused_for: Duration,
+        keep_bytes: u64,
+    ) -> Result<Option<Pruned>, docker::Error> {
+        let start = Instant::now();
+        let r = self.inner.prune_build_cache(unused_for, keep_bytes).await;
+        self.timeline.span(Kind::Prune, start);
+        r
+    }
+
     async fn resolve_image(&self, name: &str) -> Result<Option<String>, docker::Error> {
         let start = Instant::now();
         let r = self.inner.resolve_image(name).await;
@@ -329,7 +347,7 @@ impl<'t> Recorder<'t> {
 }
 
 impl Guard for Recorder<'_> {
-    async fn begin_pass(&mut self) -> PassStart {
+    async fn begin_pass(&mut self, _critical: bool) -> PassStart {
         self.timeline.mark(Mark::Cordon);
         PassStart::Proceed
     }
