@@ -7,7 +7,9 @@
 //! - `file`: reading the file safely (regular files only, bounded, UTF-8), positions of keys;
 //! - `env`: [`Env`] and each variable read as one value of its key;
 //! - `raw`: the file format (every key optional, unknown keys rejected);
-//! - `validate`: every rule, and the way back to text for `check-config`;
+//! - `validate`: every rule, in the order the keys are checked (thresholds, engines, metrics and
+//!   fleet keys in files of their own);
+//! - `render`: the way back to text for `check-config`;
 //! - `units`: sizes and durations, exact and range-checked;
 //! - `checks`: node names and Docker endpoints.
 
@@ -16,6 +18,7 @@ mod env;
 mod file;
 mod load;
 mod raw;
+mod render;
 mod units;
 mod validate;
 
