@@ -21,7 +21,8 @@ use tokio::time::Instant;
 use super::api::{self, ObjectPath, UpdateError, Updated, Write};
 use super::error::{Error, KubeError, Verb};
 use super::lease::{self, Seen};
-use super::{Cordoner, chain, timed_out};
+use super::timing::timed_out;
+use super::{Cordoner, chain};
 use crate::config::{Config, CordonMode};
 
 /// How many times a GET + write is redone when another node wrote in between (409).
