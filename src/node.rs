@@ -33,7 +33,8 @@
 //! - `describe`: the guard's one line for `status` and `STATUS=`.
 //! - `event`: the Event posted on the Node.
 //! - `lease`: the pure half of fleet slots (what a slot Lease means, what we write to it).
-//! - `slot`: taking, renewing (a small task) and releasing a slot; slots left by a crash.
+//! - `slot`: taking, renewing (a small task, `slot/renew`) and releasing a slot; slots left by a
+//!   crash.
 //! - `kubeconfig`: which kubeconfig, and what it says.
 //! - `credential`, `exec`, `redact`: the user's credential, exec plugins, and keeping secrets out
 //!   of logs.
