@@ -18,7 +18,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::checks::{check_docker_host, check_node_name};
-use super::raw::Raw;
+use super::raw::{Raw, StringList};
 use super::units::{self, Min, Seconds};
 use super::{Config, Error, KeepLabel, MIN_INTERVAL, MIN_TIMEOUT};
 use engines::TopLevel;
@@ -221,12 +221,7 @@ fn node_name(raw: &Raw, invalid: &Invalid) -> Result<Option<String>, Error> {
 /// `keep`: the patterns of image names never removed, each a regex that compiles.
 fn keep(raw: &Raw, invalid: &Invalid) -> Result<Vec<Regex>, Error> {
     let mut keep = Vec::new();
-    for pattern in raw
-        .keep
-        .as_ref()
-        .map(|l| l.0.as_slice())
-        .unwrap_or_default()
-    {
+    for pattern in items(raw.keep.as_ref()) {
         let re = Regex::new(pattern)
             .map_err(|e| invalid("keep", format!("{pattern:?}"), e.to_string()))?;
         keep.push(re);
@@ -237,12 +232,7 @@ fn keep(raw: &Raw, invalid: &Invalid) -> Result<Vec<Regex>, Error> {
 /// `keep_labels`: the labels that protect an image, each `key` or `key=value`.
 fn keep_labels(raw: &Raw, invalid: &Invalid) -> Result<Vec<KeepLabel>, Error> {
     let mut keep_labels = Vec::new();
-    for rule in raw
-        .keep_labels
-        .as_ref()
-        .map(|l| l.0.as_slice())
-        .unwrap_or_default()
-    {
+    for rule in items(raw.keep_labels.as_ref()) {
         let label = KeepLabel::parse(rule).ok_or_else(|| {
             invalid(
                 "keep_labels",
@@ -254,4 +244,9 @@ fn keep_labels(raw: &Raw, invalid: &Invalid) -> Result<Vec<KeepLabel>, Error> {
         keep_labels.push(label);
     }
     Ok(keep_labels)
+}
+
+/// The items of a list key; none when it is unset.
+fn items(list: Option<&StringList>) -> &[String] {
+    list.map(|l| l.0.as_slice()).unwrap_or_default()
 }
