@@ -1,8 +1,9 @@
 //! One cleaning pass: measure, take stock, plan, cordon, carry the plan out step by step as the
-//! policy's [`Course`] directs, release the node on every path, report. Below the high watermark
-//! a pass ends at once, unless `max_unused_age` is set: then it removes what has been unused for
-//! longer (uncordoned unless `max_unused_age_cordon`). This module performs the I/O, races the
-//! shutdown token and guarantees the release; every rule lives in [`crate::policy`].
+//! policy's [`Course`](crate::policy::Course) directs, release the node on every path, report.
+//! Below the high watermark a pass ends at once, unless `max_unused_age` is set: then it removes
+//! what has been unused for longer (uncordoned unless `max_unused_age_cordon`). This module
+//! performs the I/O, races the shutdown token and guarantees the release; every rule lives in
+//! [`crate::policy`].
 //!
 //! - `stock`: [`take_stock`], [`replay`], [`apply_event`]: last use brought up to date, the
 //!   inventory, the plan.
