@@ -7,10 +7,12 @@
 //!
 //! - `families`: every family, its name, help and labels, and [`Families::record`], the one
 //!   place a `Report` is read;
+//! - `live`: the families read at every scrape (the cordon and the fleet slot, as they are now);
 //! - `textfile`: the atomic write, warned about once while it fails;
 //! - `serve`: the HTTP endpoint, in its own task, bounded against hostile clients.
 
 mod families;
+mod live;
 mod serve;
 mod textfile;
 

@@ -20,23 +20,32 @@
 //! [`Cordoner::begin`] answers [`PassStart::NoSlot`] and the pass waits (in `cycle`), unless
 //! usage is critical: then it cleans without a slot and without cordoning, with a Warning Event.
 //!
+//! This file holds the guard itself ([`Cordoner`]: its state, its construction, recovery at
+//! start and the release retried every tick) and the module's public face.
+//!
 //! - `patch`: the pure decisions on a Node and the patches (unit-tested).
 //! - `lifecycle`: what we know of our cordon, and every transition in one table.
 //! - `held`: [`CordonClock`], how long we have held the node, for the metrics.
+//! - `timing`: [`Timing`], the time limits of every call, and the error of a call cut short.
 //! - `api`: escaped request URLs, and `update`, the read-decide-send-retry shape.
+//! - `pass`: the guard around one pass: slot then cordon, the deadline, the end.
 //! - `guard`: cordon, release and recover, through `update`.
+//! - `describe`: the guard's one line for `status` and `STATUS=`.
 //! - `event`: the Event posted on the Node.
 //! - `lease`: the pure half of fleet slots (what a slot Lease means, what we write to it).
-//! - `slot`: taking, renewing (a small task) and releasing a slot; slots left by a crash.
-//! - `kubeconfig`: which kubeconfig, what it says, and the client built from it.
+//! - `slot`: taking, renewing (a small task, `slot/renew`) and releasing a slot; slots left by a
+//!   crash.
+//! - `kubeconfig`: which kubeconfig, and what it says.
 //! - `credential`, `exec`, `redact`: the user's credential, exec plugins, and keeping secrets out
 //!   of logs.
-//! - `connection`: the cached client.
-//! - `error`: [`Error`] (log lines print it with [`crate::error_chain`]).
+//! - `connection`: the client built from the kubeconfig and the credential, and its cache.
+//! - `error`: [`Error`] and the errors it carries (log lines print it with
+//!   [`crate::error_chain`]).
 
 mod api;
 mod connection;
 mod credential;
+mod describe;
 mod error;
 mod event;
 mod exec;
@@ -45,24 +54,26 @@ mod held;
 mod kubeconfig;
 mod lease;
 mod lifecycle;
+mod pass;
 mod patch;
 mod redact;
 mod slot;
+mod timing;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{Config, CordonMode, OnCordonFailure};
 
 use connection::Link;
-use lease::WithoutSlot;
+use describe::Report;
+use error::list;
 use lifecycle::{Lifecycle, Transition};
-use slot::{Fleet, Taken};
+use slot::Fleet;
 
 pub use crate::error_chain as chain;
 pub use api::is_subdomain;
-pub use credential::CredentialError;
-pub use error::{Error, KubeError, Verb};
+pub use error::{CredentialError, Error, KubeError, Verb};
 pub use event::node_event;
 pub use exec::PluginError;
 pub use held::CordonClock;
@@ -70,6 +81,7 @@ pub use kubeconfig::{DEFAULT_KUBECONFIG, KUBELET_KUBECONFIG, Located, locate};
 pub use lease::{SLOT_PREFIX, skew_margin, slot_name};
 pub use patch::{ANNOTATION, Hold, LEGACY_ANNOTATION, TAINT_EFFECT, TAINT_KEY};
 pub use redact::redact;
+pub use timing::Timing;
 
 /// Our name as field manager, Event source and reporting component.
 pub const COMPONENT: &str = "docker-image-cleaner";
@@ -97,50 +109,6 @@ pub struct NodeEvent {
     pub reason: &'static str,
     /// One line with the figures.
     pub message: String,
-}
-
-/// Timeouts and retry bounds of the API calls. Every public call of [`Cordoner`] is cut short
-/// at its limit, whatever the API server or a credential plugin does: see
-/// [`Cordoner::max_call_time`]. Tests shorten them.
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    /// TCP and TLS connect timeout.
-    pub connect_timeout: Duration,
-    /// Timeout of each request (sending it and reading the answer).
-    pub request_timeout: Duration,
-    /// Tries of one release before it is left to later ticks.
-    pub release_tries: u32,
-    /// Pause after the first failed try; doubled after each further one.
-    pub release_backoff: Duration,
-    /// Time limit of one release, all tries and the credential included.
-    pub release_budget: Duration,
-    /// Time limit of an exec credential plugin; it is killed then.
-    pub exec_timeout: Duration,
-    /// Time limit of one cordon, recovery or Event post, the credential included.
-    pub call_budget: Duration,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(5),
-            release_tries: 3,
-            release_backoff: Duration::from_millis(500),
-            release_budget: Duration::from_secs(12),
-            exec_timeout: Duration::from_secs(10),
-            call_budget: Duration::from_secs(15),
-        }
-    }
-}
-
-/// The outcome of the last call, for `describe()` (besides what the lifecycle says).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Report {
-    Ready,
-    Waiting(Vec<PathBuf>),
-    NoCredential(String),
-    Failed(String),
 }
 
 /// The guard of one node: cordons around passes, releases on every path, recovers leftovers.
@@ -233,65 +201,6 @@ impl Cordoner {
         self.timing.release_budget.max(self.timing.call_budget) * 3
     }
 
-    /// One line for `status` and `STATUS=`: whether cordoning is on and what it holds (and the
-    /// fleet slot, with slots).
-    pub fn describe(&self) -> String {
-        let cordon = self.describe_cordon();
-        match &self.fleet {
-            Some(f) => format!("{cordon}; {}", f.describe()),
-            None => cordon,
-        }
-    }
-
-    fn describe_cordon(&self) -> String {
-        let Some(node) = &self.node else {
-            return "cordoning off (no node_name)".to_string();
-        };
-        if self.dry_run {
-            return format!("node {node}: cordoning off (dry run)");
-        }
-        match &self.life {
-            Lifecycle::Held { hold, since, .. } => {
-                return format!(
-                    "node {node}: {hold} held for {} s",
-                    since.elapsed().as_secs()
-                );
-            }
-            Lifecycle::ReleaseFailed { hold, since, error } => {
-                return format!(
-                    "node {node}: {hold} held for {} s, release failed, retrying every tick: {error}",
-                    since.elapsed().as_secs()
-                );
-            }
-            Lifecycle::Idle | Lifecycle::RecoveryPending => {}
-        }
-        match &self.report {
-            Report::Waiting(tried) => {
-                format!("node {node}: waiting for kubeconfig ({})", list(tried))
-            }
-            Report::NoCredential(e) => {
-                format!("node {node}: no Kubernetes credential, tried again every pass: {e}")
-            }
-            Report::Failed(e) => format!("node {node}: last Kubernetes call failed: {e}"),
-            Report::Ready => {
-                let env = std::env::var_os("KUBECONFIG");
-                let kubeconfig = match locate(self.setting.as_deref(), env.as_deref(), Path::exists)
-                {
-                    Located::Found(path) => path,
-                    Located::Missing(tried) => {
-                        return format!("node {node}: waiting for kubeconfig ({})", list(&tried));
-                    }
-                };
-                let what = match self.mode {
-                    CordonMode::None => "cordoning off (cordon_mode = none)",
-                    CordonMode::Cordon => "cordon ready",
-                    CordonMode::Taint => "taint ready",
-                };
-                format!("node {node}: {what} (kubeconfig {})", kubeconfig.display())
-            }
-        }
-    }
-
     /// At start: lift a cordon of ours (or of the original tool's) left by a crash, with a warning.
     ///
     /// Returns an error when the kubeconfig or `node_name` is invalid ([`Error::is_config`]), or
@@ -330,106 +239,6 @@ impl Cordoner {
         }
     }
 
-    /// Before the first removal of a pass that is not critical: [`Cordoner::begin`].
-    pub async fn begin_pass(&mut self) -> PassStart {
-        self.begin(false).await
-    }
-
-    /// Before the first removal of a pass: take a fleet slot (with slots), then cordon, when
-    /// we may. Every slot held: [`PassStart::NoSlot`], unless the pass is `critical` (at or above
-    /// the critical watermark): then it proceeds without a slot and without cordoning, and a
-    /// Warning Event says so. A slot that cannot be had (403, the API server away) is a cordon
-    /// failure: `on_cordon_failure` decides, and a pass that goes on is not cordoned.
-    pub async fn begin(&mut self, critical: bool) -> PassStart {
-        let start = self.begin_unpublished(critical).await;
-        self.publish_slot();
-        start
-    }
-
-    async fn begin_unpublished(&mut self, critical: bool) -> PassStart {
-        self.apply(Transition::PassBegins);
-        let Some(node) = self.node.clone() else {
-            return PassStart::Proceed;
-        };
-        let want = match self.mode {
-            _ if self.dry_run => return PassStart::Proceed,
-            CordonMode::None => return PassStart::Proceed,
-            CordonMode::Cordon => Hold::Unschedulable,
-            CordonMode::Taint => Hold::Taint,
-        };
-        if self.fleet.is_some()
-            && self.life.held().is_none()
-            && let Some(start) = self.begin_slot(&node, critical).await
-        {
-            return start;
-        }
-        let budget = self.timing.call_budget;
-        let result = tokio::time::timeout(budget, self.cordon(&node, want))
-            .await
-            .unwrap_or_else(|_| Err(timed_out("cordoning", &node, budget)));
-        // A slot is held only while our cordon is (or may be) on the node: after someone
-        // else's cordon, or a cordon refused, it goes at once.
-        if self.life == Lifecycle::Idle {
-            self.release_slot(&node).await;
-        }
-        let Err(e) = result else {
-            return PassStart::Proceed;
-        };
-        self.record(&e);
-        let why = chain(&e);
-        match self.on_failure {
-            OnCordonFailure::Clean => {
-                log::warn!("{why}; cleaning uncordoned (on_cordon_failure = clean)");
-                PassStart::Proceed
-            }
-            OnCordonFailure::Skip => {
-                log::warn!("{why}; skipping this pass (on_cordon_failure = skip)");
-                PassStart::Skip
-            }
-        }
-    }
-
-    /// Between two removals: uncordon early once `max_cordon` has passed, or once the fleet
-    /// slot was lost; the pass goes on.
-    pub async fn check_deadline(&mut self) {
-        let (Some((hold, since)), Some(node)) = (self.life.held(), self.node.clone()) else {
-            return;
-        };
-        if self.slot_lost() && self.life.deadline_due() {
-            self.apply(Transition::DeadlineTried);
-            log::warn!(
-                "node {node}: lost its cleaning slot while holding {hold}: releasing it, the pass goes on uncordoned"
-            );
-            self.settle().await;
-            return self.publish_slot();
-        }
-        let elapsed = since.elapsed();
-        if !self.life.deadline_due() || elapsed < self.max_cordon {
-            return;
-        }
-        self.apply(Transition::DeadlineTried);
-        log::warn!(
-            "node {node}: {hold} held for {:.1} s, over max_cordon {:.1} s: releasing it, the pass goes on uncordoned",
-            elapsed.as_secs_f64(),
-            self.max_cordon.as_secs_f64()
-        );
-        self.settle().await;
-        self.publish_slot();
-    }
-
-    /// At the end of a pass, on every path: release what we hold (the cordon, then the slot),
-    /// then post the Event if any.
-    pub async fn end_pass(&mut self, event: Option<NodeEvent>) {
-        self.finish_wait();
-        self.settle().await;
-        if let Some(event) = event {
-            self.post(&event).await;
-        }
-        self.link.end_pass();
-        self.pass_uid = None;
-        self.publish_slot();
-    }
-
     /// At every tick: retry a release that failed earlier, or a recovery not yet done.
     pub async fn retry_release(&mut self) {
         self.settle().await;
@@ -443,68 +252,12 @@ impl Cordoner {
         self.life.held().is_some()
     }
 
-    /// The slot part of [`Cordoner::begin`]: `None` when a slot is held now (go on and
-    /// cordon), else how the pass starts without one.
-    async fn begin_slot(&mut self, node: &str, critical: bool) -> Option<PassStart> {
-        let held = match self.take_slot(node).await {
-            Ok(Taken::Slot) => return None,
-            Ok(Taken::Full(held)) => held,
-            Err(e) => {
-                self.finish_wait();
-                self.record(&e);
-                let why = chain(&e);
-                return Some(match self.on_failure {
-                    OnCordonFailure::Clean => {
-                        log::warn!(
-                            "{why}; cleaning without a slot, uncordoned (on_cordon_failure = clean)"
-                        );
-                        PassStart::Proceed
-                    }
-                    OnCordonFailure::Skip => {
-                        log::warn!("{why}; skipping this pass (on_cordon_failure = skip)");
-                        PassStart::Skip
-                    }
-                });
-            }
-        };
-        Some(match lease::without_slot(critical) {
-            WithoutSlot::Wait => PassStart::NoSlot(held),
-            WithoutSlot::CleanUncordoned => {
-                self.finish_wait();
-                log::warn!(
-                    "node {node}: usage is at or above the critical watermark and no cleaning slot is free ({held}): cleaning now, without a slot and without cordoning"
-                );
-                let event = NodeEvent {
-                    warning: true,
-                    reason: "CleaningWithoutSlot",
-                    message: format!(
-                        "usage is at or above the critical watermark and every cleaning slot is taken ({held}): cleaning without cordoning the node"
-                    ),
-                };
-                self.post(&event).await;
-                PassStart::Proceed
-            }
-        })
-    }
-
     /// The one place the lifecycle changes.
     fn apply(&mut self, t: Transition) {
         let now = tokio::time::Instant::now();
         self.life.apply(t, now);
         self.clock
             .note(self.life.held().map(|(_, since)| since), now);
-    }
-
-    /// Notes a failed call for `describe()`; a credential the API server refused is dropped.
-    fn record(&mut self, e: &Error) {
-        if e.status() == Some(401) {
-            self.link.forget();
-        }
-        self.report = match e {
-            Error::NoKubeconfig { tried } => Report::Waiting(tried.clone()),
-            Error::Credential { .. } => Report::NoCredential(chain(e)),
-            other => Report::Failed(chain(other)),
-        };
     }
 
     /// The client for the next request: the node name checked, the cached client or a new one.
@@ -518,18 +271,4 @@ impl Cordoner {
             }
         }
     }
-}
-
-/// The error of a call cut short at its limit.
-fn timed_out(what: &'static str, node: &str, after: Duration) -> Error {
-    Error::Timeout {
-        what,
-        node: node.to_string(),
-        after,
-    }
-}
-
-fn list(paths: &[PathBuf]) -> String {
-    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    names.join(", ")
 }

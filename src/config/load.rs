@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::env::{self, CONFIG_ENV, Env, env_var};
 use super::file;
 use super::raw::{FILE_ONLY_KEYS, Raw};
+use super::render::render;
 use super::validate::validate;
 use super::{Config, Error};
 
@@ -67,7 +68,7 @@ impl Loaded {
     /// The effective configuration as TOML, each line commented with its source (`check-config`).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        for (key, value) in super::validate::render(&self.config) {
+        for (key, value) in render(&self.config) {
             out.push_str(&format!("{key} = {value}  # {}\n", self.source(key)));
         }
         out

@@ -1,15 +1,18 @@
 //! One cleaning pass: measure, take stock, plan, cordon, carry the plan out step by step as the
-//! policy's [`Course`] directs, release the node on every path, report. Below the high watermark
-//! a pass ends at once, unless `max_unused_age` is set: then it removes what has been unused for
-//! longer (uncordoned unless `max_unused_age_cordon`). This module performs the I/O, races the
-//! shutdown token and guarantees the release; every rule lives in [`crate::policy`].
+//! policy's [`Course`](crate::policy::Course) directs, release the node on every path, report.
+//! Below the high watermark a pass ends at once, unless `max_unused_age` is set: then it removes
+//! what has been unused for longer (uncordoned unless `max_unused_age_cordon`). This module
+//! performs the I/O, races the shutdown token and guarantees the release; every rule lives in
+//! [`crate::policy`].
 //!
 //! - `stock`: [`take_stock`], [`replay`], [`apply_event`]: last use brought up to date, the
 //!   inventory, the plan.
+//! - `execute`: the plan carried out step by step, as the policy's course directs.
 //! - `report`: [`Report`] and the Node Event.
 //! - `begin`: the guard's start of the removals, and the wait for a fleet slot.
 
 mod begin;
+mod execute;
 mod report;
 mod stock;
 #[cfg(test)]
@@ -21,11 +24,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Strategy};
-use crate::docker::{self, Engine, Removal};
+use crate::docker::{self, Engine};
 use crate::node::{Cordoner, NodeEvent, PassStart};
-use crate::policy::next::{EngineView, Why};
-use crate::policy::{self, Action, Course, Input, Outcome, Plan, Step, StepResult};
-use crate::usage::{self, Measurement, Meter, size};
+use crate::policy::{self, Outcome};
+use crate::usage::{self, FsUsage, Measurement, Meter, size};
+use execute::Execution;
 
 pub use begin::{Begun, MAX_RETRY, retry_delay};
 pub use report::{Context, Quiet, Report, Tallies, Tally, node_event, outcome_text};
@@ -125,22 +128,17 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
             )
         };
         let pressure = policy::above_high(&before, &config.watermarks);
-        let below_high = || {
+        let below_high = |quiet: &mut Quiet| {
             log::info!(
                 "usage {before}: below the high watermark ({})",
                 config.watermarks
             );
+            quiet.clear();
+            report(Outcome::BelowHigh, before.clone(), None, Tallies::default())
         };
         let ages = !config.max_unused_age.is_zero() && config.strategy != Strategy::Prune;
         if !pressure && !ages {
-            below_high();
-            self.quiet.clear();
-            return Ok(report(
-                Outcome::BelowHigh,
-                before.clone(),
-                None,
-                Tallies::default(),
-            ));
+            return Ok(below_high(self.quiet));
         }
         if pressure {
             log::info!(
@@ -170,14 +168,7 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
             stock = take_stock(&mut self.members, self.meter, config, &before, &filesystems, self.now_ms, purpose) => stock?,
         };
         if !pressure && stock.plan.steps.is_empty() {
-            below_high();
-            self.quiet.clear();
-            return Ok(report(
-                Outcome::BelowHigh,
-                before.clone(),
-                None,
-                Tallies::default(),
-            ));
+            return Ok(below_high(self.quiet));
         }
         if pressure && stock.critical {
             log::warn!(
@@ -196,39 +187,15 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 Tallies::default(),
             ));
         }
-        if policy::cordons(&plan, config) {
-            let begun = begin::begin(
-                &mut *self.guard,
-                self.meter,
-                self.progress,
-                self.shutdown,
-                config,
-                stock.critical,
-            )
-            .await;
-            let outcome = match begun {
-                Begun::Proceed => None,
-                Begun::Skip => {
-                    log::warn!(
-                        "skipping this pass: the node could not be cordoned (on_cordon_failure = skip)"
-                    );
-                    Some(Outcome::Skipped)
-                }
-                Begun::NoSlot => Some(Outcome::NoSlot),
-                Begun::Interrupted => Some(Outcome::Interrupted),
-            };
-            if let Some(outcome) = outcome {
-                if outcome != Outcome::Skipped {
-                    // Nothing is held; this ends the guard's wait.
-                    self.guard.end_pass(None).await;
-                }
-                return Ok(report(
-                    outcome,
-                    before.clone(),
-                    Some(plan),
-                    Tallies::default(),
-                ));
-            }
+        if policy::cordons(&plan, config)
+            && let Some(outcome) = self.cordon(stock.critical).await
+        {
+            return Ok(report(
+                outcome,
+                before.clone(),
+                Some(plan),
+                Tallies::default(),
+            ));
         }
         let mut tallies = Tallies::default();
         for e in &stock.engines {
@@ -248,39 +215,59 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
         // measurement must not keep the cordon.
         let after = self.meter.measure().await;
         let event = match (&executed, &after) {
-            (Ok(outcome), Ok(after)) => {
-                let context = Context {
-                    critical: stock.critical.then_some(config.critical_pct),
-                    outside: filesystems
-                        .iter()
-                        .enumerate()
-                        .filter(|_| stock.engines.iter().any(|e| e.footprint_bytes.is_some()))
-                        .map(|(i, fs)| (fs.path.display().to_string(), stock.outside_bytes(fs, i)))
-                        .collect(),
-                };
-                if *outcome == Outcome::FloorsReached {
-                    log::warn!(
-                        "the engines are at their floors and usage is still above the low watermark: {}",
-                        context
-                            .outside
-                            .iter()
-                            .map(|(p, b)| format!("{} of {p} is outside the engines", size(*b)))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-                node_event(
-                    *outcome,
-                    &tallies,
-                    &before,
-                    after,
-                    &config.watermarks,
-                    &context,
-                )
-            }
+            (Ok(outcome), Ok(after)) => event(
+                config,
+                &stock,
+                &filesystems,
+                *outcome,
+                &tallies,
+                &before,
+                after,
+            ),
             _ => None,
         };
-        let event = match event {
+        let event = self.admit(event);
+        self.guard.end_pass(event).await;
+        let outcome = executed?;
+        Ok(report(outcome, after?, Some(plan), tallies))
+    }
+
+    /// Cordons for the removals (a fleet slot first, with slots); `None` when the pass goes on,
+    /// else how it ends, the guard's wait ended.
+    async fn cordon(&mut self, critical: bool) -> Option<Outcome> {
+        let begun = begin::begin(
+            &mut *self.guard,
+            self.meter,
+            self.progress,
+            self.shutdown,
+            self.config,
+            critical,
+        )
+        .await;
+        let outcome = match begun {
+            Begun::Proceed => None,
+            Begun::Skip => {
+                log::warn!(
+                    "skipping this pass: the node could not be cordoned (on_cordon_failure = skip)"
+                );
+                Some(Outcome::Skipped)
+            }
+            Begun::NoSlot => Some(Outcome::NoSlot),
+            Begun::Interrupted => Some(Outcome::Interrupted),
+        };
+        if let Some(outcome) = outcome
+            && outcome != Outcome::Skipped
+        {
+            // Nothing is held; this ends the guard's wait.
+            self.guard.end_pass(None).await;
+        }
+        outcome
+    }
+
+    /// The Node Event to post, unless the same was posted within the hour (a lasting condition
+    /// is posted once an hour); a pass with nothing to say ends the quiet.
+    fn admit(&mut self, event: Option<NodeEvent>) -> Option<NodeEvent> {
+        match event {
             Some(e) if self.quiet.admit(&e, Instant::now()) => Some(e),
             Some(e) => {
                 log::info!("not posting {} again within the hour", e.reason);
@@ -290,182 +277,47 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 self.quiet.clear();
                 None
             }
-        };
-        self.guard.end_pass(event).await;
-        let outcome = executed?;
-        Ok(report(outcome, after?, Some(plan), tallies))
-    }
-}
-
-/// The execution of one plan: the I/O the [`Course`] asks for.
-struct Execution<'a, 'm, E: Engine, M: Meter, G: Guard> {
-    config: &'a Config,
-    members: &'a [Member<'m, E>],
-    meter: &'a M,
-    guard: &'a mut G,
-    progress: &'a dyn Progress,
-    shutdown: &'a CancellationToken,
-}
-
-impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
-    /// Carries `plan` out until the course stops it.
-    async fn run(
-        &mut self,
-        plan: &Plan,
-        engines: &[EngineView],
-        before: &Measurement,
-        tallies: &mut Tallies,
-    ) -> Result<Outcome, Error> {
-        let total = plan.steps.len();
-        let mut course = Course::new(plan, self.config, before, engines);
-        let mut last = before.clone();
-        let mut action = course.next(Input::Start);
-        loop {
-            action = match action {
-                Action::Run(i) => {
-                    if self.shutdown.is_cancelled() {
-                        log::info!("shutdown requested: stopping after {i} of {total} steps");
-                        return Ok(Outcome::Interrupted);
-                    }
-                    self.guard.check_deadline().await;
-                    let step = &plan.steps[i];
-                    self.progress
-                        .update(&format!("cleaning: step {} of {total}: {step}", i + 1));
-                    let result = self.step(step, tallies.of(step.engine())).await?;
-                    course.next(Input::Ran(result))
-                }
-                Action::Skip(i, why) => {
-                    let step = &plan.steps[i];
-                    match why {
-                        Why::DanglingSufficed => log::info!(
-                            "dangling images were enough: not pruning the other images (step {} of {total})",
-                            i + 1
-                        ),
-                        Why::Floor => log::info!("{step}: left, its engine has reached its floor"),
-                        Why::NotNeeded => log::debug!(
-                            "{step}: left, its engine's filesystems are below the low watermark"
-                        ),
-                    }
-                    course.next(Input::Skipped)
-                }
-                Action::Measure => {
-                    last = self.meter.measure().await?;
-                    course.next(Input::Measured(&last))
-                }
-                Action::Pause(delay) => {
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => {}
-                    }
-                    course.next(Input::Paused)
-                }
-                Action::Stop(outcome) => {
-                    match outcome {
-                        Outcome::ReachedLow if self.config.strategy != Strategy::Prune => {
-                            log::info!(
-                                "below the low watermark after {} of {total} steps",
-                                course.steps_begun()
-                            )
-                        }
-                        Outcome::Exhausted => {
-                            let need = policy::need(&last, &self.config.watermarks);
-                            log::warn!(
-                                "everything eligible is gone and usage is still above the low watermark: {} and {} inodes short; waiting for the next tick",
-                                size(need.bytes),
-                                need.inodes
-                            );
-                        }
-                        _ => {}
-                    }
-                    return Ok(outcome);
-                }
-            };
         }
     }
-
-    /// Performs one step on its engine; counts and logs what it did.
-    async fn step(&mut self, step: &Step, tally: &mut Tally) -> Result<StepResult, Error> {
-        let Some(member) = self.members.iter().find(|m| m.config.name == step.engine()) else {
-            // The plan only names engines of the pass.
-            log::warn!("{step}: no such engine in this pass, skipping");
-            tally.skipped += 1;
-            return Ok(StepResult::NotRemoved);
-        };
-        let engine = member.engine;
-        Ok(match step {
-            Step::RemoveContainer { id, .. } => {
-                count(step, &engine.remove_container(id).await?, tally, false)
-            }
-            Step::RemoveImage { id, tags, .. } => {
-                count(step, &engine.remove_image(id, tags).await?, tally, true)
-            }
-            Step::PruneBuildCache {
-                keep_bytes,
-                unused_for_secs,
-                ..
-            } => {
-                let unused_for = std::time::Duration::from_secs(*unused_for_secs);
-                match engine.prune_build_cache(unused_for, *keep_bytes).await? {
-                    Some(p) => {
-                        log::info!(
-                            "{step}: removed {} records, {} reclaimed",
-                            p.deleted.len(),
-                            size(p.reclaimed_bytes)
-                        );
-                        tally.cache_records += p.deleted.len();
-                        tally.cache_bytes = tally.cache_bytes.saturating_add(p.reclaimed_bytes);
-                        StepResult::Reclaimed(p.reclaimed_bytes)
-                    }
-                    None => {
-                        log::debug!("{step}: the engine has no build cache endpoint, skipping");
-                        StepResult::NotRemoved
-                    }
-                }
-            }
-            Step::PruneContainers { .. } => {
-                tally.containers += pruned("containers", engine.prune_containers().await?);
-                StepResult::Removed
-            }
-            Step::PruneDanglingImages { .. } => {
-                let n = pruned("dangling images", engine.prune_images(false).await?);
-                tally.images += n;
-                StepResult::PrunedDangling(n)
-            }
-            Step::PruneAllImages { .. } => {
-                tally.images += pruned("unused images", engine.prune_images(true).await?);
-                StepResult::Removed
-            }
-        })
-    }
 }
 
-/// Logs one removal's result and counts it.
-fn count(step: &Step, r: &Removal, tally: &mut Tally, image: bool) -> StepResult {
-    match r {
-        Removal::Removed => {
-            log::info!("{step}: done");
-            if image {
-                tally.images += 1;
-                tally.aged_images += usize::from(step.is_aged());
-            } else {
-                tally.containers += 1;
-            }
-            return StepResult::Removed;
-        }
-        Removal::Gone => log::info!("{step}: already gone"),
-        Removal::Conflict(why) => log::warn!("{step}: refused by Docker, skipping: {why}"),
-        Removal::Changed(why) => log::warn!("{step}: changed since the plan, skipping: {why}"),
+/// The Node Event of a pass that ran its plan and measured after it, with what the engines do
+/// not hold on each filesystem; a pass stopped at the floors says so in the log too.
+fn event(
+    config: &Config,
+    stock: &Stock,
+    filesystems: &[FsUsage],
+    outcome: Outcome,
+    tallies: &Tallies,
+    before: &Measurement,
+    after: &Measurement,
+) -> Option<NodeEvent> {
+    let context = Context {
+        critical: stock.critical.then_some(config.critical_pct),
+        outside: filesystems
+            .iter()
+            .enumerate()
+            .filter(|_| stock.engines.iter().any(|e| e.footprint_bytes.is_some()))
+            .map(|(i, fs)| (fs.path.display().to_string(), stock.outside_bytes(fs, i)))
+            .collect(),
+    };
+    if outcome == Outcome::FloorsReached {
+        log::warn!(
+            "the engines are at their floors and usage is still above the low watermark: {}",
+            context
+                .outside
+                .iter()
+                .map(|(p, b)| format!("{} of {p} is outside the engines", size(*b)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
-    tally.skipped += 1;
-    StepResult::NotRemoved
-}
-
-/// Logs what a prune removed; returns how many items.
-fn pruned(what: &str, p: docker::Pruned) -> usize {
-    log::info!(
-        "pruned {} {what}, {} reclaimed",
-        p.deleted.len(),
-        size(p.reclaimed_bytes)
-    );
-    p.deleted.len()
+    node_event(
+        outcome,
+        tallies,
+        before,
+        after,
+        &config.watermarks,
+        &context,
+    )
 }

@@ -11,6 +11,7 @@ use crate::config::{EngineConfig, Floor};
 use crate::docker::fake::{Answer, Call, FakeEngine};
 use crate::docker::{Container, Image};
 use crate::lastuse::LastUse;
+use crate::policy::Step;
 use crate::usage::FsUsage;
 
 const MIB: u64 = 1 << 20;

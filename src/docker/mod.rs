@@ -5,7 +5,9 @@
 //! never decides what to delete.
 //!
 //! - `model`: images, containers, inventories, the build cache, removal results, use events.
-//! - `engine`: [`DockerEngine`], the Engine API through bollard, every call bounded.
+//! - `engine`: [`DockerEngine`], the Engine API through bollard, every call bounded; with
+//!   `engine/remove` (the all-or-nothing image removal), `engine/events` (which events mean
+//!   "used") and `engine/cache` (the build cache's df and prune).
 //! - [`fake`]: a recording in-memory engine with scripted answers.
 
 mod engine;

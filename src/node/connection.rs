@@ -1,5 +1,6 @@
-//! The guard's connection to the API server, kept apart from its lifecycle: one `kube::Client`
-//! and its credential, reused across calls and passes while
+//! The guard's connection to the API server, kept apart from its lifecycle: one `kube::Client`,
+//! built from the kubeconfig and the credential with bounded timeouts and no retries of kube's
+//! own, and reused across calls and passes while
 //! - the same kubeconfig is found, and neither it nor any file it names (CA, token file, client
 //!   certificate and key) changed (device, inode, size, mtime, ctime): a rotated kubelet client
 //!   certificate or token file is picked up by the next call;
@@ -11,11 +12,16 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use std::time::Duration;
 
-use super::error::Error;
-use super::kubeconfig::{self, Located, Timeouts, locate};
-use super::{Timing, credential};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::config::AuthInfo;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::credential::{self, Credential, to_base64};
+use super::error::{Error, KubeError};
+use super::kubeconfig::{self, Loaded, Located, locate};
+use super::timing::Timing;
 
 /// How long before its expiry a plugin's credential is fetched again.
 const EXPIRY_MARGIN: SignedDuration = SignedDuration::from_secs(60);
@@ -94,7 +100,7 @@ impl Link {
             connect: timing.connect_timeout,
             request: timing.request_timeout,
         };
-        let client = kubeconfig::client(&loaded, &credential, timeouts)?;
+        let client = client(&loaded, &credential, timeouts)?;
         if self.used.as_deref() != Some(path.as_path()) {
             log::info!("using kubeconfig {}", path.display());
             self.used = Some(path.clone());
@@ -120,4 +126,51 @@ impl Link {
     pub fn forget(&mut self) {
         self.current = None;
     }
+}
+
+/// Timeouts of one client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP and TLS connect.
+    pub connect: Duration,
+    /// Each request: sending it, and waiting for the answer.
+    pub request: Duration,
+}
+
+/// Builds a client for `loaded` presenting `credential`, with bounded timeouts and no retries
+/// of kube's own.
+pub fn client(
+    loaded: &Loaded,
+    credential: &Credential,
+    timeouts: Timeouts,
+) -> Result<kube::Client, Error> {
+    let mut config = loaded.config.clone();
+    config.auth_info = AuthInfo {
+        token: credential.token.clone(),
+        client_certificate_data: credential.identity.as_ref().map(|(c, _)| to_base64(c)),
+        client_key_data: credential
+            .identity
+            .as_ref()
+            .map(|(_, k)| SecretString::from(to_base64(k.expose_secret().as_bytes()))),
+        ..AuthInfo::default()
+    };
+    config.connect_timeout = Some(timeouts.connect);
+    config.read_timeout = Some(timeouts.request);
+    config.write_timeout = Some(timeouts.request);
+    // A pass may keep a pooled connection idle for minutes: count from each request instead.
+    config.reset_reader_on_write = true;
+    // kube 5 retries 429/503/504 by itself up to 15 times with backoff up to 1000 s (honouring
+    // Retry-After): that would unbound a pass. Our own retries are bounded instead.
+    config.default_retry = false;
+    if config.accept_invalid_certs {
+        log::warn!(
+            "kubeconfig {}: cluster \"{}\" sets insecure-skip-tls-verify: the API server's certificate is not checked, anyone on the path can act as it",
+            loaded.path.display(),
+            loaded.cluster
+        );
+    }
+    kube::Client::try_from(config).map_err(|source| Error::Client {
+        path: loaded.path.clone(),
+        source: KubeError(source),
+    })
 }

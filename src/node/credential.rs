@@ -14,8 +14,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::config::AuthInfo;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::error::Error;
-use super::exec::{self, PluginError};
+use super::error::{CredentialError, Error};
+use super::exec;
 use super::kubeconfig::Loaded;
 
 /// A credential kube can use as it is.
@@ -30,53 +30,6 @@ pub struct Credential {
     pub from_plugin: bool,
     /// The files it was read from (token file, certificate, key), to notice a rotation.
     pub files: Vec<PathBuf>,
-}
-
-/// Why no credential could be had now; worth trying again later (a file not there yet, a
-/// plugin that failed or hung).
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
-    /// The token file cannot be read.
-    #[error("cannot read token file {}", path.display())]
-    TokenFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The token file holds nothing but whitespace (client-go's message).
-    #[error("read empty token from file {}", path.display())]
-    EmptyTokenFile {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The token file's token is not a valid HTTP header value.
-    #[error("the token in file {} is not a valid HTTP header value (it contains a control character)", path.display())]
-    InvalidTokenFile {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A client certificate or key file cannot be read.
-    #[error("cannot read client {what} {}", path.display())]
-    TlsFile {
-        /// `certificate` or `key`.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The exec plugin gave no credential.
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    /// The plugin's token is not a valid HTTP header value.
-    #[error("credential plugin {command} returned a token that is not a valid HTTP header value")]
-    InvalidPluginToken {
-        /// The command line, redacted.
-        command: String,
-    },
 }
 
 /// True when `token` can follow `Bearer ` in an HTTP header: no control character but tab (the

@@ -1,9 +1,11 @@
-//! Errors of the Kubernetes side, each naming the operation and the node or file it was about.
+//! Errors of the Kubernetes side, each naming the operation and the node or file it was about:
+//! [`Error`], and what it carries ([`CredentialError`], [`KubeError`], [`Verb`]). Imports no
+//! module that makes them, so that every one of them can import it.
 
 use std::fmt;
 use std::path::PathBuf;
 
-use super::credential::CredentialError;
+use super::exec::PluginError;
 use super::patch::Hold;
 
 /// Errors of the Kubernetes side.
@@ -199,6 +201,53 @@ impl Error {
     }
 }
 
+/// Why no credential could be had now; worth trying again later (a file not there yet, a
+/// plugin that failed or hung).
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// The token file cannot be read.
+    #[error("cannot read token file {}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file holds nothing but whitespace (client-go's message).
+    #[error("read empty token from file {}", path.display())]
+    EmptyTokenFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token file's token is not a valid HTTP header value.
+    #[error("the token in file {} is not a valid HTTP header value (it contains a control character)", path.display())]
+    InvalidTokenFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A client certificate or key file cannot be read.
+    #[error("cannot read client {what} {}", path.display())]
+    TlsFile {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The exec plugin gave no credential.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The plugin's token is not a valid HTTP header value.
+    #[error("credential plugin {command} returned a token that is not a valid HTTP header value")]
+    InvalidPluginToken {
+        /// The command line, redacted.
+        command: String,
+    },
+}
+
 /// What was asked of a slot Lease (the RBAC verb).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -276,7 +325,8 @@ impl std::error::Error for KubeError {
     }
 }
 
-fn list(paths: &[PathBuf]) -> String {
+/// The paths looked at, one line.
+pub(super) fn list(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     names.join(", ")
 }

@@ -8,7 +8,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::api::{self, ObjectPath};
 use super::error::{Error, KubeError};
-use super::{COMPONENT, Cordoner, EVENT_NAMESPACE, NodeEvent, chain, timed_out};
+use super::timing::timed_out;
+use super::{COMPONENT, Cordoner, EVENT_NAMESPACE, NodeEvent, chain};
 
 /// The longest object name Kubernetes accepts (an RFC 1123 subdomain).
 const MAX_NAME: usize = 253;

@@ -1,18 +1,20 @@
 //! Cordon, release and recover a node: each is one [`api::update`] with a pure decision from
 //! `patch`, and the lifecycle transition its outcome calls for. A release (`settle`) ends with
 //! the fleet slot's, once nothing of ours is on the node. Every call here runs under a
-//! time limit set by the caller in `node.rs`; a cordon PATCH that may have landed before the call
-//! was cut short leaves the lifecycle at `RecoveryPending`, so the next tick looks.
+//! time limit set by its caller (the cordon's in `pass`); a cordon PATCH that may have landed
+//! before the call was cut short leaves the lifecycle at `RecoveryPending`, so the next tick looks.
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
 use super::api::{self, Decision, ObjectPath, UpdateError, Updated};
+use super::describe::Report;
 use super::error::{Error, KubeError};
 use super::lifecycle::{Lifecycle, Transition};
 use super::patch::{self, ANNOTATION, Begin, Hold};
-use super::{Cordoner, Report, chain, timed_out};
+use super::timing::timed_out;
+use super::{Cordoner, chain};
 
 /// How many times a GET + PATCH is redone when the node changed in between (409).
 const CONFLICT_TRIES: u32 = 3;

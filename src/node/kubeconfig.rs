@@ -1,16 +1,13 @@
-//! Which kubeconfig to use, what it says (the current context's cluster and user entries, checked
-//! for what we refuse), and a `kube::Client` from it with bounded timeouts and a credential
-//! resolved by `credential`. Reads the file and the CA it names; never logs their contents.
+//! Which kubeconfig to use, and what it says (the current context's cluster and user entries,
+//! checked for what we refuse). Reads the file; never logs its contents. The credential it names
+//! is `credential`'s, the client built from both `connection`'s.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use kube::config::{AuthInfo, Kubeconfig};
-use secrecy::{ExposeSecret, SecretString};
+use kube::config::Kubeconfig;
 
-use super::credential::{Credential, to_base64};
-use super::error::{Error, KubeError};
+use super::error::Error;
 
 /// Our own kubeconfig, for a ServiceAccount made with `packaging/kubernetes/`.
 pub const DEFAULT_KUBECONFIG: &str = "/etc/docker-image-cleaner/kubeconfig";
@@ -54,15 +51,6 @@ pub fn locate(
         Some(path) => Located::Found(path.clone()),
         None => Located::Missing(candidates),
     }
-}
-
-/// Timeouts of one client.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// TCP and TLS connect.
-    pub connect: Duration,
-    /// Each request: sending it, and waiting for the answer.
-    pub request: Duration,
 }
 
 /// A kubeconfig read and checked: the entries its current context names, and kube's
@@ -142,44 +130,6 @@ pub fn load(path: &Path) -> Result<Loaded, Error> {
         )));
     }
     Ok(loaded)
-}
-
-/// Builds a client for `loaded` presenting `credential`, with bounded timeouts and no retries
-/// of kube's own.
-pub fn client(
-    loaded: &Loaded,
-    credential: &Credential,
-    timeouts: Timeouts,
-) -> Result<kube::Client, Error> {
-    let mut config = loaded.config.clone();
-    config.auth_info = AuthInfo {
-        token: credential.token.clone(),
-        client_certificate_data: credential.identity.as_ref().map(|(c, _)| to_base64(c)),
-        client_key_data: credential
-            .identity
-            .as_ref()
-            .map(|(_, k)| SecretString::from(to_base64(k.expose_secret().as_bytes()))),
-        ..AuthInfo::default()
-    };
-    config.connect_timeout = Some(timeouts.connect);
-    config.read_timeout = Some(timeouts.request);
-    config.write_timeout = Some(timeouts.request);
-    // A pass may keep a pooled connection idle for minutes: count from each request instead.
-    config.reset_reader_on_write = true;
-    // kube 5 retries 429/503/504 by itself up to 15 times with backoff up to 1000 s (honouring
-    // Retry-After): that would unbound a pass. Our own retries are bounded instead.
-    config.default_retry = false;
-    if config.accept_invalid_certs {
-        log::warn!(
-            "kubeconfig {}: cluster \"{}\" sets insecure-skip-tls-verify: the API server's certificate is not checked, anyone on the path can act as it",
-            loaded.path.display(),
-            loaded.cluster
-        );
-    }
-    kube::Client::try_from(config).map_err(|source| Error::Client {
-        path: loaded.path.clone(),
-        source: KubeError(source),
-    })
 }
 
 #[cfg(test)]

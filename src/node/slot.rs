@@ -3,26 +3,25 @@
 //! at start release a slot an earlier run of ours left. Every write is an [`api::upsert`] with a
 //! pure decision from `lease`; every call is cut short at its limit, as the cordon's are.
 //!
-//! Renewal runs in a small task of its own ([`Renewer`]), since one step of a pass (a removal)
-//! may take longer than the lease. It holds a clone of the client, renews every third of the
-//! lease, and stops when the slot is released or the guard is dropped. When it finds the slot
-//! taken by someone else, or cannot renew it for a whole lease, it marks the slot lost, and the
-//! guard releases its cordon at the next check between two removals.
+//! Renewal runs in a small task of its own (`renew`), since one step of a pass (a removal)
+//! may take longer than the lease; when it marks the slot lost, the guard releases its cordon at
+//! the next check between two removals.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod renew;
+
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::api::{self, ObjectPath, UpdateError, Updated, Write};
 use super::error::{Error, KubeError, Verb};
 use super::lease::{self, Seen};
-use super::{Cordoner, chain, timed_out};
+use super::timing::timed_out;
+use super::{Cordoner, chain};
 use crate::config::{Config, CordonMode};
+use renew::Renewer;
 
 /// How many times a GET + write is redone when another node wrote in between (409).
 const CONFLICT_TRIES: u32 = 3;
@@ -47,18 +46,6 @@ struct Holding {
     slot: u32,
     since: Instant,
     renewer: Renewer,
-}
-
-/// The renewal task of the slot held; aborted when dropped.
-struct Renewer {
-    task: JoinHandle<()>,
-    lost: Arc<AtomicBool>,
-}
-
-impl Drop for Renewer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// What a try for a slot found.
@@ -162,7 +149,7 @@ impl Cordoner {
         self.fleet
             .as_ref()
             .and_then(|f| f.holding.as_ref())
-            .is_some_and(|h| h.renewer.lost.load(Ordering::SeqCst))
+            .is_some_and(|h| h.renewer.lost())
     }
 
     /// Shows the slot's state to the metrics (through the cordon clock).
@@ -272,19 +259,11 @@ impl Cordoner {
         let Some(f) = &mut self.fleet else {
             return;
         };
-        let lost = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(renew(
-            client,
-            path,
-            node.to_string(),
-            f.lease,
-            budget,
-            Arc::clone(&lost),
-        ));
+        let renewer = Renewer::start(client, path, node, f.lease, budget);
         f.holding = Some(Holding {
             slot: i,
             since: Instant::now(),
-            renewer: Renewer { task, lost },
+            renewer,
         });
     }
 
@@ -412,80 +391,5 @@ fn slot_error(verb: Verb, namespace: &str, i: u32, source: KubeError) -> Error {
             lease,
             source,
         }
-    }
-}
-
-/// What a renewal found.
-enum Renewal {
-    Renewed,
-    Lost(String),
-}
-
-/// Renews slot `path` for `me` every third of `length`, each try cut short at `budget` (and
-/// at the renewal period); stops when the slot is no longer ours, or was not renewed for a
-/// whole lease, after marking it `lost`.
-async fn renew(
-    client: kube::Client,
-    path: ObjectPath,
-    me: String,
-    length: Duration,
-    budget: Duration,
-    lost: Arc<AtomicBool>,
-) {
-    let every = lease::renew_every(length);
-    let limit = budget.min(every);
-    let mut renewed = Instant::now();
-    loop {
-        tokio::time::sleep(every).await;
-        let tried = api::upsert(
-            &client,
-            &path,
-            CONFLICT_TRIES,
-            |l: Option<&Lease>| match l {
-                Some(l) if lease::holder(l) == Some(me.as_str()) => {
-                    Write::Replace(lease::renewed(l, Timestamp::now()), Renewal::Renewed)
-                }
-                Some(l) => Write::Keep(Renewal::Lost(
-                    lease::holder(l).unwrap_or("nobody").to_string(),
-                )),
-                None => Write::Keep(Renewal::Lost("nobody (the Lease was deleted)".to_string())),
-            },
-        );
-        let why = match tokio::time::timeout(limit, tried).await {
-            Ok(Ok(Updated {
-                outcome: Renewal::Renewed,
-                ..
-            })) => {
-                renewed = Instant::now();
-                log::debug!("renewed cleaning slot {path}");
-                continue;
-            }
-            Ok(Ok(Updated {
-                outcome: Renewal::Lost(holder),
-                ..
-            })) => {
-                lost.store(true, Ordering::SeqCst);
-                log::error!(
-                    "cleaning slot {path} is held by {holder} now: lost it; the cordon goes at the next step"
-                );
-                return;
-            }
-            Ok(Err(UpdateError::Read(e) | UpdateError::Write { source: e, .. })) => {
-                crate::error_chain(&e)
-            }
-            Err(_) => format!("no answer within {} s", limit.as_secs_f32()),
-        };
-        if renewed.elapsed() >= length {
-            lost.store(true, Ordering::SeqCst);
-            log::error!(
-                "cleaning slot {path} not renewed for {} s ({why}): another node may take it; the cordon goes at the next step",
-                length.as_secs()
-            );
-            return;
-        }
-        log::warn!(
-            "renewing cleaning slot {path} failed: {why}; trying again in {} s",
-            every.as_secs_f32()
-        );
     }
 }
