@@ -18,9 +18,8 @@
 #      worker.
 #   4. Runs examples/pass_cost, which drives the library's `cycle::Pass` against that daemon:
 #      each pass removes the whole set (loaded again before each), timed call by call, for
-#      delay_seconds = 1 (the default), 0, and an adaptive pause (a what-if of the program: none
-#      after a removal answered within $ADAPTIVE_MS ms, after a slower one a pause as long as it
-#      took). On an idle daemon, then under load: $LOAD_WORKERS workers load an image of
+#      delay_seconds = 1 (the default), 0, and "adaptive" (none after a removal answered within
+#      250 ms, after a slower one a pause as long as it took, at most 10 s). On an idle daemon, then under load: $LOAD_WORKERS workers load an image of
 #      $LOAD_MIB MiB and delete it again in a loop, and a thread rewrites and flushes a file on
 #      the same filesystem. Throughout, a
 #      probe lists dockerd's images every 100 ms: the latency another client sees. Then
@@ -43,7 +42,6 @@
 #          LOAD_MIB      size of each load worker's image                           (default 32)
 #          LOAD_FILES    files it is split into                                     (default 64)
 #          DISK_WRITER   1: under load, the file writer runs too (0: not)           (default 1)
-#          ADAPTIVE_MS   the adaptive pause's threshold                             (default 250)
 #          FS_MIB        the loop filesystem                                        (default 2048)
 # Time:    about 6 minutes with the defaults on a 2-core machine that other work kept busy (load
 #          average 3 to 5): 104 s of it is the two delay_seconds = 1 passes sleeping, and much of
@@ -66,7 +64,6 @@ LOAD_WORKERS=${LOAD_WORKERS:-2}
 LOAD_MIB=${LOAD_MIB:-32}
 LOAD_FILES=${LOAD_FILES:-64}
 DISK_WRITER=${DISK_WRITER:-1}
-ADAPTIVE_MS=${ADAPTIVE_MS:-250}
 FS_MIB=${FS_MIB:-2048}
 
 die() {
@@ -75,7 +72,7 @@ die() {
 }
 say() { echo "bench-pass: $*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0): it mounts a loop filesystem and starts dockerd"
-for v in REPS LOADED_REPS SLOW_REPS IMAGES PAYLOAD_MIB FILES MANY STATUS_ROUNDS LOAD_WORKERS LOAD_MIB LOAD_FILES DISK_WRITER ADAPTIVE_MS FS_MIB; do
+for v in REPS LOADED_REPS SLOW_REPS IMAGES PAYLOAD_MIB FILES MANY STATUS_ROUNDS LOAD_WORKERS LOAD_MIB LOAD_FILES DISK_WRITER FS_MIB; do
     case ${!v} in '' | *[!0-9]*) die "$v=${!v}: not a whole number" ;; esac
 done
 for v in IMAGES FILES LOAD_FILES STATUS_ROUNDS; do
@@ -219,7 +216,7 @@ mkdir -p "$out"
     --set-tar "$work/tars/set.tar" --images "$IMAGES" \
     "${status_args[@]}" "${load_args[@]}" \
     --binary "$bin" --docker-cli "$DOCKER" --cli-config "$work/cli" --work "$work/run" \
-    --out-dir "$out" --reps "$REPS" --loaded-reps "$LOADED_REPS" --slow-reps "$SLOW_REPS" --adaptive-threshold-ms "$ADAPTIVE_MS"
+    --out-dir "$out" --reps "$REPS" --loaded-reps "$LOADED_REPS" --slow-reps "$SLOW_REPS"
 if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
     chown -R "$SUDO_USER:" "$out" 2>/dev/null || true
 fi

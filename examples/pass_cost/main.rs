@@ -5,9 +5,8 @@
 //! 1. Passes: a real `cycle::Pass` removes a set of images (loaded fresh before each pass)
 //!    through an engine wrapper that times every call, with the real `PathMeter` (timed) and a
 //!    guard that records when it would cordon and release. Three pauses between removals:
-//!    `delay_seconds = 1` (the default), `0`, and an adaptive pause (a what-if computed here:
-//!    none after a removal that answered within the threshold, after a slower one a pause as
-//!    long as it took). Idle, then under load (workers loading and deleting images, a thread
+//!    `delay_seconds = 1` (the default), `0`, and `"adaptive"` (none after a removal answered
+//!    within 250 ms, after a slower one a pause as long as it took, at most 10 s). Idle, then under load (workers loading and deleting images, a thread
 //!    rewriting and flushing a file on the same filesystem). A
 //!    probe asks dockerd for its image list every 100 ms throughout, as the kubelet does now
 //!    and then: its latency is what the pause is there to protect.
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use docker_image_cleaner::clock::now_ms;
-use docker_image_cleaner::config::{Config, EngineConfig, Floor, Watermarks};
+use docker_image_cleaner::config::{Config, Delay, EngineConfig, Floor, Watermarks};
 use docker_image_cleaner::cycle::{Member, Pass, Quiet};
 use docker_image_cleaner::docker::{DockerEngine, Engine};
 use docker_image_cleaner::lastuse::LastUse;
@@ -41,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use api::Api;
 use load::{Latencies, Load, Probe, Worker};
 use report::{Baseline, PassRun, Variant};
-use timed::{Adaptive, Recorder, TimedEngine, TimedMeter, Timeline};
+use timed::{Recorder, TimedEngine, TimedMeter, Timeline};
 
 /// The tag prefix of the set a pass removes.
 const SET_PREFIX: &str = "bench/";
@@ -106,10 +105,6 @@ struct Args {
     /// Passes of `delay_seconds = 1` (49 s of sleep for 50 images), idle and under load each.
     #[arg(long, default_value_t = 1)]
     slow_reps: usize,
-    /// The adaptive pause's threshold, ms: a removal answered within it is not followed by a
-    /// pause.
-    #[arg(long, default_value_t = 250)]
-    adaptive_threshold_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -154,11 +149,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
 
-    let threshold = Duration::from_millis(args.adaptive_threshold_ms);
     let variants = [
         Variant::Fixed(Duration::from_secs(1)),
         Variant::Fixed(Duration::ZERO),
-        Variant::Adaptive(threshold),
+        Variant::Adaptive,
     ];
     let mut runs = Vec::new();
     let mut baselines = Vec::new();
@@ -278,11 +272,7 @@ impl Env<'_> {
 
         let config = pass_config(args, variant);
         let timeline = Timeline::default();
-        let adaptive = match variant {
-            Variant::Adaptive(threshold) => Some(Adaptive::new(threshold)),
-            Variant::Fixed(_) => None,
-        };
-        let engine = TimedEngine::new(self.docker.clone(), &timeline, adaptive);
+        let engine = TimedEngine::new(self.docker.clone(), &timeline);
         let meter = TimedMeter::new(PathMeter::new(&config), &timeline);
         let mut guard = Recorder::new(&timeline);
         let mut last_use = LastUse::new();
@@ -365,8 +355,8 @@ fn pass_config(args: &Args, variant: Variant) -> Config {
         keep: regex::Regex::new("^load/").into_iter().collect(),
         state_dir: args.work.join("pass-state"),
         delay: match variant {
-            Variant::Fixed(d) => d,
-            Variant::Adaptive(_) => Duration::ZERO,
+            Variant::Fixed(d) => Delay::Fixed(d),
+            Variant::Adaptive => Delay::Adaptive,
         },
         engines: vec![engine],
         ..Config::default()

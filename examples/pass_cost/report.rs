@@ -22,8 +22,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub enum Variant {
     /// `delay_seconds`.
     Fixed(Duration),
-    /// The adaptive what-if, with its threshold.
-    Adaptive(Duration),
+    /// `delay_seconds = "adaptive"`.
+    Adaptive,
 }
 
 impl Variant {
@@ -32,15 +32,15 @@ impl Variant {
         match self {
             Variant::Fixed(d) if *d == Duration::from_secs(1) => "delay 1 s (default)".into(),
             Variant::Fixed(d) => format!("delay {} s", d.as_secs_f64()),
-            Variant::Adaptive(t) => format!("adaptive >{} ms", t.as_millis()),
+            Variant::Adaptive => "delay \"adaptive\"".into(),
         }
     }
 
-    /// Where it goes in a table: the fixed delays, longest first, then the adaptive ones.
+    /// Where it goes in a table: the fixed delays, longest first, then the adaptive one.
     fn rank(&self) -> (u8, u128) {
         match self {
             Variant::Fixed(d) => (0, u128::MAX - d.as_millis()),
-            Variant::Adaptive(t) => (1, t.as_millis()),
+            Variant::Adaptive => (1, 0),
         }
     }
 
@@ -48,7 +48,7 @@ impl Variant {
     fn key(&self) -> String {
         match self {
             Variant::Fixed(d) => format!("delay_{}ms", d.as_millis()),
-            Variant::Adaptive(t) => format!("adaptive_{}ms", t.as_millis()),
+            Variant::Adaptive => "adaptive".into(),
         }
     }
 }
@@ -263,9 +263,7 @@ pub fn passes(runs: &[PassRun], baselines: &[Baseline], csv: &Path) -> anyhow::R
     println!(
         "(overhead: pass time minus removal calls minus pauses; pauses: the Course's, measured from the"
     );
-    println!(
-        " measurement after a removal to the next step, plus the adaptive ones the wrapper slept)"
-    );
+    println!(" measurement after a removal to the next step)");
     println!();
     println!(
         "== 2. The cordon, and dockerd as another client sees it (probe: GET /images/json every {} ms)",

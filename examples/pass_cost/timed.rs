@@ -1,7 +1,6 @@
 //! The instruments around a real [`Pass`](docker_image_cleaner::cycle::Pass): an [`Engine`]
 //! that times every call it forwards, a [`Meter`] that times every measurement, a [`Guard`] that
-//! records when it is asked to cordon and to release, all on one [`Timeline`]; and the
-//! adaptive pause, a what-if applied inside the engine wrapper (the library is unchanged).
+//! records when it is asked to cordon and to release, all on one [`Timeline`].
 //! Must not: change what a call does or returns.
 
 use std::path::{Path, PathBuf};
@@ -28,8 +27,6 @@ pub enum Kind {
     Lookup,
     /// `Meter::measure`, `filesystems` or `footprint`.
     Measure,
-    /// The adaptive pause, slept by the wrapper before an image removal.
-    Pause,
 }
 
 /// A point the guard was called at.
@@ -117,7 +114,6 @@ impl Timeline {
                                 measured_at = Some(end);
                             }
                         }
-                        Kind::Pause => b.adaptive_pauses += d,
                         Kind::Inventory => b.inventory += d,
                         Kind::Prune => b.removal_each.push(d),
                         Kind::Lookup => b.lookups += d,
@@ -147,8 +143,6 @@ pub struct Breakdown {
     /// From the measurement after a removal to the next step: the Course's `Pause` (for
     /// `delay_seconds = 0`, only the few microseconds of deciding).
     pub course_pauses: Duration,
-    /// The adaptive pauses the wrapper slept.
-    pub adaptive_pauses: Duration,
     /// Every measurement (statvfs in relative mode).
     pub measure: Duration,
     /// Every inventory.
@@ -165,28 +159,9 @@ impl Breakdown {
         self.removal_each.iter().sum()
     }
 
-    /// Every pause, the Course's and the adaptive one.
+    /// Every pause the Course made.
     pub fn pauses(&self) -> Duration {
-        self.course_pauses + self.adaptive_pauses
-    }
-}
-
-/// The adaptive pause: after an image removal slower than `threshold`, the next image removal
-/// waits as long as that one took; after a faster one, not at all. Like `delay_seconds` it only
-/// ever separates two image removals.
-#[derive(Debug)]
-pub struct Adaptive {
-    threshold: Duration,
-    pending: Mutex<Duration>,
-}
-
-impl Adaptive {
-    /// The rule with its threshold.
-    pub fn new(threshold: Duration) -> Self {
-        Adaptive {
-            threshold,
-            pending: Mutex::new(Duration::ZERO),
-        }
+        self.course_pauses
     }
 }
 
@@ -194,17 +169,12 @@ impl Adaptive {
 pub struct TimedEngine<'t, E> {
     inner: E,
     timeline: &'t Timeline,
-    adaptive: Option<Adaptive>,
 }
 
 impl<'t, E: Engine> TimedEngine<'t, E> {
-    /// `inner`, timed on `timeline`, with the adaptive pause when `adaptive` is set.
-    pub fn new(inner: E, timeline: &'t Timeline, adaptive: Option<Adaptive>) -> Self {
-        TimedEngine {
-            inner,
-            timeline,
-            adaptive,
-        }
+    /// `inner`, timed on `timeline`.
+    pub fn new(inner: E, timeline: &'t Timeline) -> Self {
+        TimedEngine { inner, timeline }
     }
 }
 
@@ -224,25 +194,9 @@ impl<E: Engine> Engine for TimedEngine<'_, E> {
     }
 
     async fn remove_image(&self, id: &str, tags: &[String]) -> Result<Removal, docker::Error> {
-        if let Some(a) = &self.adaptive {
-            let pause =
-                std::mem::take(&mut *a.pending.lock().unwrap_or_else(PoisonError::into_inner));
-            if !pause.is_zero() {
-                let start = Instant::now();
-                tokio::time::sleep(pause).await;
-                self.timeline.span(Kind::Pause, start);
-            }
-        }
         let start = Instant::now();
         let r = self.inner.remove_image(id, tags).await;
-        let took = self.timeline.span(Kind::Removal, start);
-        if let Some(a) = &self.adaptive {
-            *a.pending.lock().unwrap_or_else(PoisonError::into_inner) = if took > a.threshold {
-                took
-            } else {
-                Duration::ZERO
-            };
-        }
+        self.timeline.span(Kind::Removal, start);
         r
     }
 

@@ -107,8 +107,11 @@ impl Ours {
         loop {
             action = match action {
                 Action::Run(i) => {
+                    let started = w.now;
                     let result = self.step(w, &plan.steps[i]);
-                    course.next(Input::Ran(result))
+                    // The simulated removal's time, for an adaptive delay.
+                    let took = u64::try_from(w.now - started).unwrap_or(0);
+                    course.next(Input::Ran(result, Duration::from_millis(took)))
                 }
                 Action::Skip(..) => course.next(Input::Skipped),
                 Action::Measure => {

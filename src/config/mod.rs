@@ -35,8 +35,8 @@ pub use env::{CONFIG_ENV, Env};
 pub use file::MAX_FILE_BYTES;
 pub use load::{DEFAULT_PATH, Flags, Loaded, Source, load};
 pub use types::{
-    CordonMode, EngineConfig, Floor, KeepLabel, LogLevel, OnCordonFailure, Strategy, ThresholdType,
-    Watermarks,
+    CordonMode, Delay, EngineConfig, Floor, KeepLabel, LogLevel, OnCordonFailure, Strategy,
+    ThresholdType, Watermarks,
 };
 pub use units::{MAX_DURATION, MAX_DURATION_SECS, SizeError, parse_size};
 
@@ -67,8 +67,9 @@ pub struct Config {
     pub paths: Vec<PathBuf>,
     /// Time between two passes: at least [`MIN_INTERVAL`] (never zero), below [`MAX_DURATION`].
     pub interval: Duration,
-    /// Pause between two image removals: zero or more, below [`MAX_DURATION`].
-    pub delay: Duration,
+    /// Pause between two image removals: fixed (zero or more, below [`MAX_DURATION`]) or
+    /// adaptive.
+    pub delay: Delay,
     /// When to start and stop cleaning.
     pub watermarks: Watermarks,
     /// Timeout of every Docker request: at least [`MIN_TIMEOUT`], below [`MAX_DURATION`].
@@ -171,7 +172,7 @@ impl Default for Config {
             node_name: None,
             paths: vec![PathBuf::from("/var/lib/docker")],
             interval: Duration::from_secs(300),
-            delay: Duration::from_secs(1),
+            delay: Delay::Fixed(Duration::from_secs(1)),
             watermarks: Watermarks::Relative {
                 high_pct: DEFAULT_HIGH_PCT,
                 low_pct: DEFAULT_HIGH_PCT - DEFAULT_BAND_PCT,

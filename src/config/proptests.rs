@@ -16,7 +16,7 @@ use proptest::test_runner::TestCaseError;
 use super::env::{CONFIG_ENV, env_var};
 use super::raw::Raw;
 use super::{
-    Config, Env, Error, Flags, Loaded, MAX_DURATION, MIN_ABSOLUTE_HIGH_BYTES, Watermarks,
+    Config, Delay, Env, Error, Flags, Loaded, MAX_DURATION, MIN_ABSOLUTE_HIGH_BYTES, Watermarks,
     check_docker_host, check_node_name, load,
 };
 
@@ -42,7 +42,13 @@ fn invariants(c: &Config) -> Result<(), String> {
     }
     for (name, d) in [
         ("interval", c.interval),
-        ("delay", c.delay),
+        (
+            "delay",
+            match c.delay {
+                Delay::Fixed(d) => d,
+                Delay::Adaptive => Duration::ZERO,
+            },
+        ),
         ("timeout", c.timeout),
         ("min_age", c.min_age),
         ("container_min_age", c.container_min_age),

@@ -44,7 +44,7 @@ raw_config! {
     node_name: String,
     path_to_check: StringList,
     interval_seconds: Seconds,
-    delay_seconds: Seconds,
+    delay_seconds: RawDelay,
     threshold_type: ThresholdType,
     threshold_high: Quantity,
     threshold_low: Quantity,
@@ -115,6 +115,47 @@ impl<'de> Deserialize<'de> for Seconds {
                     return Err(E::invalid_value(de::Unexpected::Float(v), &self));
                 }
                 Ok(Seconds::Fraction(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `delay_seconds` as written: a number of seconds, or the string `"adaptive"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RawDelay {
+    Seconds(Seconds),
+    Adaptive,
+}
+
+impl<'de> Deserialize<'de> for RawDelay {
+    /// A number is read as [`Seconds`] are; the only string accepted is `adaptive`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawDelay;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative number of seconds or \"adaptive\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDelay, E> {
+                u64::try_from(v)
+                    .map(|n| RawDelay::Seconds(Seconds::Whole(n)))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDelay, E> {
+                Ok(RawDelay::Seconds(Seconds::Whole(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDelay, E> {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(E::invalid_value(de::Unexpected::Float(v), &self));
+                }
+                Ok(RawDelay::Seconds(Seconds::Fraction(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDelay, E> {
+                match v {
+                    "adaptive" => Ok(RawDelay::Adaptive),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
             }
         }
         d.deserialize_any(V)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::raw::Raw;
-use super::{Config, Floor, Watermarks};
+use super::{Config, Delay, Floor, Watermarks};
 
 /// The configuration as `(key, TOML value)` pairs, in the order of the keys.
 pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
@@ -52,7 +52,13 @@ pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
             list(c.paths.iter().map(|p| p.display().to_string()).collect()),
         ),
         ("interval_seconds", secs(c.interval)),
-        ("delay_seconds", secs(c.delay)),
+        (
+            "delay_seconds",
+            match c.delay {
+                Delay::Fixed(d) => secs(d),
+                Delay::Adaptive => string("adaptive"),
+            },
+        ),
         ("threshold_type", string(kind)),
         ("threshold_high", high),
         ("threshold_low", low),

@@ -96,7 +96,7 @@ fn original_environment_settings_keep_their_meaning() {
     assert_eq!(c.node_name.as_deref(), Some("node-7"));
     assert_eq!(c.paths.len(), 2);
     assert_eq!(c.interval, Duration::from_secs(60));
-    assert_eq!(c.delay, Duration::from_millis(500));
+    assert_eq!(c.delay, Delay::Fixed(Duration::from_millis(500)));
     assert_eq!(c.timeout, Duration::from_secs(30));
     assert_eq!(
         c.watermarks,
@@ -179,6 +179,84 @@ fn sizes_percentages_and_lists() {
         l.config.docker_host.as_deref(),
         Some("tcp://127.0.0.1:2375")
     );
+}
+
+/// A file's text, the environment, the delay wanted and how `check-config` shows it.
+type DelayCase<'a> = (&'a str, &'a [(&'a str, &'a str)], Delay, &'a str);
+
+#[test]
+fn delay_is_seconds_or_adaptive_from_file_and_environment_and_rendered_back() {
+    const VAR: &str = "DOCKER_IMAGE_CLEANER_DELAY_SECONDS";
+    let cases: &[DelayCase] = &[
+        ("", &[], Delay::Fixed(Duration::from_secs(1)), "1"),
+        (
+            "delay_seconds = 0\n",
+            &[],
+            Delay::Fixed(Duration::ZERO),
+            "0",
+        ),
+        (
+            "delay_seconds = 2.5\n",
+            &[],
+            Delay::Fixed(Duration::from_millis(2500)),
+            "2.5",
+        ),
+        (
+            "delay_seconds = \"adaptive\"\n",
+            &[],
+            Delay::Adaptive,
+            "\"adaptive\"",
+        ),
+        ("", &[(VAR, "adaptive")], Delay::Adaptive, "\"adaptive\""),
+        (
+            "delay_seconds = \"adaptive\"\n",
+            &[(VAR, " 3 ")],
+            Delay::Fixed(Duration::from_secs(3)),
+            "3",
+        ),
+    ];
+    for (text, vars, want, rendered) in cases {
+        let l = load_text(text, vars).unwrap();
+        assert_eq!(l.config.delay, *want, "{text:?} {vars:?}");
+        let line = format!("delay_seconds = {rendered}");
+        assert!(
+            l.render().lines().any(|l| l.starts_with(&line)),
+            "{line}: {}",
+            l.render()
+        );
+        // What check-config prints loads back to the same delay.
+        let again = load_text(&format!("{line}\n"), &[]).unwrap();
+        assert_eq!(again.config.delay, *want, "{line}");
+    }
+    for (text, vars, wanted) in [
+        (
+            "delay_seconds = \"fast\"\n",
+            &[][..],
+            &["delay_seconds", "line 1, column 17", "\"adaptive\""][..],
+        ),
+        (
+            "delay_seconds = -1\n",
+            &[],
+            &["delay_seconds", "line 1", "\"adaptive\""],
+        ),
+        (
+            "delay_seconds = true\n",
+            &[],
+            &["delay_seconds", "\"adaptive\""],
+        ),
+        (
+            "",
+            &[(VAR, "Adaptive")],
+            &[VAR, "\"Adaptive\"", "\"adaptive\""],
+        ),
+        ("", &[(VAR, "-0.5")], &[VAR, "-0.5"]),
+        ("", &[(VAR, "1e300")], &[VAR, "10 years"]),
+    ] {
+        let e = error_text(text, vars);
+        for w in wanted {
+            assert!(e.contains(w), "{text:?} {vars:?}: error lacks {w:?}: {e}");
+        }
+    }
 }
 
 #[test]
@@ -338,7 +416,6 @@ fn durations_have_ranges_and_integers_stay_exact() {
             |c| c.interval,
             Duration::from_secs(315_359_999),
         ),
-        ("delay_seconds = 0\n", |c| c.delay, Duration::ZERO),
         ("min_age_seconds = 0\n", |c| c.min_age, Duration::ZERO),
         (
             "container_min_age_seconds = 0.0\n",
@@ -509,7 +586,7 @@ fn environment_values_are_values_never_toml_text() {
     let keep: Vec<&str> = c.keep.iter().map(Regex::as_str).collect();
     assert_eq!(keep, ["^a", "^b", "[a-z]+"]);
     assert_eq!(c.paths, [Path::new("/a"), Path::new("/b")]);
-    assert_eq!(c.delay, Duration::from_millis(500));
+    assert_eq!(c.delay, Delay::Fixed(Duration::from_millis(500)));
     assert_eq!(c.node_name.as_deref(), Some("123"));
     assert_eq!(c.min_age, Duration::from_secs(7200));
     let text = l.render();

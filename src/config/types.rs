@@ -7,8 +7,46 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+/// The pause between two image removals (`delay_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delay {
+    /// The same pause after every image removal (the original's setting; zero: none).
+    Fixed(Duration),
+    /// `"adaptive"`: no pause after a removal Docker answered within [`Delay::ADAPTIVE_QUICK`];
+    /// after a slower one, a pause as long as that removal took, at most
+    /// [`Delay::ADAPTIVE_MAX`]. Docker then spends at most about half its time on our removals
+    /// when it is slow, and the node is not held cordoned for pauses when it is fast.
+    Adaptive,
+}
+
+impl Delay {
+    /// A removal answered within this is followed by no pause under [`Delay::Adaptive`].
+    pub const ADAPTIVE_QUICK: Duration = Duration::from_millis(250);
+    /// The longest pause [`Delay::Adaptive`] makes, however slow the removal was.
+    pub const ADAPTIVE_MAX: Duration = Duration::from_secs(10);
+
+    /// The pause after an image removal that took `took`.
+    pub fn after(self, took: Duration) -> Duration {
+        match self {
+            Delay::Fixed(d) => d,
+            Delay::Adaptive if took < Self::ADAPTIVE_QUICK => Duration::ZERO,
+            Delay::Adaptive => took.min(Self::ADAPTIVE_MAX),
+        }
+    }
+}
+
+impl fmt::Display for Delay {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Delay::Fixed(d) => write!(f, "{} s", d.as_secs_f64()),
+            Delay::Adaptive => f.write_str("adaptive"),
+        }
+    }
+}
 
 /// How usage is measured and compared with the watermarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

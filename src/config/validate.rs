@@ -18,9 +18,9 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::checks::{check_docker_host, check_node_name};
-use super::raw::{Raw, StringList};
+use super::raw::{Raw, RawDelay, StringList};
 use super::units::{self, Min, Seconds};
-use super::{Config, Error, KeepLabel, MIN_INTERVAL, MIN_TIMEOUT};
+use super::{Config, Delay, Error, KeepLabel, MIN_INTERVAL, MIN_TIMEOUT};
 use engines::TopLevel;
 
 /// How a rule reports a bad value: the key, the value as written, why.
@@ -58,12 +58,14 @@ pub(crate) fn validate(
         d.interval,
         Min::AtLeast(MIN_INTERVAL),
     )?;
-    let delay = duration(
-        "delay_seconds",
-        raw.delay_seconds,
-        d.delay,
-        Min::AtLeast(Duration::ZERO),
-    )?;
+    let delay = match raw.delay_seconds {
+        None => d.delay,
+        Some(RawDelay::Adaptive) => Delay::Adaptive,
+        Some(RawDelay::Seconds(s)) => Delay::Fixed(
+            units::duration(s, Min::AtLeast(Duration::ZERO))
+                .map_err(|m| invalid("delay_seconds", s.to_string(), m))?,
+        ),
+    };
     let timeout = duration(
         "timeout_seconds",
         raw.timeout_seconds,

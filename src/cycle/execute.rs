@@ -45,8 +45,9 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
                     let step = &plan.steps[i];
                     self.progress
                         .update(&format!("cleaning: step {} of {total}: {step}", i + 1));
+                    let started = tokio::time::Instant::now();
                     let result = self.step(step, tallies.of(step.engine())).await?;
-                    course.next(Input::Ran(result))
+                    course.next(Input::Ran(result, started.elapsed()))
                 }
                 Action::Skip(i, why) => {
                     let step = &plan.steps[i];

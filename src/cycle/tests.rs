@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::config::{EngineConfig, Floor};
+use crate::config::{Delay, EngineConfig, Floor};
 use crate::docker::fake::{Answer, Call, FakeEngine};
 use crate::docker::{Container, Image};
 use crate::lastuse::LastUse;
@@ -193,7 +193,7 @@ fn config() -> Config {
             high_pct: 85.0,
             low_pct: 65.0,
         },
-        delay: Duration::ZERO,
+        delay: Delay::Fixed(Duration::ZERO),
         strategy: crate::config::Strategy::Lru,
         min_age: Duration::from_secs(3600),
         ..Config::default()
@@ -393,7 +393,7 @@ async fn the_delay_separates_image_removals_only() {
     let guard = Recorder::new(PassStart::Proceed);
     let token = CancellationToken::new();
     let config = Config {
-        delay: Duration::from_secs(7),
+        delay: Delay::Fixed(Duration::from_secs(7)),
         ..config()
     };
     let started = tokio::time::Instant::now();
@@ -404,6 +404,35 @@ async fn the_delay_separates_image_removals_only() {
     assert_eq!(report.removed_containers, 1);
     assert_eq!(removed(&engine), vec!["a", "b", "c", "d"]);
     assert_eq!(started.elapsed(), Duration::from_secs(21));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_delay_follows_how_long_docker_takes_to_remove() {
+    // The pass's time with `delay`, when every Docker call takes `latency`.
+    async fn time(delay: Delay, latency: Duration) -> Duration {
+        let (engine, mut last_use) = four_images();
+        let engine = engine.with_latency(latency);
+        let disk = Disk::new(&engine, 59);
+        let guard = Recorder::new(PassStart::Proceed);
+        let token = CancellationToken::new();
+        let config = Config { delay, ..config() };
+        let started = tokio::time::Instant::now();
+        pass(&config, &engine, &disk, &mut last_use, &guard, &token)
+            .await
+            .unwrap();
+        assert_eq!(removed(&engine), vec!["a", "b", "c", "d"]);
+        started.elapsed()
+    }
+    let none = Delay::Fixed(Duration::ZERO);
+    // Docker answers fast: no pause at all.
+    let fast = Duration::from_millis(100);
+    assert_eq!(time(Delay::Adaptive, fast).await, time(none, fast).await);
+    // Docker is slow: after each of the first three removals, a pause as long as it took.
+    let slow = Duration::from_millis(400);
+    assert_eq!(
+        time(Delay::Adaptive, slow).await,
+        time(none, slow).await + 3 * slow
+    );
 }
 
 #[tokio::test(start_paused = true)]

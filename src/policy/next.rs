@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::{FloorState, Outcome, Plan, Reason, Step, above_high, below_low};
-use crate::config::{Config, Strategy, Watermarks};
+use crate::config::{Config, Delay, Strategy, Watermarks};
 use crate::usage::Measurement;
 
 /// One engine as the course sees it.
@@ -56,8 +56,8 @@ pub enum Action {
 pub enum Input<'a> {
     /// The pass begins.
     Start,
-    /// The step ran.
-    Ran(StepResult),
+    /// The step ran, and took this long (an adaptive delay follows Docker's latency).
+    Ran(StepResult, Duration),
     /// The step was left out.
     Skipped,
     /// A measurement was taken.
@@ -126,7 +126,11 @@ pub struct Course<'p> {
     low_reached: bool,
     strategy: Strategy,
     watermarks: Watermarks,
-    delay: Duration,
+    delay: Delay,
+    /// How long the last step took to run.
+    took: Duration,
+    /// The pause in progress, as [`Delay::after`] made it.
+    pause: Duration,
     /// Absolute mode: the trees' bytes as of the last walk minus the reported sizes removed.
     estimate_bytes: u64,
     dangling_pruned: usize,
@@ -164,6 +168,8 @@ impl<'p> Course<'p> {
             strategy: config.strategy,
             watermarks: config.watermarks,
             delay: config.delay,
+            took: Duration::ZERO,
+            pause: Duration::ZERO,
             estimate_bytes: match before {
                 Measurement::Absolute(t) => t.bytes,
                 Measurement::Relative(_) => 0,
@@ -192,7 +198,10 @@ impl<'p> Course<'p> {
                     Phase::Skipping(i, Why::DanglingSufficed)
                 }
             }
-            (Phase::Running(i), Input::Ran(result)) => self.after(i, result),
+            (Phase::Running(i), Input::Ran(result, took)) => {
+                self.took = took;
+                self.after(i, result)
+            }
             (Phase::Skipping(i, _), Input::Skipped) => self.before(i + 1),
             (Phase::Checking(i), Input::Measured(m)) => {
                 if let Measurement::Absolute(t) = m {
@@ -234,7 +243,7 @@ impl<'p> Course<'p> {
             Phase::PruneAllCheck(_) | Phase::Checking(_) | Phase::Final => Action::Measure,
             Phase::Running(i) => Action::Run(i),
             Phase::Skipping(i, why) => Action::Skip(i, why),
-            Phase::Pausing(_) => Action::Pause(self.delay),
+            Phase::Pausing(_) => Action::Pause(self.pause),
             Phase::Done(o) => Action::Stop(o),
         }
     }
@@ -386,11 +395,14 @@ impl<'p> Course<'p> {
         }
     }
 
-    /// The delay separates two image removals, nothing else.
+    /// The delay separates two image removals, nothing else; an adaptive one follows how long
+    /// the removal before it took.
     fn pause_or_next(&mut self, i: usize) -> Phase {
         let this_is_image = matches!(self.plan.steps.get(i), Some(Step::RemoveImage { .. }));
         let next_is_image = matches!(self.plan.steps.get(i + 1), Some(Step::RemoveImage { .. }));
-        if this_is_image && next_is_image && !self.delay.is_zero() {
+        let pause = self.delay.after(self.took);
+        if this_is_image && next_is_image && !pause.is_zero() {
+            self.pause = pause;
             Phase::Pausing(i)
         } else {
             self.before(i + 1)

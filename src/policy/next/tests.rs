@@ -37,6 +37,9 @@ fn plan(steps: Vec<Step>) -> Plan {
     }
 }
 
+/// How long a removal takes in these tables: Docker answering fast.
+const QUICK: Duration = Duration::from_millis(20);
+
 /// A filesystem `pct` percent full.
 fn fs(pct: u64) -> Measurement {
     Measurement::Relative(vec![FsUsage::from_counts(
@@ -60,7 +63,7 @@ fn tree(mib: u64) -> Measurement {
 /// Watermarks 80/60 and strategy lru, the values these tables were written for.
 fn relative(delay_ms: u64) -> Config {
     Config {
-        delay: Duration::from_millis(delay_ms),
+        delay: Delay::Fixed(Duration::from_millis(delay_ms)),
         watermarks: Watermarks::Relative {
             high_pct: 80.0,
             low_pct: 60.0,
@@ -99,11 +102,11 @@ fn relative_mode_measures_after_each_removal_and_stops_below_low() {
         &high,
         &[
             Start,
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&high),
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&mid),
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&low),
         ],
     );
@@ -129,9 +132,83 @@ fn early_stop_leaves_the_rest_of_the_plan() {
         &p,
         &relative(0),
         &fs(90),
-        &[Start, Ran(Removed), Measured(&low)],
+        &[Start, Ran(Removed, QUICK), Measured(&low)],
     );
     assert_eq!(got, vec![Run(0), Measure, Stop(Outcome::ReachedLow)]);
+}
+
+#[test]
+fn an_adaptive_delay_pauses_only_after_slow_removals_and_as_long_as_they_took() {
+    let p = plan(vec![
+        image("a", 1),
+        image("b", 1),
+        image("c", 1),
+        image("d", 1),
+        image("e", 1),
+    ]);
+    let config = Config {
+        delay: Delay::Adaptive,
+        ..relative(0)
+    };
+    let high = fs(90);
+    let slow = Duration::from_millis(400);
+    let got = run(
+        &p,
+        &config,
+        &high,
+        &[
+            Start,
+            // Fast: straight on to the next removal.
+            Ran(Removed, QUICK),
+            Measured(&high),
+            // Just under the threshold: still no pause.
+            Ran(Removed, Delay::ADAPTIVE_QUICK - Duration::from_millis(1)),
+            Measured(&high),
+            // Slow: a pause as long as the removal took.
+            Ran(Removed, slow),
+            Measured(&high),
+            Paused,
+            // Very slow: the pause is capped.
+            Ran(Removed, Duration::from_secs(60)),
+            Measured(&high),
+            Paused,
+            // The last image: nothing follows it to pause for.
+            Ran(Removed, slow),
+            Measured(&high),
+            Measured(&high),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Run(0),
+            Measure,
+            Run(1),
+            Measure,
+            Run(2),
+            Measure,
+            Pause(slow),
+            Run(3),
+            Measure,
+            Pause(Delay::ADAPTIVE_MAX),
+            Run(4),
+            Measure,
+            Measure,
+            Stop(Outcome::Exhausted)
+        ]
+    );
+    // A fixed delay ignores how long the removal took.
+    let fixed = run(
+        &p,
+        &relative(1000),
+        &high,
+        &[
+            Start,
+            Ran(Removed, Duration::from_secs(60)),
+            Measured(&high),
+        ],
+    );
+    assert_eq!(fixed[2], Pause(Duration::from_secs(1)));
 }
 
 #[test]
@@ -145,12 +222,12 @@ fn the_delay_separates_image_removals_only() {
         &high,
         &[
             Start,
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&high),
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&high),
             Paused,
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&high),
             Measured(&high),
         ],
@@ -179,7 +256,12 @@ fn a_refused_removal_is_neither_measured_nor_followed_by_a_pause() {
         &p,
         &relative(1000),
         &high,
-        &[Start, Ran(NotRemoved), Ran(NotRemoved), Measured(&high)],
+        &[
+            Start,
+            Ran(NotRemoved, QUICK),
+            Ran(NotRemoved, QUICK),
+            Measured(&high),
+        ],
     );
     assert_eq!(got, vec![Run(0), Run(1), Measure, Stop(Outcome::Exhausted)]);
 }
@@ -205,7 +287,7 @@ fn absolute_mode_walks_only_when_the_estimate_says_enough() {
             high_bytes: 100 << 20,
             low_bytes: 80 << 20,
         },
-        delay: Duration::ZERO,
+        delay: Delay::Fixed(Duration::ZERO),
         ..Config::default()
     };
     // 100 MiB used, low at 80: after a, 90 by the estimate (no walk); after b, 75 (walk). The walk
@@ -218,10 +300,10 @@ fn absolute_mode_walks_only_when_the_estimate_says_enough() {
         &tree(100),
         &[
             Start,
-            Ran(Removed),
-            Ran(Removed),
+            Ran(Removed, QUICK),
+            Ran(Removed, QUICK),
             Measured(&walked_85),
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&walked_70),
         ],
     );
@@ -259,8 +341,8 @@ fn prune_strategy_never_stops_early_and_skips_prune_all_when_dangling_sufficed()
             &high,
             &[
                 Start,
-                Ran(Removed),
-                Ran(PrunedDangling(2)),
+                Ran(Removed, QUICK),
+                Ran(PrunedDangling(2), QUICK),
                 Measured(&low),
                 Skipped,
                 Measured(&low)
@@ -283,10 +365,10 @@ fn prune_strategy_never_stops_early_and_skips_prune_all_when_dangling_sufficed()
             &high,
             &[
                 Start,
-                Ran(Removed),
-                Ran(PrunedDangling(2)),
+                Ran(Removed, QUICK),
+                Ran(PrunedDangling(2), QUICK),
                 Measured(&high),
-                Ran(Removed),
+                Ran(Removed, QUICK),
                 Measured(&high)
             ]
         ),
@@ -307,9 +389,9 @@ fn prune_strategy_never_stops_early_and_skips_prune_all_when_dangling_sufficed()
             &high,
             &[
                 Start,
-                Ran(Removed),
-                Ran(PrunedDangling(0)),
-                Ran(Removed),
+                Ran(Removed, QUICK),
+                Ran(PrunedDangling(0), QUICK),
+                Ran(Removed, QUICK),
                 Measured(&high)
             ]
         ),
@@ -326,7 +408,7 @@ fn an_input_out_of_order_ends_the_course() {
             &p,
             &relative(0),
             &high,
-            &[Start, Measured(&high), Ran(Removed)]
+            &[Start, Measured(&high), Ran(Removed, QUICK)]
         ),
         vec![
             Run(0),
@@ -343,7 +425,7 @@ fn steps_begun_counts_what_the_pass_reached() {
     let mut course = Course::new(&p, &relative(0), &high, &[default()]);
     assert_eq!(course.steps_begun(), 0);
     course.next(Start);
-    course.next(Ran(Removed));
+    course.next(Ran(Removed, QUICK));
     course.next(Measured(&low));
     assert_eq!(course.steps_begun(), 1);
 }
@@ -395,10 +477,10 @@ fn an_engine_at_its_floor_keeps_its_remaining_images() {
     let mut course = Course::new(&p, &relative(0), &m90, &engines);
     let got = vec![
         course.next(Start),
-        course.next(Ran(Removed)),
+        course.next(Ran(Removed, QUICK)),
         course.next(Measured(&m80)),
         course.next(Skipped),
-        course.next(Ran(Removed)),
+        course.next(Ran(Removed, QUICK)),
         course.next(Measured(&m70)),
         course.next(Skipped),
         course.next(Measured(&m70)),
@@ -451,7 +533,7 @@ fn an_engine_whose_filesystems_are_below_low_is_left_out() {
             &p,
             &engines,
             &before,
-            &[Start, Skipped, Ran(Removed), Measured(&after)]
+            &[Start, Skipped, Ran(Removed, QUICK), Measured(&after)]
         ),
         vec![
             Skip(0, Why::NotNeeded),
@@ -515,10 +597,10 @@ fn below_low_the_rest_of_the_aged_removals_still_run_unmeasured() {
         &fs(90),
         &[
             Start,
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&low),
             Skipped,
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Measured(&low),
         ],
     );
@@ -546,9 +628,9 @@ fn a_plan_below_high_runs_whole_without_measuring_between() {
         &below,
         &[
             Start,
-            Ran(Removed),
+            Ran(Removed, QUICK),
             Paused,
-            Ran(NotRemoved),
+            Ran(NotRemoved, QUICK),
             Measured(&below),
         ],
     );
@@ -574,8 +656,8 @@ fn a_build_cache_prune_is_measured_only_when_it_reclaimed_something() {
         &high,
         &[
             Start,
-            Ran(Reclaimed(0)),
-            Ran(Reclaimed(5 << 20)),
+            Ran(Reclaimed(0), QUICK),
+            Ran(Reclaimed(5 << 20), QUICK),
             Measured(&low),
         ],
     );

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use docker_image_cleaner::config::{Config, OnCordonFailure, Watermarks};
+use docker_image_cleaner::config::{Config, Delay, OnCordonFailure, Watermarks};
 use docker_image_cleaner::cycle::{Member, Pass, Quiet};
 use docker_image_cleaner::docker::Image;
 use docker_image_cleaner::docker::fake::{Call, FakeEngine};
@@ -117,7 +117,7 @@ fn node_config(fake: &FakeKube, name: &str, slots: u32) -> Config {
             low_pct: 65.0,
         },
         critical_pct: 99.0,
-        delay: Duration::ZERO,
+        delay: Delay::Fixed(Duration::ZERO),
         min_age: Duration::ZERO,
         interval: Duration::from_secs(60),
         // A pass whose Kubernetes calls fail (an API server overloaded by the whole fleet)
