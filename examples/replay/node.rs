@@ -58,6 +58,9 @@ pub struct Stats {
     pub lost: u64,
     /// Bytes the lost uses' pulls would have written (another node pulls them).
     pub lost_bytes: u64,
+    /// Bytes failed pulls downloaded before the disk ran out, then threw away: each attempt
+    /// writes what room there is (at most what it lacks) and fails.
+    pub wasted_bytes: u64,
     /// Uses that waited for a pull the disk had no room for, and were served.
     pub waited: u64,
     /// Milliseconds those uses waited, in all.
@@ -77,9 +80,10 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// What the policy cost in pulls: bytes pulled again, plus the pulls of lost uses.
+    /// What the policy cost in pulls: bytes pulled again, the pulls of lost uses, and what
+    /// failed pulls downloaded in vain.
     pub fn repulled(&self) -> u64 {
-        self.again_bytes + self.lost_bytes
+        self.again_bytes + self.lost_bytes + self.wasted_bytes
     }
 }
 

@@ -180,7 +180,8 @@ pub fn table(runs: &[Run], order: &[&str], about: &BTreeMap<&str, &str>) -> Stri
     }
     out.push_str(
         "\nre-pulled: bytes of layers pulled that had been on the node before, plus the pulls of lost\n\
-         uses (another node pulls them). cold: first pulls on this node. xBelady: re-pulled over the\n\
+         uses (another node pulls them), plus what failed pulls downloaded before the disk ran out.\n\
+         cold: first pulls on this node. xBelady: re-pulled over the\n\
          offline optimum's. cleanings: passes that removed an image. cordons: passes that cordoned\n\
          (ours and the original). cordon s: seconds cordoned (ours, the original) or spent removing\n\
          (the others). full: pull attempts that found the disk full (the pod retries with back-off).\n\
@@ -248,7 +249,7 @@ pub fn csv(runs: &[Run], path: &Path) -> std::io::Result<()> {
     writeln!(
         f,
         "shape,seed,group,policy,strategy,high_pct,low_pct,min_age_s,react,sizes,capacity_bytes,\
-         uses,hits,hit_rate,pulls,cold_bytes,again_bytes,full_pulls,lost_uses,lost_bytes,waited_uses,\
+         uses,hits,hit_rate,pulls,cold_bytes,again_bytes,full_pulls,lost_uses,lost_bytes,wasted_bytes,waited_uses,\
          wait_s,checks,cleanings,cordons,busy_s,removed_images,peak_pct"
     )?;
     for r in runs {
@@ -256,7 +257,7 @@ pub fn csv(runs: &[Run], path: &Path) -> std::io::Result<()> {
         let c = &r.settings;
         writeln!(
             f,
-            "{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{},{},{},{:.1},{},{},{},{:.1},{},{:.2}",
+            "{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{},{},{},{},{:.1},{},{},{},{:.1},{},{:.2}",
             r.shape,
             r.seed,
             r.group,
@@ -277,6 +278,7 @@ pub fn csv(runs: &[Run], path: &Path) -> std::io::Result<()> {
             s.full,
             s.lost,
             s.lost_bytes,
+            s.wasted_bytes,
             s.waited,
             s.wait_ms as f64 / 1000.0,
             s.checks,

@@ -7,7 +7,9 @@
 //! kubelet's image pull back-off (10 s, doubling, at most 5 min) for up to ten minutes (a
 //! spawner's patience); then the use is lost: the user launches again and lands on another node,
 //! which pulls the image there. So a lost use is charged the bytes its pull would have written
-//! (`lost_bytes`): a policy that lets pulls fail must not look cheap for it. (Retrying forever
+//! (`lost_bytes`): a policy that lets pulls fail must not look cheap for it. Nor are the failed
+//! attempts free: each downloads what there is room for (at most what the image lacks) before
+//! the disk runs out, and throws it away (`wasted_bytes`). (Retrying forever
 //! instead would let a stalled node batch hours of waiting uses into one pull.) Pulls take no
 //! time: they only move bytes.
 
@@ -195,8 +197,10 @@ impl<'t> World<'t> {
                 self.evict_for(u.image);
                 pulled = self.node.pull(u.image, self.now);
             }
-            if pulled.is_err() {
+            if let Err(missing) = pulled {
                 self.node.stats.full += 1;
+                let room = self.node.capacity().saturating_sub(self.node.used());
+                self.node.stats.wasted_bytes += room.min(missing);
                 let backoff = (BACKOFF_START_MS << attempt.min(10)).min(BACKOFF_MAX_MS);
                 if self.now + backoff - first_ms > GIVE_UP_MS {
                     self.node.stats.lost += 1;
@@ -307,7 +311,9 @@ mod tests {
         assert_eq!(n.stats.lost_bytes, 600 * MIB);
         // Attempts at 0, 10, 30, 70, 150, 310 s; the next (at 610 s) would be past ten minutes.
         assert_eq!(n.stats.full, 6);
-        assert_eq!(n.stats.repulled(), 600 * MIB);
+        // Each attempt downloads the 400 MiB there is room for, then fails.
+        assert_eq!(n.stats.wasted_bytes, 6 * 400 * MIB);
+        assert_eq!(n.stats.repulled(), 600 * MIB + 6 * 400 * MIB);
     }
 
     #[test]
