@@ -166,7 +166,7 @@ docker_host = "unix://$work/docker.sock"
 state_dir = "$work/state"
 threshold_high = $HIGH
 threshold_low = $LOW
-# On a node, images used in the last hour are kept (the default, 3600); the demo's are seconds old.
+# On a node, images used in the last two minutes are kept (the default, 120); the demo's are seconds old.
 min_age_seconds = 0
 # Never remove the pause image, whatever its last use.
 keep = ["^demo/pause:"]
