@@ -7,12 +7,15 @@
 //! - `remove`: the all-or-nothing image removal (untag, remove, put the tags back) and Podman's
 //!   prune one image at a time;
 //! - `events`: the event stream and which events mean "used", with Podman's quirks;
-//! - `cache`: the build cache's `/system/df` and `/build/prune`, through bollard's request hooks.
+//! - `cache`: the build cache's `/system/df` and `/build/prune`, through bollard's request hooks;
+//! - `images`: the image list, read as text and parsed leniently (bollard's model refuses an
+//!   answer that leaves out a field it requires).
 //!
 //! None of them decides what to delete.
 
 mod cache;
 mod events;
+mod images;
 mod remove;
 
 use std::collections::HashMap;
@@ -22,13 +25,13 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerSummaryStateEnum;
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, PruneContainersOptionsBuilder,
-    PruneImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, PruneContainersOptionsBuilder, PruneImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
-use bollard::{API_DEFAULT_VERSION, Docker};
+use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
 use futures_util::Stream;
 
-use super::{BuildCache, Container, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent};
+use super::{BuildCache, Container, Engine, Error, Inventory, Pruned, Removal, UseEvent};
 
 /// The Docker Engine (or a compatible one, such as `podman system service`) over its HTTP API.
 #[derive(Debug, Clone)]
@@ -80,6 +83,22 @@ impl DockerEngine {
     /// True for Podman's Docker-compatible service.
     pub fn is_podman(&self) -> bool {
         self.podman
+    }
+
+    /// The body of `GET path_and_query` as text, for an answer bollard's models would drop or
+    /// refuse. bollard 0.21 has no raw request; `ping` is the one call that returns its body as
+    /// text, so its request goes out with the path rewritten, still through bollard's
+    /// transport, timeout and error mapping.
+    async fn get_text(&self, op: &str, path_and_query: &'static str) -> Result<String, Error> {
+        let docker = self.docker.clone().with_request_modifier(move |req| {
+            rewrite_uri(req, |uri| {
+                let (path, _) = uri.split_once('?').unwrap_or((uri, ""));
+                // Keeps whatever bollard puts before the path (a version prefix in 0.22).
+                path.strip_suffix("/_ping")
+                    .map(|base| format!("{base}{path_and_query}"))
+            })
+        });
+        self.call(op, docker.ping()).await
     }
 
     /// Runs one request under the timeout (bollard's covers only the response headers).
@@ -147,6 +166,16 @@ fn tags(repo_tags: Option<Vec<String>>) -> Vec<String> {
         .collect()
 }
 
+/// Replaces the URI of `req` by what `f` makes of it, when it makes something that parses;
+/// otherwise the request goes out as it was.
+fn rewrite_uri(mut req: BollardRequest, f: impl Fn(&str) -> Option<String>) -> BollardRequest {
+    let uri = req.uri().to_string();
+    if let Some(Ok(new)) = f(&uri).map(|u| u.parse()) {
+        *req.uri_mut() = new;
+    }
+    req
+}
+
 /// Maps 404 and 409 to what they mean for a removal.
 fn removal(result: Result<(), Error>) -> Result<Removal, Error> {
     match result {
@@ -169,24 +198,7 @@ fn rfc3339_secs(s: &str) -> Option<i64> {
 
 impl Engine for DockerEngine {
     async fn inventory(&self, finished_times: bool) -> Result<Inventory, Error> {
-        let summaries = self
-            .call(
-                "list images",
-                self.docker
-                    .list_images(Some(ListImagesOptionsBuilder::default().all(false).build())),
-            )
-            .await?;
-        let images = summaries
-            .into_iter()
-            .map(|s| Image {
-                id: s.id,
-                parent_id: Some(s.parent_id).filter(|p| !p.is_empty()),
-                tags: tags(Some(s.repo_tags)),
-                created: s.created,
-                size_bytes: u64::try_from(s.size).unwrap_or(0),
-                labels: s.labels.into_iter().collect(),
-            })
-            .collect();
+        let images = self.list_images().await?;
 
         // `containers` in the image list is -1 (crates.md G2): "in use" comes from here.
         let list = self

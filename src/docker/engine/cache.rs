@@ -17,12 +17,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::BollardRequest;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::PruneBuildOptionsBuilder;
 use serde::Deserialize;
 
-use super::{DockerEngine, rfc3339_secs};
+use super::{DockerEngine, rewrite_uri, rfc3339_secs};
 use crate::docker::{BuildCache, CacheRecord, Error, Pruned};
 
 /// The build cache's records, whatever the engine's API version: `/system/df` computes only
@@ -105,30 +104,11 @@ impl DockerEngine {
         }
     }
 
-    /// The body of `GET` [`DF_BUILD_CACHE`] as text (see the module docs for why through
-    /// `ping`).
+    /// The body of `GET` [`DF_BUILD_CACHE`] as text.
     async fn system_df(&self) -> Result<String, Error> {
-        let docker = self.docker.clone().with_request_modifier(|req| {
-            rewrite_uri(req, |uri| {
-                let (path, _) = uri.split_once('?').unwrap_or((uri, ""));
-                // Keeps whatever bollard puts before the path (a version prefix in 0.22).
-                path.strip_suffix("/_ping")
-                    .map(|base| format!("{base}{DF_BUILD_CACHE}"))
-            })
-        });
-        self.call("read the build cache (GET /system/df)", docker.ping())
+        self.get_text("read the build cache (GET /system/df)", DF_BUILD_CACHE)
             .await
     }
-}
-
-/// Replaces the URI of `req` by what `f` makes of it, when it makes something that parses;
-/// otherwise the request goes out as it was.
-fn rewrite_uri(mut req: BollardRequest, f: impl Fn(&str) -> Option<String>) -> BollardRequest {
-    let uri = req.uri().to_string();
-    if let Some(Ok(new)) = f(&uri).map(|u| u.parse()) {
-        *req.uri_mut() = new;
-    }
-    req
 }
 
 /// A build-cache record as `/system/df` lists it (both shapes: the `BuildCache` list before API

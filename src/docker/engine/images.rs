@@ -1,0 +1,107 @@
+//! The image list, `GET /images/json`, read as text and parsed leniently. bollard 0.21's
+//! `ImageSummary` requires every field the API reference marks required (`ParentId`, `Created`,
+//! `Size`, `SharedSize`, `Containers`): an engine that leaves one out, as later API versions do
+//! with fields they deprecate, would make the whole list fail and the engine look down. Here a
+//! missing field takes its empty value, and only an entry without an `Id` is left out (nothing
+//! can be done with it), with a warning.
+
+use std::collections::HashMap;
+
+use bollard::errors::Error as BollardError;
+use serde::Deserialize;
+
+use super::{DockerEngine, tags};
+use crate::docker::{Error, Image};
+
+/// Tagged and dangling images, not the intermediate layers of the classic builder.
+const IMAGES: &str = "/images/json?all=false";
+
+/// One entry of the image list, every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct Entry {
+    id: String,
+    parent_id: Option<String>,
+    repo_tags: Option<Vec<String>>,
+    created: i64,
+    size: i64,
+    labels: Option<HashMap<String, String>>,
+}
+
+impl DockerEngine {
+    /// The engine's images (`docker image ls`, dangling ones included).
+    pub(super) async fn list_images(&self) -> Result<Vec<Image>, Error> {
+        let body = self.get_text("list images", IMAGES).await?;
+        parse_images(&body).map_err(|err| Error::Request {
+            op: "list images (GET /images/json)".into(),
+            source: BollardError::JsonSerdeError { err },
+        })
+    }
+}
+
+/// The images of a `GET /images/json` body.
+fn parse_images(body: &str) -> Result<Vec<Image>, serde_json::Error> {
+    let entries: Option<Vec<Entry>> = serde_json::from_str(body)?;
+    let entries = entries.unwrap_or_default();
+    let mut images = Vec::with_capacity(entries.len());
+    let mut without_id = 0usize;
+    for e in entries {
+        if e.id.is_empty() {
+            without_id += 1;
+            continue;
+        }
+        images.push(Image {
+            id: e.id,
+            parent_id: e.parent_id.filter(|p| !p.is_empty()),
+            tags: tags(e.repo_tags),
+            created: e.created,
+            size_bytes: u64::try_from(e.size).unwrap_or(0),
+            labels: e.labels.unwrap_or_default().into_iter().collect(),
+        });
+    }
+    if without_id > 0 {
+        log::warn!("the image list has {without_id} entries without an Id: leaving them out");
+    }
+    Ok(images)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_may_be_missing_or_null_but_the_id() {
+        // Docker 20.10's shape, with everything.
+        let full = r#"[{"Containers":-1,"Created":1700000000,"Id":"sha256:aa","Labels":{"tier":"gold"},
+            "ParentId":"sha256:pp","RepoDigests":[],"RepoTags":["a:1","<none>:<none>"],
+            "SharedSize":-1,"Size":5,"VirtualSize":5}]"#;
+        let images = parse_images(full).unwrap();
+        assert_eq!(images.len(), 1);
+        let a = &images[0];
+        assert_eq!(a.id, "sha256:aa");
+        assert_eq!(a.parent_id.as_deref(), Some("sha256:pp"));
+        assert_eq!(a.tags, vec!["a:1".to_string()]);
+        assert_eq!((a.created, a.size_bytes), (1_700_000_000, 5));
+        assert_eq!(a.labels.get("tier").map(String::as_str), Some("gold"));
+
+        // Fields left out or null (what bollard's ImageSummary refuses), an entry without an
+        // id, unknown fields, and an empty parent.
+        let sparse = r#"[{"Id":"sha256:bb","Manifests":[{"ID":"x"}]},
+            {"Id":"sha256:cc","ParentId":"","RepoTags":null,"Labels":null,"Size":-1},
+            {"RepoTags":["ghost:1"]}]"#;
+        let images = parse_images(sparse).unwrap();
+        let ids: Vec<&str> = images.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, vec!["sha256:bb", "sha256:cc"]);
+        assert!(
+            images
+                .iter()
+                .all(|i| i.parent_id.is_none() && i.tags.is_empty())
+        );
+        assert_eq!(images[1].size_bytes, 0, "a negative size is no size");
+
+        assert!(parse_images("null").unwrap().is_empty());
+        assert!(parse_images("[]").unwrap().is_empty());
+        assert!(parse_images(r#"{"message":"oops"}"#).is_err());
+        assert!(parse_images(r#"[{"Id":"sha256:dd","Created":"yesterday"}]"#).is_err());
+    }
+}
