@@ -96,28 +96,11 @@ impl<'de> Deserialize<'de> for Seconds {
     /// An integer stays exact ([`Seconds::Whole`]); a float must be finite and not negative.
     /// The range is checked during validation, where the error can name the key's origin.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Seconds;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a non-negative number of seconds")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
-                u64::try_from(v)
-                    .map(Seconds::Whole)
-                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
-                Ok(Seconds::Whole(v))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
-                if !v.is_finite() || v < 0.0 {
-                    return Err(E::invalid_value(de::Unexpected::Float(v), &self));
-                }
-                Ok(Seconds::Fraction(v))
-            }
+        match d.deserialize_any(SecondsVisitor { adaptive: false })? {
+            RawDelay::Seconds(s) => Ok(s),
+            // The visitor takes no string without `adaptive`.
+            RawDelay::Adaptive => Err(de::Error::custom("expected a number of seconds")),
         }
-        d.deserialize_any(V)
     }
 }
 
@@ -131,34 +114,44 @@ pub(crate) enum RawDelay {
 impl<'de> Deserialize<'de> for RawDelay {
     /// A number is read as [`Seconds`] are; the only string accepted is `adaptive`.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = RawDelay;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a non-negative number of seconds or \"adaptive\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDelay, E> {
-                u64::try_from(v)
-                    .map(|n| RawDelay::Seconds(Seconds::Whole(n)))
-                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDelay, E> {
-                Ok(RawDelay::Seconds(Seconds::Whole(v)))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDelay, E> {
-                if !v.is_finite() || v < 0.0 {
-                    return Err(E::invalid_value(de::Unexpected::Float(v), &self));
-                }
-                Ok(RawDelay::Seconds(Seconds::Fraction(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDelay, E> {
-                match v {
-                    "adaptive" => Ok(RawDelay::Adaptive),
-                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-                }
-            }
+        d.deserialize_any(SecondsVisitor { adaptive: true })
+    }
+}
+
+/// Reads a number of seconds and, when `adaptive`, the string `adaptive` too.
+struct SecondsVisitor {
+    adaptive: bool,
+}
+
+impl Visitor<'_> for SecondsVisitor {
+    type Value = RawDelay;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a non-negative number of seconds")?;
+        if self.adaptive {
+            f.write_str(" or \"adaptive\"")?;
         }
-        d.deserialize_any(V)
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDelay, E> {
+        u64::try_from(v)
+            .map(|n| RawDelay::Seconds(Seconds::Whole(n)))
+            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDelay, E> {
+        Ok(RawDelay::Seconds(Seconds::Whole(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDelay, E> {
+        if !v.is_finite() || v < 0.0 {
+            return Err(E::invalid_value(de::Unexpected::Float(v), &self));
+        }
+        Ok(RawDelay::Seconds(Seconds::Fraction(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDelay, E> {
+        match (self.adaptive, v) {
+            (true, "adaptive") => Ok(RawDelay::Adaptive),
+            (true, _) => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            (false, _) => Err(E::invalid_type(de::Unexpected::Str(v), &self)),
+        }
     }
 }
 
