@@ -83,11 +83,16 @@ impl Loaded {
 /// unknown `DOCKER_IMAGE_CLEANER_*` ones (warned about), are never read. Each variable is read
 /// as one value of its key (see `env::layer`), never as TOML text.
 pub fn load(explicit: Option<&Path>, env: &Env, flags: Flags) -> Result<Loaded, Error> {
+    // Every key the environment can set, with its variable.
+    let env_keys: Vec<(&'static str, String)> = Raw::KEYS
+        .iter()
+        .filter(|k| !FILE_ONLY_KEYS.contains(k))
+        .map(|k| (*k, env_var(k)))
+        .collect();
     let mut values = Vec::new();
-    for key in Raw::KEYS.iter().filter(|k| !FILE_ONLY_KEYS.contains(k)) {
-        let var = env_var(key);
-        if let Some(value) = env.get(&var)? {
-            values.push((*key, var, value));
+    for (key, var) in &env_keys {
+        if let Some(value) = env.get(var)? {
+            values.push((*key, var.clone(), value));
         }
     }
     let named = env.get(CONFIG_ENV)?.map(PathBuf::from);
@@ -118,14 +123,9 @@ pub fn load(explicit: Option<&Path>, env: &Env, flags: Flags) -> Result<Loaded, 
             sources.insert(set, Source::Env(var.clone()));
         }
     }
-    let known: Vec<String> = Raw::KEYS
-        .iter()
-        .filter(|k| !FILE_ONLY_KEYS.contains(k))
-        .map(|k| env_var(k))
-        .collect();
     let mut warnings: Vec<String> = env
         .ours()
-        .filter(|k| k != CONFIG_ENV && !known.contains(k))
+        .filter(|k| k != CONFIG_ENV && !env_keys.iter().any(|(_, var)| var == k))
         .map(|var| format!("ignoring unknown environment variable {var}"))
         .collect();
     warnings.sort();

@@ -91,8 +91,8 @@ enum Phase {
     Skipping(usize, Why),
     /// Waiting for the measurement after step `i`.
     Checking(usize),
-    /// Pausing after step `i`.
-    Pausing(usize),
+    /// Pausing after step `i`, for as long as [`Delay::after`] said.
+    Pausing(usize, Duration),
     /// Waiting for the final measurement.
     Final,
     /// Over.
@@ -129,8 +129,6 @@ pub struct Course<'p> {
     delay: Delay,
     /// How long the last step took to run.
     took: Duration,
-    /// The pause in progress, as [`Delay::after`] made it.
-    pause: Duration,
     /// Absolute mode: the trees' bytes as of the last walk minus the reported sizes removed.
     estimate_bytes: u64,
     dangling_pruned: usize,
@@ -169,7 +167,6 @@ impl<'p> Course<'p> {
             watermarks: config.watermarks,
             delay: config.delay,
             took: Duration::ZERO,
-            pause: Duration::ZERO,
             estimate_bytes: match before {
                 Measurement::Absolute(t) => t.bytes,
                 Measurement::Relative(_) => 0,
@@ -218,7 +215,7 @@ impl<'p> Course<'p> {
                     Phase::Done(Outcome::ReachedLow)
                 }
             }
-            (Phase::Pausing(i), Input::Paused) => self.before(i + 1),
+            (Phase::Pausing(i, _), Input::Paused) => self.before(i + 1),
             (Phase::Final, Input::Measured(m)) => {
                 if !self.pressure {
                     Phase::Done(Outcome::Aged)
@@ -243,7 +240,7 @@ impl<'p> Course<'p> {
             Phase::PruneAllCheck(_) | Phase::Checking(_) | Phase::Final => Action::Measure,
             Phase::Running(i) => Action::Run(i),
             Phase::Skipping(i, why) => Action::Skip(i, why),
-            Phase::Pausing(_) => Action::Pause(self.pause),
+            Phase::Pausing(_, pause) => Action::Pause(pause),
             Phase::Done(o) => Action::Stop(o),
         }
     }
@@ -402,8 +399,7 @@ impl<'p> Course<'p> {
         let next_is_image = matches!(self.plan.steps.get(i + 1), Some(Step::RemoveImage { .. }));
         let pause = self.delay.after(self.took);
         if this_is_image && next_is_image && !pause.is_zero() {
-            self.pause = pause;
-            Phase::Pausing(i)
+            Phase::Pausing(i, pause)
         } else {
             self.before(i + 1)
         }
