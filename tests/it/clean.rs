@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::util::cleaner::{Cleaner, plan_steps};
+use crate::util::cli::EngineCli;
 use crate::util::daemon::Daemon;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::wait_until;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::util::api;
+use crate::util::cli::EngineCli;
 use crate::util::dockerd::{PrivateDockerd, leftovers};
 use crate::util::loopfs::SharedFs;
 use crate::util::podman::PrivatePodman;

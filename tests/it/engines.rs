@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::kube_fake::FakeKube;
 use crate::util::cleaner::{Cleaner, plan_steps};
+use crate::util::cli::EngineCli;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::loopfs::SharedFs;
 use crate::util::podman::PrivatePodman;

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::kube_fake::{FakeKube, exec_user};
 use crate::util::cleaner::Cleaner;
+use crate::util::cli::EngineCli;
 use crate::util::host;
 use crate::util::notify::NotifySocket;
 

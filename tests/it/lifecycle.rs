@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use crate::kube_fake::FakeKube;
 use crate::util::cleaner::Cleaner;
+use crate::util::cli::EngineCli;
 use crate::util::daemon::Daemon;
 use crate::util::wait_until;
 

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::kube_fake::{FakeKube, quick_timing};
 use crate::util::cleaner::Cleaner;
+use crate::util::cli::EngineCli;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::host;
 use crate::util::require::{Service, require};

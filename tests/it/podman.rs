@@ -11,12 +11,12 @@
 //! [`prune`] the prune and disk-usage endpoints.
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use crate::util::api::Reply;
+use crate::util::cli::EngineCli;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::loopfs::SharedFs;
 use crate::util::podman::PrivatePodman;
@@ -48,17 +48,13 @@ fn pair(name: &str) -> Option<Pair> {
     Some(Pair { docker, podman })
 }
 
-/// What a probe does to an engine, the same way on both.
-trait Probed {
+/// What a probe does to an engine, the same way on both (with the containers and listings of
+/// its CLI).
+trait Probed: EngineCli {
     fn api(&self, method: &str, path: &str) -> Reply;
     fn socket(&self) -> PathBuf;
     fn image(&self, tag: &str, payload_mib: u64) -> String;
     fn dangling_image(&self, payload_mib: u64) -> String;
-    fn created_container(&self, image: &str) -> String;
-    fn stopped_container(&self, image: &str) -> String;
-    fn running_container(&self, image: &str) -> String;
-    /// The engine's own CLI: `docker` for dockerd, `podman` for Podman.
-    fn cli(&self, args: &[&str]) -> Output;
     /// `save` the image `tag` to a file, remove it, `load` it back.
     fn save_remove_load(&self, tag: &str);
 }
@@ -75,18 +71,6 @@ impl Probed for PrivateDockerd {
     }
     fn dangling_image(&self, payload_mib: u64) -> String {
         PrivateDockerd::dangling_image(self, payload_mib)
-    }
-    fn created_container(&self, image: &str) -> String {
-        PrivateDockerd::created_container(self, image)
-    }
-    fn stopped_container(&self, image: &str) -> String {
-        PrivateDockerd::stopped_container(self, image)
-    }
-    fn running_container(&self, image: &str) -> String {
-        PrivateDockerd::running_container(self, image)
-    }
-    fn cli(&self, args: &[&str]) -> Output {
-        self.docker(args)
     }
     fn save_remove_load(&self, tag: &str) {
         let file = self.dir().join("saved.tar");
@@ -109,18 +93,6 @@ impl Probed for PrivatePodman {
     }
     fn dangling_image(&self, payload_mib: u64) -> String {
         PrivatePodman::dangling_image(self, payload_mib)
-    }
-    fn created_container(&self, image: &str) -> String {
-        PrivatePodman::created_container(self, image)
-    }
-    fn stopped_container(&self, image: &str) -> String {
-        PrivatePodman::stopped_container(self, image)
-    }
-    fn running_container(&self, image: &str) -> String {
-        PrivatePodman::running_container(self, image)
-    }
-    fn cli(&self, args: &[&str]) -> Output {
-        self.podman(args)
     }
     fn save_remove_load(&self, tag: &str) {
         let file = self.dir().join("saved.tar");

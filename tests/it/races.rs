@@ -9,6 +9,7 @@
 use std::sync::OnceLock;
 
 use crate::util::cleaner::Cleaner;
+use crate::util::cli::EngineCli;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::interpose::{Interposer, Request, Served, Trap};
 
@@ -101,6 +102,28 @@ fn is_first_image_delete(r: &Request) -> bool {
     r.image_delete().is_some()
 }
 
+/// Runs `once` through an interposer while a `docker pull` of `tag` (what it does: a new image,
+/// and `tag` moves to it) happens just before the cleaner's first image DELETE, a trap named
+/// "pull <tag>". Returns what was served and the new image's id.
+fn once_with_a_pull_of(d: &PrivateDockerd, tag: &str) -> (Served<(String, String)>, String) {
+    let proxy = Interposer::new(d);
+    let cleaner = cleaner(d, &proxy);
+    let n = OnceLock::new();
+    let served = proxy
+        .trap(Trap::new(
+            &format!("pull {tag}"),
+            is_first_image_delete,
+            |d| {
+                let id = d.dangling_image(1);
+                d.docker(&["tag", &id, tag]);
+                n.set(id).expect("the hook runs once");
+            },
+        ))
+        .serve(|| cleaner.run_ok(&["once"]));
+    let n = n.into_inner().expect("the hook ran");
+    (served, n)
+}
+
 /// a. A `docker pull app:2` during the pass moves app:2 to a new image N just before the
 /// cleaner's first untag: N survives with app:2, and the pass never names it.
 #[test]
@@ -110,33 +133,22 @@ fn a_tag_pulled_to_a_new_image_during_the_pass_stays_on_the_new_image() {
     };
     let x = d.image("app:1", 1);
     d.docker(&["tag", "app:1", "app:2"]);
-    let proxy = Interposer::new(&d);
-    let cleaner = cleaner(&d, &proxy);
-    let n = OnceLock::new();
-    let served = proxy
-        .trap(Trap::new("pull app:2", is_first_image_delete, |d| {
-            // What a pull does: a new image, and the tag moves to it.
-            let id = d.dangling_image(1);
-            d.docker(&["tag", &id, "app:2"]);
-            n.set(id).expect("the hook runs once");
-        }))
-        .serve(|| cleaner.run_ok(&["once"]));
+    let (served, n) = once_with_a_pull_of(&d, "app:2");
     let text = context(&served);
     assert_eq!(
         held(&served, "pull app:2"),
         "DELETE /images/app:1",
         "{text}"
     );
-    let n = n.get().expect("the hook ran");
 
     assert_eq!(
-        tags_of(&d, n),
+        tags_of(&d, &n),
         tags(&["app:2"]),
         "the pulled image keeps its tag:\n{text}"
     );
     let (out, err) = &served.value;
     assert!(
-        !err.contains(short(n)) && !out.contains(short(n)),
+        !err.contains(short(&n)) && !out.contains(short(&n)),
         "the pass never touched the pulled image, so it never names it:\n{text}"
     );
     // X itself was the plan's and nothing uses it: it goes, with the one tag it still had.
@@ -384,23 +396,13 @@ fn a_tag_moved_between_its_check_and_its_untag_is_reported_loudly() {
     };
     let x = d.image("app:1", 1);
     d.docker(&["tag", "app:1", "app:2"]);
-    let proxy = Interposer::new(&d);
-    let cleaner = cleaner(&d, &proxy);
-    let n = OnceLock::new();
-    let served = proxy
-        .trap(Trap::new("pull app:1", is_first_image_delete, |d| {
-            let id = d.dangling_image(1);
-            d.docker(&["tag", &id, "app:1"]);
-            n.set(id).expect("the hook runs once");
-        }))
-        .serve(|| cleaner.run_ok(&["once"]));
+    let (served, n) = once_with_a_pull_of(&d, "app:1");
     let text = context(&served);
     assert_eq!(
         held(&served, "pull app:1"),
         "DELETE /images/app:1",
         "{text}"
     );
-    let n = n.get().expect("the hook ran");
     let (_, err) = &served.value;
     assert!(
         err.lines()
@@ -408,7 +410,7 @@ fn a_tag_moved_between_its_check_and_its_untag_is_reported_loudly() {
         "an error naming the image that lost app:1:\n{text}"
     );
     // What Docker did in that window: the pulled image lost its only tag and went.
-    assert_eq!(tags_of(&d, n), None, "{text}");
+    assert_eq!(tags_of(&d, &n), None, "{text}");
     // X, the plan's, went with app:2; app:1 was never put on it.
     assert_eq!(tags_of(&d, &x), None, "{text}");
     assert!(outcome_of(err, &x).ends_with(": done"), "{text}");

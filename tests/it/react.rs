@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::util::cleaner::Cleaner;
+use crate::util::cli::EngineCli;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::wait_until;
 

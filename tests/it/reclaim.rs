@@ -5,6 +5,7 @@
 //! what the build cache and the filesystem read after, and what `status` says.
 
 use crate::util::cleaner::{Cleaner, plan_steps};
+use crate::util::cli::EngineCli;
 use crate::util::dockerd::PrivateDockerd;
 
 const HOUR: i64 = 3600;

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::util::cleaner::Cleaner;
+use crate::util::cli::EngineCli;
 use crate::util::daemon::Daemon;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::host;

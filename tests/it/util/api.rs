@@ -9,9 +9,12 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use super::wait_until;
 
 /// How long a request may take unless told otherwise; streams must end by themselves (`until`).
 pub const REQUEST_BOUND: Duration = Duration::from_secs(60);
@@ -92,6 +95,28 @@ pub fn ping(socket: &Path) -> bool {
         .ok()
         .and_then(|(raw, ended)| parse(&raw, ended))
         .is_some_and(|r| r.status == 200)
+}
+
+/// Waits up to `bound` for the service that `child` runs to answer [`ping`] on `socket`. `Err`
+/// says why not: it exited first (with its status), or it did not answer in time.
+pub fn wait_for_ping(
+    child: &mut Option<Child>,
+    socket: &Path,
+    bound: Duration,
+) -> Result<(), String> {
+    let mut exited = None;
+    let answered = wait_until(bound, || {
+        if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+            exited = Some(status);
+            return true;
+        }
+        ping(socket)
+    });
+    match (exited, answered) {
+        (Some(status), _) => Err(format!("exited with {status} before answering")),
+        (None, false) => Err(format!("did not answer within {bound:?}")),
+        (None, true) => Ok(()),
+    }
 }
 
 /// Sends the request and reads until the server closes (`true`) or `bound` passes without a

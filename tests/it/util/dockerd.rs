@@ -280,26 +280,8 @@ impl PrivateDockerd {
 
     fn wait_ready(&mut self) {
         let socket = self.socket();
-        let mut exited = None;
-        let child = &mut self.child;
-        let answered = wait_until(READY_BOUND, || {
-            if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
-                exited = Some(status);
-                return true;
-            }
-            api::ping(&socket)
-        });
-        if let Some(status) = exited {
-            panic!(
-                "dockerd exited with {status} before answering\n{}",
-                self.log_tail(30)
-            );
-        }
-        if !answered {
-            panic!(
-                "dockerd did not answer within {READY_BOUND:?}\n{}",
-                self.log_tail(30)
-            );
+        if let Err(why) = api::wait_for_ping(&mut self.child, &socket, READY_BOUND) {
+            panic!("dockerd {why}\n{}", self.log_tail(30));
         }
     }
 

@@ -10,12 +10,14 @@
 //!   process runner for it;
 //! - [`notify`]: a fake systemd notification socket; [`interpose`]: a Docker API proxy that runs a
 //!   test's hook just before it forwards a chosen request (races at an exact point of a pass);
+//! - [`cli`]: containers and listings through an engine's own CLI, the same for both;
 //! - [`host`]: bounded commands, `/proc`, mounts and loop devices.
 
 use std::time::{Duration, Instant};
 
 pub mod api;
 pub mod cleaner;
+pub mod cli;
 pub mod daemon;
 pub mod dockerd;
 pub mod host;

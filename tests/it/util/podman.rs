@@ -266,26 +266,8 @@ impl PrivatePodman {
             .unwrap_or_else(|e| panic!("spawning {PODMAN}: {e}"));
         self.child = Some(child);
         let socket = self.socket();
-        let mut exited = None;
-        let child = &mut self.child;
-        let answered = wait_until(READY_BOUND, || {
-            if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
-                exited = Some(status);
-                return true;
-            }
-            api::ping(&socket)
-        });
-        if let Some(status) = exited {
-            panic!(
-                "podman system service exited with {status}\n{}",
-                self.log_tail(30)
-            );
-        }
-        if !answered {
-            panic!(
-                "podman did not answer within {READY_BOUND:?}\n{}",
-                self.log_tail(30)
-            );
+        if let Err(why) = api::wait_for_ping(&mut self.child, &socket, READY_BOUND) {
+            panic!("podman system service {why}\n{}", self.log_tail(30));
         }
     }
 

@@ -8,7 +8,7 @@
 use std::process::{Command, Output};
 
 use super::{COMMAND_BOUND, PODMAN, PrivatePodman, config};
-use crate::util::dockerd::images::{lines, stdout_line};
+use crate::util::cli::{EngineCli, stdout_line};
 use crate::util::host;
 use crate::util::rootfs::{CMD_CHANGE, RootfsTar};
 
@@ -16,6 +16,12 @@ use crate::util::rootfs::{CMD_CHANGE, RootfsTar};
 /// import's blob-info cache goes there instead of the machine's `/var/lib/containers/cache`.
 const PRIVATE_VAR_LIB: &str =
     r#"mount -t tmpfs -o size=4m,mode=0755 dic-it-var-lib /var/lib && exec "$@""#;
+
+impl EngineCli for PrivatePodman {
+    fn cli(&self, args: &[&str]) -> Output {
+        self.podman(args)
+    }
+}
 
 impl PrivatePodman {
     /// Imports an image `FROM scratch` holding `/busybox` (default command `/busybox true`) and
@@ -28,54 +34,6 @@ impl PrivatePodman {
     /// An image without a name (dangling) of `payload_mib` MiB; returns its id.
     pub fn dangling_image(&self, payload_mib: u64) -> String {
         self.import(None, payload_mib, 0)
-    }
-
-    /// A container from `image` that ran `/busybox true` and exited; returns its id.
-    pub fn stopped_container(&self, image: &str) -> String {
-        let id = self.created_container(image);
-        self.podman(&["start", "--attach", &id]);
-        id
-    }
-
-    /// A container from `image` that was created and never started; returns its id.
-    pub fn created_container(&self, image: &str) -> String {
-        stdout_line(&self.podman(&["create", "--network=none", image, "/busybox", "true"]))
-    }
-
-    /// A running container from `image` (`/busybox sleep 3600`, stop timeout 1 s: busybox as
-    /// PID 1 ignores SIGTERM); returns its id. It runs under conmon, not under the service, so it
-    /// survives [`PrivatePodman::stop`].
-    pub fn running_container(&self, image: &str) -> String {
-        let args = [
-            "run",
-            "--detach",
-            "--network=none",
-            "--stop-timeout=1",
-            image,
-            "/busybox",
-            "sleep",
-            "3600",
-        ];
-        stdout_line(&self.podman(&args))
-    }
-
-    /// Ids (`sha256:…`) of all images present, sorted, without duplicates.
-    pub fn image_ids(&self) -> Vec<String> {
-        lines(&self.podman(&["images", "--all", "--quiet", "--no-trunc"]))
-    }
-
-    /// `repo:tag` of every named image (`localhost/app:1`), sorted.
-    pub fn tags(&self) -> Vec<String> {
-        let out = self.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-        lines(&out)
-            .into_iter()
-            .filter(|t| !t.contains("<none>"))
-            .collect()
-    }
-
-    /// Full ids of all containers, whatever their state, sorted.
-    pub fn container_ids(&self) -> Vec<String> {
-        lines(&self.podman(&["ps", "--all", "--quiet", "--no-trunc"]))
     }
 
     /// Runs `podman <args>` like [`PrivatePodman::podman`], in a private mount namespace with a
