@@ -39,15 +39,6 @@ impl Delay {
     }
 }
 
-impl fmt::Display for Delay {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Delay::Fixed(d) => write!(f, "{} s", d.as_secs_f64()),
-            Delay::Adaptive => f.write_str("adaptive"),
-        }
-    }
-}
-
 /// How usage is measured and compared with the watermarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
