@@ -38,11 +38,16 @@ fn images_containers_and_disk_usage() {
         .collect();
     let after = d.fs_stat();
     let grown = (after.used_bytes() - before.used_bytes()) as f64 / MIB;
-    // 3 × (20 MiB payload + 1.9 MiB busybox) plus overlay2 metadata.
-    assert!((64.0..72.0).contains(&grown), "used grew by {grown:.1} MiB");
+    // 3 × (20 MiB payload + 1.9 MiB busybox) plus overlay2 metadata, once per copy the store
+    // keeps (the containerd image store: the blob and the snapshot).
+    let copies = d.copies_per_layer() as f64;
+    assert!(
+        (64.0 * copies..72.0 * copies).contains(&grown),
+        "used grew by {grown:.1} MiB ({copies} copies)"
+    );
     let pct_grown = after.used_pct() - before.used_pct();
     assert!(
-        (12.0..16.0).contains(&pct_grown),
+        (12.0 * copies..16.0 * copies).contains(&pct_grown),
         "used grew by {pct_grown:.2} %"
     );
     assert_eq!(d.tags(), ["app-a:1", "app-b:1", "app-c:1"]);
@@ -76,7 +81,8 @@ fn images_containers_and_disk_usage() {
     let rm = d.try_docker(&["rmi", "app-a:1"]);
     assert!(!rm.status.success());
     assert!(
-        String::from_utf8_lossy(&rm.stderr).contains("must force"),
+        // 20.10 and 28 classic: "(must force)"; the containerd store: "(must be forced)".
+        String::from_utf8_lossy(&rm.stderr).contains("must"),
         "{rm:?}"
     );
     d.docker(&["rm", &stopped]);
@@ -128,10 +134,7 @@ fn filler_and_restart() {
     let (used, _) = d.used_pct();
     assert!((80.0..81.0).contains(&used), "used {used:.2} %");
     assert!(d.mount_point().join("filler").is_file());
-    assert!(
-        d.data_root().join("overlay2").is_dir(),
-        "the data root is dockerd's"
-    );
+    assert!(d.layers_dir().is_dir(), "the layers are dockerd's");
     assert!(
         !d.data_root().join("filler").exists(),
         "the filler is outside Docker's dirs"
@@ -205,8 +208,13 @@ fn two_dockerds_on_one_filesystem() {
     assert_eq!(b.tags(), ["only-b:1"]);
     assert_eq!(a.fs_stat(), b.fs_stat(), "one filesystem");
     let grown = (fs.fs_stat().used_bytes() - before.used_bytes()) as f64 / MIB;
-    // 20 + 5 MiB of payload and two busyboxes (1.9 MiB each) plus overlay2 metadata.
-    assert!((28.0..34.0).contains(&grown), "used grew by {grown:.1} MiB");
+    // 20 + 5 MiB of payload and two busyboxes (1.9 MiB each) plus overlay2 metadata, once per
+    // copy the store keeps.
+    let copies = a.copies_per_layer() as f64;
+    assert!(
+        (28.0 * copies..34.0 * copies).contains(&grown),
+        "used grew by {grown:.1} MiB ({copies} copies)"
+    );
 
     // Pressure that belongs to neither engine.
     let (pct, _) = fs.used_pct();

@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::util::api::Reply;
+use crate::util::bed::{DockerKind, PodmanKind};
 use crate::util::cli::EngineCli;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::loopfs::SharedFs;
@@ -138,10 +139,11 @@ fn now_secs() -> i64 {
 }
 
 /// `GET /version`. What tells Podman from Docker: a component named "Podman Engine" (Docker's
-/// is "Engine"), `Platform.Name` "linux/amd64/debian-12" (Docker's is empty), `Version` 4.3.1.
-/// Both claim Docker API 1.41 in `ApiVersion`, so version negotiation works the same; Podman's
-/// own API version (4.3.1, minimum 4.0.0) is in the component's `Details`. For the cleaner:
-/// detect Podman by the component name, never by `ApiVersion`.
+/// is "Engine"), `Platform.Name` "linux/amd64/debian-12" on 4.3 and "linux/amd64/debian-unknown"
+/// on 5.8 (Docker's is empty). Podman claims Docker API 1.41 (4.3) or 1.44 (5.8) in `ApiVersion`;
+/// its own API version (4.3.1 or 5.8.6, minimum 4.0.0) is in the component's `Details`.
+/// Docker 20.10 answers API 1.41 (minimum 1.12), Docker 28.5 API 1.51 (minimum 1.24). For the
+/// cleaner: detect Podman by the component name, never by `ApiVersion`.
 #[test]
 fn version_identifies_the_engine() {
     let Some(p) = pair("version") else {
@@ -157,28 +159,41 @@ fn version_identifies_the_engine() {
             text(&v["MinAPIVersion"]).to_string(),
         )
     };
+    let (docker_version, docker_api, docker_min) = match p.docker.kind() {
+        DockerKind::Host => ("20.10.", "1.41", "1.12"),
+        DockerKind::Bed | DockerKind::BedContainerd => ("28.5.", "1.51", "1.24"),
+    };
     assert_eq!(
         summary(&d),
-        ("Engine".into(), String::new(), "1.41".into(), "1.12".into())
+        (
+            "Engine".into(),
+            String::new(),
+            docker_api.into(),
+            docker_min.into()
+        )
     );
-    assert!(text(&d["Version"]).starts_with("20.10."), "{d}");
+    assert!(text(&d["Version"]).starts_with(docker_version), "{d}");
+    let (podman_version, platform, podman_api) = match p.podman.kind() {
+        PodmanKind::Host => ("4.3.1", "linux/amd64/debian-12", "1.41"),
+        PodmanKind::Bed => ("5.8.6", "linux/amd64/debian-unknown", "1.44"),
+    };
     assert_eq!(
         summary(&q),
         (
             "Podman Engine".into(),
-            "linux/amd64/debian-12".into(),
-            "1.41".into(),
+            platform.into(),
+            podman_api.into(),
             "1.24".into()
         )
     );
-    assert_eq!(text(&q["Version"]), "4.3.1");
+    assert_eq!(text(&q["Version"]), podman_version);
     let details = &q["Components"][0]["Details"];
     assert_eq!(
         (
             text(&details["APIVersion"]),
             text(&details["MinAPIVersion"])
         ),
-        ("4.3.1", "4.0.0")
+        (podman_version, "4.0.0")
     );
     let names = |v: &Value| -> Vec<String> {
         let components = v["Components"].as_array().into_iter().flatten();

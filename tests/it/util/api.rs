@@ -89,6 +89,12 @@ pub fn query_value(value: &str) -> String {
         .collect()
 }
 
+/// True when something accepts connections on `socket` (a gRPC socket, which speaks no
+/// HTTP/1: containerd's). Never panics.
+pub fn socket_answers(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
 /// `GET /_ping`; true on `200`. Never panics (used while waiting for a daemon to come up).
 pub fn ping(socket: &Path) -> bool {
     exchange(socket, "GET", "/_ping", Duration::from_secs(2))

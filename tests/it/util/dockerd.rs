@@ -34,6 +34,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::api::{self, Reply};
+use super::bed::{self, DockerKind};
 use super::host::{self, FsStat};
 pub use super::loopfs::leftovers;
 use super::loopfs::{SharedFs, scratch_dir};
@@ -42,12 +43,17 @@ use super::wait_until;
 
 pub(in crate::util) mod images;
 
-/// The daemon. Debian's docker.io 20.10; it starts a managed containerd of its own.
+/// The host's daemon. Debian's docker.io 20.10; it starts a managed containerd of its own.
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
 /// The 20.10 CLI that ships with that daemon. Not the first `docker` in PATH: on these machines
 /// that is a 28.x client whose `docker build` needs the absent buildx; the matching client also
 /// speaks API 1.41 natively, so no version negotiation can make a test differ from the daemon.
 pub const DOCKER_CLI: &str = "/usr/bin/docker";
+/// The bed's daemon, CLI, buildx plugin dir and containerd, as paths inside its root.
+const BED_DOCKERD: &str = "/usr/sbin/dockerd";
+const BED_DOCKER_CLI: &str = "/usr/bin/docker";
+const BED_CLI_PLUGINS: &str = "/usr/libexec/docker/cli-plugins";
+const BED_CONTAINERD: &str = "/usr/bin/containerd";
 /// Statically linked (Debian busybox-static): it is the only binary in `FROM scratch` images.
 pub const BUSYBOX: &str = "/bin/busybox";
 /// How long dockerd may take to answer `/_ping` after being started.
@@ -61,8 +67,12 @@ const COMMAND_BOUND: Duration = Duration::from_secs(180);
 /// A private dockerd; dropped, it leaves nothing behind (its filesystem goes with the last
 /// engine on it).
 pub struct PrivateDockerd {
+    kind: DockerKind,
     dir: PathBuf,
     data_root: PathBuf,
+    /// The root of the containerd the daemon keeps its images in, with the containerd image
+    /// store (`<mount>/containerd`, or `<mount>/<name>-containerd` after `start_on`).
+    containerd_root: Option<PathBuf>,
     /// Declared after the paths and dropped after `Drop::drop` has stopped the daemon.
     fs: SharedFs,
     child: Option<Child>,
@@ -83,7 +93,9 @@ impl PrivateDockerd {
         // A panic from here on drops `fs`, which tears down `dir`.
         let fs = SharedFs::make_in(dir.clone(), fs_mib, inodes);
         let data_root = fs.engine_root("docker");
-        Some(PrivateDockerd::launch(dir, data_root, fs))
+        let containerd_root = (DockerKind::current() == DockerKind::BedContainerd)
+            .then(|| fs.engine_root("containerd"));
+        Some(PrivateDockerd::launch(dir, data_root, containerd_root, fs))
     }
 
     /// Starts a dockerd whose `--data-root` is `<fs mount>/<name>` on a filesystem shared with
@@ -94,26 +106,52 @@ impl PrivateDockerd {
             return None;
         }
         let data_root = fs.engine_root(name);
+        let containerd_root = (DockerKind::current() == DockerKind::BedContainerd)
+            .then(|| fs.engine_root(&format!("{name}-containerd")));
         Some(PrivateDockerd::launch(
             scratch_dir(name),
             data_root,
+            containerd_root,
             fs.clone(),
         ))
     }
 
-    fn launch(dir: PathBuf, data_root: PathBuf, fs: SharedFs) -> PrivateDockerd {
+    fn launch(
+        dir: PathBuf,
+        data_root: PathBuf,
+        containerd_root: Option<PathBuf>,
+        fs: SharedFs,
+    ) -> PrivateDockerd {
         // From here on, a panic drops `d` and tears down whatever was set up so far.
         let mut d = PrivateDockerd {
+            kind: DockerKind::current(),
             dir,
             data_root,
+            containerd_root,
             fs,
             child: None,
         };
         fs::create_dir_all(d.dir.join("cli")).unwrap_or_else(|e| panic!("creating cli dir: {e}"));
-        // An explicit empty config keeps /etc/docker/daemon.json (if any) out of the test.
-        fs::write(d.dir.join("daemon.json"), "{}\n")
+        // An explicit config keeps /etc/docker/daemon.json (if any) out of the test, and names
+        // the image store (Docker 28 defaults to the classic one, 29 to containerd's).
+        let daemon_json = match d.kind {
+            DockerKind::Host => "{}\n",
+            DockerKind::Bed => "{\"features\": {\"containerd-snapshotter\": false}}\n",
+            DockerKind::BedContainerd => "{\"features\": {\"containerd-snapshotter\": true}}\n",
+        };
+        fs::write(d.dir.join("daemon.json"), daemon_json)
             .unwrap_or_else(|e| panic!("writing daemon.json: {e}"));
+        if d.kind.is_bed() {
+            // The 28 CLI finds buildx in the root.
+            let cli_config = format!(
+                "{{\"cliPluginsExtraDirs\": [\"{}\"]}}\n",
+                bed::in_root(BED_CLI_PLUGINS).display()
+            );
+            fs::write(d.dir.join("cli").join("config.json"), cli_config)
+                .unwrap_or_else(|e| panic!("writing the CLI's config.json: {e}"));
+        }
         d.spawn_daemon();
+        bed::record_engine(Service::Dockerd, &d.socket());
         d
     }
 
@@ -127,6 +165,29 @@ impl PrivateDockerd {
     /// filesystem, so `statvfs` of it is the filesystem's.
     pub fn data_root(&self) -> &Path {
         &self.data_root
+    }
+
+    /// Which flavour of the matrix this daemon is.
+    pub fn kind(&self) -> DockerKind {
+        self.kind
+    }
+
+    /// How many times a layer's bytes are on the disk: once with the classic store (the
+    /// unpacked layer under the data root); twice with the containerd image store, which keeps
+    /// the layer's blob in its content store beside the unpacked snapshot (the test images'
+    /// random payloads do not compress).
+    pub fn copies_per_layer(&self) -> u64 {
+        if self.containerd_root.is_some() { 2 } else { 1 }
+    }
+
+    /// The directory that holds the unpacked layers: `overlay2/` under the data root with the
+    /// classic store, containerd's overlayfs snapshots under its root with the containerd
+    /// image store.
+    pub fn layers_dir(&self) -> PathBuf {
+        match &self.containerd_root {
+            Some(root) => root.join("io.containerd.snapshotter.v1.overlayfs"),
+            None => self.data_root.join("overlay2"),
+        }
     }
 
     /// The loop filesystem's mount point (parent of the data root and of the filler).
@@ -173,7 +234,7 @@ impl PrivateDockerd {
 
     /// [`PrivateDockerd::try_docker`] with `env` set for the CLI (`DOCKER_BUILDKIT=1`).
     pub fn try_docker_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(DOCKER_CLI);
+        let mut cmd = Command::new(self.cli_path());
         cmd.arg("--config")
             .arg(self.dir.join("cli"))
             .arg("--host")
@@ -238,7 +299,94 @@ impl PrivateDockerd {
         self.fs.clear_filler();
     }
 
+    /// The CLI matching the daemon: 20.10 for the host's, 28 (with buildx) for the bed's.
+    pub fn cli_path(&self) -> PathBuf {
+        if self.kind.is_bed() {
+            bed::in_root(BED_DOCKER_CLI)
+        } else {
+            PathBuf::from(DOCKER_CLI)
+        }
+    }
+
+    fn containerd_socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// The containerd of the containerd image store: from the root, in this daemon's
+    /// namespace, its root on the test's filesystem and everything else in this dir. It stays
+    /// up across [`PrivateDockerd::restart`], as the system's containerd does when Docker
+    /// restarts.
+    fn spawn_containerd(&mut self) {
+        let root = self
+            .containerd_root
+            .clone()
+            .unwrap_or_else(|| panic!("spawn_containerd without a containerd root"));
+        let d = self.dir.display();
+        let config = format!(
+            "version = 3\nroot = \"{root}\"\nstate = \"{d}/containerd-state\"\n\
+             [grpc]\n  address = \"{d}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/containerd-opt\"\n",
+            root = root.display(),
+        );
+        let _ = fs::remove_file(self.containerd_socket());
+        let config_path = self.dir.join("containerd.toml");
+        fs::write(&config_path, config).unwrap_or_else(|e| panic!("writing containerd.toml: {e}"));
+        let log = self.dir.join("containerd.log");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("opening containerd.log: {e}"));
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("dup of containerd.log: {e}"));
+        let mut cmd = bed::command_in(&self.dir, BED_CONTAINERD);
+        cmd.arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let mut child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("spawning containerd: {e}")),
+        );
+        let socket = self.containerd_socket();
+        let up = wait_until(READY_BOUND, || {
+            api::socket_answers(&socket)
+                || matches!(child.as_mut().map(Child::try_wait), Some(Ok(Some(_))))
+        });
+        if !up || !api::socket_answers(&socket) {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            panic!("containerd did not open {}:\n{text}", socket.display());
+        }
+        // Its process is found and stopped by its command line (it names this dir).
+        drop(child);
+    }
+
+    /// The bed's namespace (and, with the containerd image store, the test's containerd) for
+    /// this daemon: made on the first start, and again after a stop, whose sweep of every
+    /// process naming this dir ended them.
+    fn ensure_bed(&mut self) {
+        if !bed::namespace_alive(&self.dir) {
+            let mount = self.fs.mount_point().to_path_buf();
+            let more: Vec<&Path> = if mount.starts_with(&self.dir) {
+                Vec::new()
+            } else {
+                vec![mount.as_path()]
+            };
+            bed::namespace(&self.dir, &more);
+        }
+        if self.containerd_root.is_some() && !api::socket_answers(&self.containerd_socket()) {
+            self.spawn_containerd();
+        }
+    }
+
     fn spawn_daemon(&mut self) {
+        if self.kind.is_bed() {
+            self.ensure_bed();
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -248,7 +396,25 @@ impl PrivateDockerd {
             .try_clone()
             .unwrap_or_else(|e| panic!("dup of dockerd.log: {e}"));
         let _ = fs::remove_file(self.socket());
-        let child = Command::new(DOCKERD)
+        let mut cmd = if self.kind.is_bed() {
+            bed::command_in(&self.dir, BED_DOCKERD)
+        } else {
+            Command::new(DOCKERD)
+        };
+        match self.kind {
+            // Explicit, so sizes are those of overlay2 and a fallback to vfs cannot hide.
+            DockerKind::Host | DockerKind::Bed => {
+                cmd.arg("--storage-driver=overlay2");
+            }
+            // The snapshotter is containerd's overlayfs, its default.
+            DockerKind::BedContainerd => {
+                cmd.arg(format!(
+                    "--containerd={}",
+                    self.containerd_socket().display()
+                ));
+            }
+        }
+        let child = cmd
             .arg(format!("--data-root={}", self.data_root.display()))
             .arg(format!("--exec-root={}", self.dir.join("exec").display()))
             .arg(format!(
@@ -267,13 +433,11 @@ impl PrivateDockerd {
                 "--ip-forward=false",
                 "--ip-masq=false",
             ])
-            // Explicit, so sizes are those of overlay2 and a fallback to vfs cannot hide.
-            .arg("--storage-driver=overlay2")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {DOCKERD}: {e}"));
+            .unwrap_or_else(|e| panic!("spawning dockerd ({:?}): {e}", self.kind));
         self.child = Some(child);
         self.wait_ready();
     }

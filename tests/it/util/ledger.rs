@@ -1,19 +1,26 @@
-//! The ledger of real-service tests: one line per [`super::require::require`] check, ran or
-//! skipped, so that `scripts/test.sh` can count them and name every skip.
+//! The ledger of real-service tests: one line per [`super::require::require`] check, ran,
+//! skipped or not applicable to the engine of the run, and one line per engine started, so that
+//! `scripts/test.sh` can count them per engine, name every skip and write the matrix's table.
 //!
 //! Owns: the file's location, its line format and appending to it safely from parallel test
 //! threads. Must not: decide whether a test runs (that is [`super::require`]).
 //!
 //! Every check appends one line to the file named by `DIC_TEST_LEDGER` (`scripts/test.sh`
 //! sets it and empties the file first), or else `real-services.ledger` in Cargo's
-//! `CARGO_TARGET_TMPDIR` (appended to across plain `cargo test` runs). Four tab-separated fields:
+//! `CARGO_TARGET_TMPDIR` (appended to across plain `cargo test` runs). Five tab-separated fields:
 //! ```text
-//! ran<TAB>dockerd<TAB>clean::lru_order_follows_use_events<TAB>-
-//! skipped<TAB>kubectl<TAB>kubectl::taint_mode_round_trips_through_kubectl<TAB>missing: kubectl (install kubectl)
+//! ran<TAB>dockerd<TAB>docker-bed<TAB>clean::lru_order_follows_use_events<TAB>-
+//! skipped<TAB>kubectl<TAB>-<TAB>kubectl::taint_mode_round_trips_through_kubectl<TAB>missing: kubectl (install kubectl)
+//! na<TAB>podman<TAB>podman-host<TAB>podman::events::a_test<TAB>Podman 4.3 sends no build events
+//! engine<TAB>dockerd<TAB>docker-bed<TAB>-<TAB>Docker Engine 28.5.2+dfsg4, API 1.51, overlay2
 //! ```
-//! outcome (`ran` or `skipped`), service ([`super::require::Service::name`]), test (libtest's thread name), reason
-//! (`-` when it ran; tabs and newlines become spaces). Each line is one `write` on a file opened
-//! with `O_APPEND`, so tests on parallel threads never interleave within a line.
+//! outcome (`ran`, `skipped`, `na`: the test does not apply to this engine and says why (none
+//! does today; the summary lists each), or `engine`: an engine of this flavour answered, with
+//! its version), service
+//! ([`super::require::Service::name`]), engine (the flavour of [`super::bed`], `-` for a service
+//! that is not an engine), test (libtest's thread name), reason (`-` when it ran; tabs and
+//! newlines become spaces). Each line is one `write` on a file opened with `O_APPEND`, so tests
+//! on parallel threads never interleave within a line.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -22,13 +29,17 @@ use std::path::{Path, PathBuf};
 /// The environment variable naming the ledger file.
 pub const LEDGER_VAR: &str = "DIC_TEST_LEDGER";
 
-/// Whether a real-service test ran or was skipped.
+/// Whether a real-service test ran, was skipped or does not apply; or an engine's version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The service was there; the test went on against it.
     Ran,
     /// The service was missing; the test returned (or, under CI, failed).
     Skipped,
+    /// The test does not apply to the engine of this run (the reason says why): it returned.
+    NotApplicable,
+    /// Not a test: an engine of the flavour answered; the reason is its version.
+    Engine,
 }
 
 impl Outcome {
@@ -36,20 +47,35 @@ impl Outcome {
         match self {
             Outcome::Ran => "ran",
             Outcome::Skipped => "skipped",
+            Outcome::NotApplicable => "na",
+            Outcome::Engine => "engine",
         }
+    }
+
+    fn parse(text: &str) -> Option<Outcome> {
+        [
+            Outcome::Ran,
+            Outcome::Skipped,
+            Outcome::NotApplicable,
+            Outcome::Engine,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
     }
 }
 
 /// One line of the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Ran or skipped.
+    /// Ran, skipped, not applicable, or an engine's version.
     pub outcome: Outcome,
     /// [`Service::name`].
     pub service: String,
-    /// The test's name.
+    /// The engine flavour ([`super::bed`]), `-` for other services.
+    pub engine: String,
+    /// The test's name (`-` for an engine's version).
     pub test: String,
-    /// Why it was skipped; `-` when it ran.
+    /// Why it was skipped or does not apply, or the engine's version; `-` when it ran.
     pub reason: String,
 }
 
@@ -58,9 +84,10 @@ impl Entry {
     pub fn to_line(&self) -> String {
         let field = |s: &str| s.replace(['\t', '\n', '\r'], " ");
         format!(
-            "{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\n",
             self.outcome.as_str(),
             field(&self.service),
+            field(&self.engine),
             field(&self.test),
             field(&self.reason)
         )
@@ -68,16 +95,18 @@ impl Entry {
 
     /// Parses a line written by [`Entry::to_line`] (without its newline).
     pub fn parse(line: &str) -> Option<Entry> {
-        let mut fields = line.splitn(4, '\t');
-        let outcome = match fields.next()? {
-            "ran" => Outcome::Ran,
-            "skipped" => Outcome::Skipped,
-            _ => return None,
-        };
-        let (service, test, reason) = (fields.next()?, fields.next()?, fields.next()?);
+        let mut fields = line.splitn(5, '\t');
+        let outcome = Outcome::parse(fields.next()?)?;
+        let (service, engine, test, reason) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
         Some(Entry {
             outcome,
             service: service.to_string(),
+            engine: engine.to_string(),
             test: test.to_string(),
             reason: reason.to_string(),
         })
@@ -169,6 +198,7 @@ mod tests {
                         ledger.record(&Entry {
                             outcome: Outcome::Skipped,
                             service: format!("svc-{t}"),
+                            engine: "-".to_string(),
                             test: format!("test-{i}"),
                             reason: reason.clone(),
                         });

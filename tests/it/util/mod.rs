@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 //!
+//! - [`bed`]: which engine of the matrix a real-engine test runs on (`DIC_TEST_DOCKER`,
+//!   `DIC_TEST_PODMAN`), and the engines test bed's root (Docker 28, containerd 2.1, Podman 5.8);
 //! - [`require`]: whether a real service (a private dockerd, kubectl, root, …) can be used here,
 //!   and the CI rule; [`ledger`]: the file that counts every real-service test as ran or skipped;
 //! - [`dockerd`]: a private dockerd per test on a loop-mounted ext4 filesystem; [`podman`]: a
@@ -16,6 +18,7 @@
 use std::time::{Duration, Instant};
 
 pub mod api;
+pub mod bed;
 pub mod cleaner;
 pub mod cli;
 pub mod daemon;

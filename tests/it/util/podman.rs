@@ -52,6 +52,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::api::{self, Reply};
+use super::bed::{self, PodmanKind};
 use super::dockerd::DOCKER_CLI;
 use super::host::{self, FsStat};
 use super::loopfs::{SharedFs, scratch_dir};
@@ -61,8 +62,10 @@ use super::wait_until;
 mod config;
 mod images;
 
-/// Debian's podman 4.3.
+/// Debian's podman 4.3 on the host; podman 5.8 at the same path inside the bed's root.
 pub const PODMAN: &str = "/usr/bin/podman";
+/// The Docker CLI inside the bed's root (28), for a Podman from the bed.
+const BED_DOCKER_CLI: &str = "/usr/bin/docker";
 /// The container monitor podman runs for each container.
 pub const CONMON: &str = "/usr/bin/conmon";
 
@@ -76,6 +79,7 @@ const COMMAND_BOUND: Duration = Duration::from_secs(180);
 /// A private Podman API service; dropped, it leaves nothing behind (its filesystem goes with the
 /// last engine on it).
 pub struct PrivatePodman {
+    kind: PodmanKind,
     dir: PathBuf,
     root: PathBuf,
     /// Dropped after `Drop::drop` has stopped everything.
@@ -112,14 +116,30 @@ impl PrivatePodman {
     fn launch(dir: PathBuf, root: PathBuf, fs: SharedFs) -> PrivatePodman {
         // From here on, a panic drops `p` and tears down whatever was set up so far.
         let mut p = PrivatePodman {
+            kind: PodmanKind::current(),
             dir,
             root,
             fs,
             child: None,
         };
-        config::write(&p.dir, &p.root);
+        config::write(&p.dir, &p.root, p.kind);
+        if p.kind == PodmanKind::Bed {
+            let mount = p.fs.mount_point().to_path_buf();
+            let more: Vec<&Path> = if mount.starts_with(&p.dir) {
+                Vec::new()
+            } else {
+                vec![mount.as_path()]
+            };
+            bed::namespace(&p.dir, &more);
+        }
         p.spawn_service();
+        bed::record_engine(Service::Podman, &p.socket());
         p
+    }
+
+    /// Which flavour of the matrix this service is.
+    pub fn kind(&self) -> PodmanKind {
+        self.kind
     }
 
     /// `unix:///tmp/dic-it-…/podman.sock`, for `DOCKER_HOST` and the cleaner's engine list.
@@ -183,11 +203,15 @@ impl PrivatePodman {
         host::run(self.podman_command(args), COMMAND_BOUND)
     }
 
-    /// Runs Debian's Docker 20.10 CLI against this service's socket; panics unless it succeeds.
-    /// `create`, `start`, `ps`, `images`, `tag`, `rmi` work; use [`PrivatePodman::image`] rather
-    /// than `docker import` (see the module docs).
+    /// Runs a Docker CLI against this service's socket (Debian 12's 20.10 for the host's
+    /// Podman, the bed's 28 for the bed's); panics unless it succeeds. `create`, `start`, `ps`,
+    /// `images`, `tag`, `rmi` work; use [`PrivatePodman::image`] rather than `docker import`
+    /// (see the module docs).
     pub fn docker(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(DOCKER_CLI);
+        let mut cmd = match self.kind {
+            PodmanKind::Host => Command::new(DOCKER_CLI),
+            PodmanKind::Bed => Command::new(bed::in_root(BED_DOCKER_CLI)),
+        };
         cmd.arg("--config")
             .arg(self.dir.join("cli"))
             .arg("--host")
@@ -220,9 +244,13 @@ impl PrivatePodman {
         self.stop_service();
     }
 
-    /// `podman` with the global flags and environment every podman process of this service gets.
+    /// `podman` with the global flags and environment every podman process of this service gets
+    /// (from the bed's root in this service's namespace, for the bed's flavour).
     fn podman_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(PODMAN);
+        let mut cmd = match self.kind {
+            PodmanKind::Host => Command::new(PODMAN),
+            PodmanKind::Bed => bed::command_in(&self.dir, PODMAN),
+        };
         config::apply_env(&mut cmd, &self.dir);
         cmd.arg("--root")
             .arg(&self.root)
@@ -263,7 +291,7 @@ impl PrivatePodman {
             .stdout(log)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {PODMAN}: {e}"));
+            .unwrap_or_else(|e| panic!("spawning podman ({:?}): {e}", self.kind));
         self.child = Some(child);
         let socket = self.socket();
         if let Err(why) = api::wait_for_ping(&mut self.child, &socket, READY_BOUND) {

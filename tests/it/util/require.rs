@@ -25,6 +25,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use super::bed::{self, DockerKind, PodmanKind};
 use super::dockerd::{BUSYBOX, DOCKER_CLI, DOCKERD};
 use super::host;
 use super::ledger::{Entry, Ledger, Outcome};
@@ -61,6 +62,8 @@ pub struct Needs {
     pub static_files: &'static [&'static str],
     /// Executables looked up in PATH (and the sbin dirs).
     pub tools: &'static [&'static str],
+    /// The engines test bed's root (`tests/engines/bed.sh ensure`), for a flavour run from it.
+    pub engines_root: bool,
     /// What to do when something is missing (install what, run how), for the skip note.
     pub hint: &'static str,
 }
@@ -88,10 +91,56 @@ impl Service {
         }
     }
 
+    /// The engine flavour this service runs as in this process (see [`super::bed`]); `-` for a
+    /// service that is not an engine.
+    pub fn engine(self) -> &'static str {
+        match self {
+            Service::Dockerd => DockerKind::current().label(),
+            Service::Podman => PodmanKind::current().label(),
+            _ => "-",
+        }
+    }
+
     /// What this service needs of the machine.
     pub fn needs(self) -> Needs {
         const NONE: &[&str] = &[];
         match self {
+            Service::Dockerd if DockerKind::current().is_bed() => Needs {
+                root: true,
+                files: NONE,
+                static_files: &[BUSYBOX],
+                tools: &[
+                    "mkfs.ext4",
+                    "losetup",
+                    "mount",
+                    "umount",
+                    "tar",
+                    "stat",
+                    "kill",
+                    "unshare",
+                    "nsenter",
+                ],
+                engines_root: true,
+                hint: "run as root with busybox-static, e2fsprogs and mount installed, after tests/engines/bed.sh ensure; scripts/test.sh does both",
+            },
+            Service::Podman if PodmanKind::current() == PodmanKind::Bed => Needs {
+                root: true,
+                files: NONE,
+                static_files: &[BUSYBOX],
+                tools: &[
+                    "unshare",
+                    "nsenter",
+                    "mkfs.ext4",
+                    "losetup",
+                    "mount",
+                    "umount",
+                    "tar",
+                    "stat",
+                    "kill",
+                ],
+                engines_root: true,
+                hint: "run as root with busybox-static, e2fsprogs and mount installed, after tests/engines/bed.sh ensure; scripts/test.sh does both",
+            },
             Service::Dockerd => Needs {
                 root: true,
                 files: &[DOCKERD, DOCKER_CLI],
@@ -105,6 +154,7 @@ impl Service {
                     "stat",
                     "kill",
                 ],
+                engines_root: false,
                 hint: "run as root with docker.io, busybox-static, e2fsprogs and mount installed; scripts/test.sh installs them",
             },
             Service::Kubectl => Needs {
@@ -112,6 +162,7 @@ impl Service {
                 files: NONE,
                 static_files: NONE,
                 tools: &["kubectl"],
+                engines_root: false,
                 hint: "install kubectl",
             },
             Service::Root => Needs {
@@ -119,6 +170,7 @@ impl Service {
                 files: NONE,
                 static_files: NONE,
                 tools: &["mount", "umount"],
+                engines_root: false,
                 hint: "run the tests as root",
             },
             Service::Podman => Needs {
@@ -136,6 +188,7 @@ impl Service {
                     "stat",
                     "kill",
                 ],
+                engines_root: false,
                 hint: "run as root with podman (it brings conmon), runc, docker.io (its CLI), busybox-static, e2fsprogs and mount installed; scripts/test.sh installs them",
             },
             Service::NodeExporter => Needs {
@@ -143,6 +196,7 @@ impl Service {
                 files: NONE,
                 static_files: NONE,
                 tools: &["prometheus-node-exporter"],
+                engines_root: false,
                 hint: "install prometheus-node-exporter",
             },
             Service::Promtool => Needs {
@@ -150,6 +204,7 @@ impl Service {
                 files: NONE,
                 static_files: NONE,
                 tools: &["promtool"],
+                engines_root: false,
                 hint: "install prometheus (it ships promtool)",
             },
         }
@@ -179,6 +234,9 @@ impl Needs {
             if host::find_in_path(tool).is_none() {
                 missing.push((*tool).to_string());
             }
+        }
+        if self.engines_root && bed::root().is_none() {
+            missing.push(format!("the engines root ({} ensure)", bed::BED_SH));
         }
         missing
     }
@@ -214,6 +272,7 @@ pub fn require(service: Service) -> bool {
     let test = current_test();
     let Err(why) = check(
         service.name(),
+        service.engine(),
         &service.needs(),
         &test,
         &Ledger::current(),
@@ -234,6 +293,7 @@ pub fn require(service: Service) -> bool {
 /// records the outcome in `ledger`; `Err(why)` when something is missing, a panic then if `ci`.
 pub fn check(
     service: &str,
+    engine: &str,
     needs: &Needs,
     test: &str,
     ledger: &Ledger,
@@ -244,6 +304,7 @@ pub fn check(
         ledger.record(&Entry {
             outcome: Outcome::Ran,
             service: service.to_string(),
+            engine: engine.to_string(),
             test: test.to_string(),
             reason: "-".to_string(),
         });
@@ -253,6 +314,7 @@ pub fn check(
     ledger.record(&Entry {
         outcome: Outcome::Skipped,
         service: service.to_string(),
+        engine: engine.to_string(),
         test: test.to_string(),
         reason: if ci {
             format!("{why}; CI is set, so the test failed")
@@ -290,6 +352,7 @@ mod tests {
         files: &["/nonexistent/dic/dockerd"],
         static_files: &["/nonexistent/dic/busybox"],
         tools: &["dic-no-such-tool"],
+        engines_root: false,
         hint: "nothing real",
     };
 
@@ -311,7 +374,7 @@ mod tests {
     #[test]
     fn a_missing_service_is_a_recorded_skip_naming_what_is_missing() {
         let (_dir, ledger) = temp_ledger();
-        let why = check("svc", &ABSENT, "mod::a_test", &ledger, false).expect_err("missing");
+        let why = check("svc", "-", &ABSENT, "mod::a_test", &ledger, false).expect_err("missing");
         let entries: Vec<Entry> = ledger.entries().into_iter().flatten().collect();
         assert_eq!(entries.len(), 1, "{entries:?}");
         let e = &entries[0];
@@ -333,7 +396,7 @@ mod tests {
     fn under_ci_a_missing_service_panics_and_is_recorded() {
         let (_dir, ledger) = temp_ledger();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            check("svc", &ABSENT, "mod::a_test", &ledger, true)
+            check("svc", "-", &ABSENT, "mod::a_test", &ledger, true)
         }));
         let message = result.expect_err("must panic under CI");
         let message = message
@@ -357,15 +420,17 @@ mod tests {
             files: &["/proc/self/status"],
             static_files: &[],
             tools: &["sh"],
+            engines_root: false,
             hint: "-",
         };
-        assert_eq!(check("svc", &present, "mod::b", &ledger, true), Ok(()));
+        assert_eq!(check("svc", "-", &present, "mod::b", &ledger, true), Ok(()));
         let entries: Vec<_> = ledger.entries();
         assert_eq!(
             entries,
             [Ok(Entry {
                 outcome: Outcome::Ran,
                 service: "svc".to_string(),
+                engine: "-".to_string(),
                 test: "mod::b".to_string(),
                 reason: "-".to_string(),
             })]

@@ -7,16 +7,25 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use crate::util::bed::PodmanKind;
 use crate::util::host;
 
 /// Writes the three configuration files and makes the dirs they name.
-pub(super) fn write(dir: &Path, root: &Path) {
+pub(super) fn write(dir: &Path, root: &Path, kind: PodmanKind) {
     for sub in ["run", "tmp", "net", "home", "cli"] {
         let path = dir.join(sub);
         fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
     }
-    let runc = host::find_in_path("runc")
-        .unwrap_or_else(|| panic!("no runc (require(Service::Podman) checks for it)"));
+    // The bed's Podman runs chrooted in its root: its own runc (crun, Podman 5's default,
+    // refuses this host's hybrid cgroups), and netavark (Podman 5 has no CNI backend).
+    let (runc, network_backend) = match kind {
+        PodmanKind::Host => (
+            host::find_in_path("runc")
+                .unwrap_or_else(|| panic!("no runc (require(Service::Podman) checks for it)")),
+            "cni",
+        ),
+        PodmanKind::Bed => (std::path::PathBuf::from("/usr/bin/runc"), "netavark"),
+    };
     let (nofile, nproc) = (
         own_hard_limit("Max open files"),
         own_hard_limit("Max processes"),
@@ -46,7 +55,7 @@ runtime = "runc"
 runc = ["{runc}"]
 
 [network]
-network_backend = "cni"
+network_backend = "{network_backend}"
 network_config_dir = "{d}/net"
 "#,
         runc = runc.display(),

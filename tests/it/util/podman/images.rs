@@ -8,6 +8,7 @@
 use std::process::{Command, Output};
 
 use super::{COMMAND_BOUND, PODMAN, PrivatePodman, config};
+use crate::util::bed::PodmanKind;
 use crate::util::cli::{EngineCli, stdout_line};
 use crate::util::host;
 use crate::util::rootfs::{CMD_CHANGE, RootfsTar};
@@ -40,6 +41,10 @@ impl PrivatePodman {
     /// tmpfs on `/var/lib` (see [`PRIVATE_VAR_LIB`]): for the commands that copy images
     /// (`import`, `load`, `save`), which would write the machine's blob-info cache.
     pub fn podman_copying(&self, args: &[&str]) -> Output {
+        if self.kind() == PodmanKind::Bed {
+            // The bed's namespace has a tmpfs of its own on the root's /var/lib.
+            return self.podman(args);
+        }
         let mut cmd = Command::new("unshare");
         config::apply_env(&mut cmd, self.dir());
         cmd.args([
