@@ -157,6 +157,17 @@ fn error(op: String, source: BollardError) -> Error {
     }
 }
 
+/// An image id as the rest of the program spells it (`sha256:<hex>`). Podman sends some ids as
+/// bare hex: event actors, and from Podman 5 the image list's `ParentId` while its `Id` has the
+/// prefix, so a parent would never match the image it names. Anything else is kept as sent.
+fn canonical_id(id: String) -> String {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("sha256:{id}")
+    } else {
+        id
+    }
+}
+
 /// Tags without Docker's `<none>:<none>` placeholder.
 fn tags(repo_tags: Option<Vec<String>>) -> Vec<String> {
     repo_tags
@@ -246,7 +257,7 @@ impl Engine for DockerEngine {
                     .and_then(|n| n.into_iter().next())
                     .map(|n| n.trim_start_matches('/').to_string())
                     .unwrap_or_default(),
-                image_id: c.image_id.unwrap_or_default(),
+                image_id: canonical_id(c.image_id.unwrap_or_default()),
                 running,
                 created: c.created.unwrap_or_default(),
                 finished,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use bollard::errors::Error as BollardError;
 use serde::Deserialize;
 
-use super::{DockerEngine, tags};
+use super::{DockerEngine, canonical_id, tags};
 use crate::docker::{Error, Image};
 
 /// Tagged and dangling images, not the intermediate layers of the classic builder.
@@ -51,8 +51,8 @@ fn parse_images(body: &str) -> Result<Vec<Image>, serde_json::Error> {
             continue;
         }
         images.push(Image {
-            id: e.id,
-            parent_id: e.parent_id.filter(|p| !p.is_empty()),
+            id: canonical_id(e.id),
+            parent_id: e.parent_id.filter(|p| !p.is_empty()).map(canonical_id),
             tags: tags(e.repo_tags),
             created: e.created,
             size_bytes: u64::try_from(e.size).unwrap_or(0),
@@ -99,9 +99,44 @@ mod tests {
         );
         assert_eq!(images[1].size_bytes, 0, "a negative size is no size");
 
+        // Podman 5: the parent as bare hex while the id has its prefix.
+        let hex = "ab".repeat(32);
+        let podman5 = format!(r#"[{{"Id":"sha256:{hex}","ParentId":"{hex}"}}]"#);
+        let images = parse_images(&podman5).unwrap();
+        assert_eq!(images[0].parent_id, Some(format!("sha256:{hex}")));
+        assert_eq!(images[0].id, format!("sha256:{hex}"));
+
         assert!(parse_images("null").unwrap().is_empty());
         assert!(parse_images("[]").unwrap().is_empty());
         assert!(parse_images(r#"{"message":"oops"}"#).is_err());
         assert!(parse_images(r#"[{"Id":"sha256:dd","Created":"yesterday"}]"#).is_err());
+    }
+
+    /// Image lists recorded from real engines (`fixtures/`), after the same script as the event
+    /// streams: a legacy build's image has a parent on Docker 28 (both stores) and on Podman 5,
+    /// and every parent names an image of the list in the list's own spelling.
+    #[test]
+    fn recorded_lists_of_today_s_engines() {
+        for (name, body) in [
+            (
+                "docker 28",
+                include_str!("fixtures/images-docker-28.5-overlay2.json"),
+            ),
+            (
+                "docker 28 containerd",
+                include_str!("fixtures/images-docker-28.5-containerd.json"),
+            ),
+            ("podman 5", include_str!("fixtures/images-podman-5.8.json")),
+        ] {
+            let images = parse_images(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(images.len() >= 2, "{name}");
+            assert!(images.iter().all(|i| i.id.starts_with("sha256:")), "{name}");
+            let legacy = images
+                .iter()
+                .find(|i| i.tags.iter().any(|t| t.ends_with("t/legacy:1")))
+                .unwrap_or_else(|| panic!("{name}: no legacy image"));
+            let parent = legacy.parent_id.as_deref().unwrap_or_default();
+            assert!(parent.starts_with("sha256:"), "{name}: {parent:?}");
+        }
     }
 }
