@@ -32,7 +32,7 @@ use execute::Execution;
 
 pub use begin::{Begun, MAX_RETRY, retry_delay};
 pub use report::{Context, Quiet, Report, Tallies, Tally, node_event, outcome_text};
-pub use stock::{EngineStock, Member, Purpose, Stock, apply_event, replay, take_stock};
+pub use stock::{EngineStock, Member, Purpose, Stock, apply_event, refresh, replay, take_stock};
 
 /// Errors that end a pass early.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,12 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
         };
         let ages = !config.max_unused_age.is_zero() && config.strategy != Strategy::Prune;
         if !pressure && !ages {
+            // Last use still learns what is there (it changes nothing: a shutdown need not wait).
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => {}
+                () = refresh(&mut self.members, self.now_ms) => {}
+            }
             return Ok(below_high(self.quiet));
         }
         if pressure {

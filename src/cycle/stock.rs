@@ -281,6 +281,24 @@ pub async fn take_stock<E: Engine>(
     })
 }
 
+/// Below the high watermark, where no stock is taken: lists each member and reconciles its last
+/// use, so that whatever a pass decides, the table knows every image from its first sighting on
+/// (an image never used since install sorts by it, never as "now") and covers the engine from
+/// the first pass. Cheap: two listings an engine, no finish times, nothing measured. An engine
+/// that cannot be listed is left for the next pass (a pass under pressure reports it).
+pub async fn refresh<E: Engine>(members: &mut [Member<'_, E>], now_ms: i64) {
+    for m in members.iter_mut() {
+        match m.engine.inventory(false).await {
+            Ok(inventory) => m.last_use.reconcile(&inventory, now_ms),
+            Err(e) => log::debug!(
+                "engine {}: cannot list its images and containers: {}",
+                m.config.name,
+                error_chain(&e)
+            ),
+        }
+    }
+}
+
 /// Applies one event to `last_use`, resolving the image it names when the event names it by
 /// reference (`app:1`); an image that no longer exists is ignored.
 pub async fn apply_event<E: Engine>(engine: &E, last_use: &mut LastUse, event: &UseEvent) {

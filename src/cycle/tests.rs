@@ -285,7 +285,7 @@ async fn stops_at_the_low_watermark_and_releases() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn below_high_takes_no_stock_and_touches_no_node() {
+async fn below_high_only_lists_and_touches_no_node() {
     let (engine, mut last_use) = four_images();
     let disk = Disk::new(&engine, 10);
     let guard = Recorder::new(PassStart::Proceed);
@@ -294,8 +294,32 @@ async fn below_high_takes_no_stock_and_touches_no_node() {
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::BelowHigh);
-    assert!(engine.calls().is_empty());
+    assert_eq!(engine.calls(), vec![Call::Inventory]);
+    assert!(removed(&engine).is_empty());
     assert!(guard.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_pass_below_high_records_every_image_and_starts_coverage() {
+    // A fresh table, as on a first start: a pass below high must still learn the images, at
+    // their build time, so that a later pass sorts an image never used by it, never as "now".
+    let (engine, _) = four_images();
+    let mut last_use = LastUse::new();
+    let disk = Disk::new(&engine, 10);
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let report = pass(&config(), &engine, &disk, &mut last_use, &guard, &token)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::BelowHigh);
+    assert_eq!(last_use.covering_since_ms(), Some(NOW_MS));
+    for image in engine.inventory_now().images {
+        let entry = last_use
+            .get(&image.id)
+            .unwrap_or_else(|| panic!("{} not recorded", image.id));
+        assert_eq!(entry.last_used_ms, image.created * 1000, "{}", image.id);
+        assert!(entry.last_used_ms < NOW_MS);
+    }
 }
 
 #[tokio::test(start_paused = true)]
