@@ -170,7 +170,7 @@ pub async fn run(
         pieces[6].rounds.push(start.elapsed());
 
         let last_use = tables.engine_mut(&config.engines[0].name);
-        last_use.reconcile(&inventory, now_ms());
+        last_use.reconcile(&inventory, now_ms(), false);
         let holding = Holding {
             name: &config.engines[0].name,
             inventory: &inventory,

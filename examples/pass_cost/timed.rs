@@ -225,9 +225,13 @@ impl<E: Engine> Engine for TimedEngine<'_, E> {
         &self,
         unused_for: Duration,
         keep_bytes: u64,
+        all: bool,
     ) -> Result<Option<Pruned>, docker::Error> {
         let start = Instant::now();
-        let r = self.inner.prune_build_cache(unused_for, keep_bytes).await;
+        let r = self
+            .inner
+            .prune_build_cache(unused_for, keep_bytes, all)
+            .await;
         self.timeline.span(Kind::Prune, start);
         r
     }
@@ -236,6 +240,17 @@ impl<E: Engine> Engine for TimedEngine<'_, E> {
         let start = Instant::now();
         let r = self.inner.resolve_image(name).await;
         self.timeline.span(Kind::Lookup, start);
+        r
+    }
+
+    fn storage(&self) -> &docker::Storage {
+        self.inner.storage()
+    }
+
+    async fn containerd_bytes(&self) -> Result<Option<u64>, docker::Error> {
+        let start = Instant::now();
+        let r = self.inner.containerd_bytes().await;
+        self.timeline.span(Kind::Measure, start);
         r
     }
 
@@ -276,9 +291,9 @@ impl<M: Meter> Meter for TimedMeter<'_, M> {
         r
     }
 
-    async fn footprint(&self, paths: &[PathBuf]) -> Result<u64, usage::Error> {
+    async fn footprint(&self, paths: &[PathBuf], skip: &[PathBuf]) -> Result<u64, usage::Error> {
         let start = Instant::now();
-        let r = self.inner.footprint(paths).await;
+        let r = self.inner.footprint(paths, skip).await;
         self.timeline.span(Kind::Measure, start);
         r
     }

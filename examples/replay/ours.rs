@@ -80,7 +80,7 @@ impl Ours {
             return;
         }
         let inventory = w.node.inventory(self.sizes);
-        self.last_use.reconcile(&inventory, w.now);
+        self.last_use.reconcile(&inventory, w.now, false);
         let need = policy::need(&before, &self.config.watermarks);
         let holding = Holding {
             name: DEFAULT_ENGINE,
@@ -122,7 +122,9 @@ impl Ours {
                     w.advance(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                     course.next(Input::Paused)
                 }
-                Action::Stop(_) => break,
+                // Not asked for: the course here is made without restocking (the simulated
+                // node's removals free what they say).
+                Action::Restock | Action::Stop(_) => break,
             };
         }
         w.node.stats.busy_ms += w.now - cordoned_at;

@@ -19,6 +19,16 @@ pub(super) struct Execution<'a, 'm, E: Engine, M: Meter, G: Guard> {
     pub(super) guard: &'a mut G,
     pub(super) progress: &'a dyn Progress,
     pub(super) shutdown: &'a CancellationToken,
+    /// The course may ask to take stock again ([`Action::Restock`]).
+    pub(super) restock: bool,
+}
+
+/// How the execution of one plan ended.
+pub(super) enum Ended {
+    /// The pass is over.
+    Outcome(Outcome),
+    /// A removal freed much less than planned: take stock again from this measurement.
+    Restock(Measurement),
 }
 
 impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
@@ -29,9 +39,9 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
         engines: &[EngineView],
         before: &Measurement,
         tallies: &mut Tallies,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Ended, Error> {
         let total = plan.steps.len();
-        let mut course = Course::new(plan, self.config, before, engines);
+        let mut course = Course::new(plan, self.config, before, engines).restocking(self.restock);
         let mut last = before.clone();
         let mut action = course.next(Input::Start);
         loop {
@@ -39,7 +49,7 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
                 Action::Run(i) => {
                     if self.shutdown.is_cancelled() {
                         log::info!("shutdown requested: stopping after {i} of {total} steps");
-                        return Ok(Outcome::Interrupted);
+                        return Ok(Ended::Outcome(Outcome::Interrupted));
                     }
                     self.guard.check_deadline().await;
                     let step = &plan.steps[i];
@@ -74,6 +84,13 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
                     }
                     course.next(Input::Paused)
                 }
+                Action::Restock => {
+                    log::info!(
+                        "a removal freed much less than its size (its layers are held elsewhere): taking stock again after {} of {total} steps",
+                        course.steps_begun()
+                    );
+                    return Ok(Ended::Restock(last));
+                }
                 Action::Stop(outcome) => {
                     match outcome {
                         Outcome::ReachedLow if self.config.strategy != Strategy::Prune => {
@@ -92,7 +109,7 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
                         }
                         _ => {}
                     }
-                    return Ok(outcome);
+                    return Ok(Ended::Outcome(outcome));
                 }
             };
         }
@@ -117,10 +134,14 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
             Step::PruneBuildCache {
                 keep_bytes,
                 unused_for_secs,
+                all,
                 ..
             } => {
                 let unused_for = std::time::Duration::from_secs(*unused_for_secs);
-                match engine.prune_build_cache(unused_for, *keep_bytes).await? {
+                match engine
+                    .prune_build_cache(unused_for, *keep_bytes, *all)
+                    .await?
+                {
                     Some(p) => {
                         log::info!(
                             "{step}: removed {} records, {} reclaimed",

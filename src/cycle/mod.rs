@@ -10,9 +10,11 @@
 //! - `execute`: the plan carried out step by step, as the policy's course directs.
 //! - `report`: [`Report`] and the Node Event.
 //! - `begin`: the guard's start of the removals, and the wait for a fleet slot.
+//! - `meter`: measuring where the engines keep their bytes ([`meter_for`], [`Counting`]).
 
 mod begin;
 mod execute;
+mod meter;
 mod report;
 mod stock;
 #[cfg(test)]
@@ -28,9 +30,14 @@ use crate::docker::{self, Engine};
 use crate::node::{Cordoner, NodeEvent, PassStart};
 use crate::policy::{self, Outcome};
 use crate::usage::{self, FsUsage, Measurement, Meter, size};
-use execute::Execution;
+use execute::{Ended, Execution};
+
+/// How many times one pass may take stock again after removals that freed much less than
+/// planned ([`policy::Action::Restock`]); then it goes on with the plan it has.
+pub const MAX_RESTOCKS: usize = 3;
 
 pub use begin::{Begun, MAX_RETRY, retry_delay};
+pub use meter::{Counting, meter_for, storage_warnings};
 pub use report::{Context, Quiet, Report, Tallies, Tally, node_event, outcome_text};
 pub use stock::{EngineStock, Member, Purpose, Stock, apply_event, refresh, replay, take_stock};
 
@@ -116,7 +123,9 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
     pub async fn run(mut self) -> Result<Report, Error> {
         let started = Instant::now();
         let config = self.config;
-        let before = self.meter.measure().await?;
+        let engines: Vec<&E> = self.members.iter().map(|m| m.engine).collect();
+        let meter = &Counting::new(self.meter, engines);
+        let before = meter.measure().await?;
         let report = |outcome, after, plan, tallies| {
             Report::new(
                 outcome,
@@ -163,7 +172,7 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
         };
         let filesystems = match &before {
             Measurement::Relative(all) => all.clone(),
-            Measurement::Absolute(_) => self.meter.filesystems().await?,
+            Measurement::Absolute(_) => meter.filesystems().await?,
         };
         // Taking stock changes nothing: a shutdown need not wait for it.
         let stock = tokio::select! {
@@ -171,7 +180,7 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
             () = self.shutdown.cancelled() => {
                 return Ok(report(Outcome::Interrupted, before.clone(), None, Tallies::default()));
             }
-            stock = take_stock(&mut self.members, self.meter, config, &before, &filesystems, self.now_ms, purpose) => stock?,
+            stock = take_stock(&mut self.members, meter, config, &before, &filesystems, self.now_ms, purpose) => stock?,
         };
         if !pressure && stock.plan.steps.is_empty() {
             return Ok(below_high(self.quiet));
@@ -207,19 +216,19 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
         for e in &stock.engines {
             tallies.of(&e.name);
         }
-        let executed = Execution {
-            config,
-            members: &self.members,
-            meter: self.meter,
-            guard: &mut *self.guard,
-            progress: self.progress,
-            shutdown: self.shutdown,
-        }
-        .run(&plan, &stock.views(), &before, &mut tallies)
-        .await;
+        let executed = self
+            .execute(
+                meter,
+                stock.clone(),
+                &before,
+                &filesystems,
+                &mut tallies,
+                started,
+            )
+            .await;
         // Measure again before releasing, so the Event carries the figures; a failed
         // measurement must not keep the cordon.
-        let after = self.meter.measure().await;
+        let after = meter.measure().await;
         let event = match (&executed, &after) {
             (Ok(outcome), Ok(after)) => event(
                 config,
@@ -236,6 +245,56 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
         self.guard.end_pass(event).await;
         let outcome = executed?;
         Ok(report(outcome, after?, Some(plan), tallies))
+    }
+
+    /// Carries out `stock`'s plan; when a removal frees much less than planned, takes stock
+    /// again (the build cache re-read, the chain an image left behind listed) and goes on with
+    /// the new plan, at most [`MAX_RESTOCKS`] times.
+    async fn execute(
+        &mut self,
+        meter: &impl Meter,
+        mut stock: Stock,
+        before: &Measurement,
+        filesystems: &[FsUsage],
+        tallies: &mut Tallies,
+        started: Instant,
+    ) -> Result<Outcome, Error> {
+        let config = self.config;
+        let mut from = before.clone();
+        let mut restocks = 0;
+        loop {
+            let ended = Execution {
+                config,
+                members: &self.members,
+                meter,
+                guard: &mut *self.guard,
+                progress: self.progress,
+                shutdown: self.shutdown,
+                restock: restocks < MAX_RESTOCKS,
+            }
+            .run(&stock.plan, &stock.views(), &from, tallies)
+            .await?;
+            let measured = match ended {
+                Ended::Outcome(outcome) => return Ok(outcome),
+                Ended::Restock(measured) => measured,
+            };
+            restocks += 1;
+            self.progress.update("cleaning: taking stock again");
+            let filesystems = match &measured {
+                Measurement::Relative(all) => all.clone(),
+                Measurement::Absolute(_) => filesystems.to_vec(),
+            };
+            let now_ms = self
+                .now_ms
+                .saturating_add(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+            stock = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ok(Outcome::Interrupted),
+                stock = take_stock(&mut self.members, meter, config, &measured, &filesystems, now_ms, Purpose::Restock) => stock?,
+            };
+            log::info!("{}", stock.plan.to_string().trim_end());
+            from = measured;
+        }
     }
 
     /// Cordons for the removals (a fleet slot first, with slots); `None` when the pass goes on,

@@ -107,6 +107,10 @@ pub enum Purpose {
     Age,
     /// `status`: every footprint and build cache, the plan as under pressure.
     Status,
+    /// A pass taking stock again after removals that freed much less than planned: as
+    /// [`Purpose::Space`], and an image found now without a tag is what a removal left behind
+    /// (a chain of parents), as old as its build, not new.
+    Restock,
 }
 
 /// The indexes in `filesystems` of the filesystems holding `paths`.
@@ -148,7 +152,7 @@ pub async fn take_stock<E: Engine>(
     let any_floor = members.iter().any(|m| !m.config.floor.is_none());
     let walk = match purpose {
         Purpose::Status => true,
-        Purpose::Space => any_floor && !critical,
+        Purpose::Space | Purpose::Restock => any_floor && !critical,
         Purpose::Age => false,
     };
     // Strategy prune is the original's: it never touches the build cache.
@@ -156,14 +160,23 @@ pub async fn take_stock<E: Engine>(
     let mut engines = Vec::with_capacity(members.len());
     let mut first_error = None;
     for m in members.iter_mut() {
-        let fs = filesystems_of(meter, &m.config.paths, filesystems);
+        let storage = m.engine.storage();
+        let places: Vec<std::path::PathBuf> = m
+            .config
+            .paths
+            .iter()
+            .cloned()
+            .chain(storage.places().into_iter().map(|p| p.path))
+            .collect();
+        let fs = filesystems_of(meter, &places, filesystems);
         let total = fs.first().map_or(0, |&i| filesystems[i].total_bytes);
         // Below high no container is removed: their finish times (a request each) are not
         // needed.
         let finished_times = !config.container_min_age.is_zero() && purpose != Purpose::Age;
         let (inventory, error) = match m.engine.inventory(finished_times).await {
             Ok(inventory) => {
-                m.last_use.reconcile(&inventory, now_ms);
+                m.last_use
+                    .reconcile(&inventory, now_ms, purpose == Purpose::Restock);
                 (Some(inventory), None)
             }
             Err(e) => {
@@ -178,13 +191,12 @@ pub async fn take_stock<E: Engine>(
             }
         };
         let footprint_bytes = if walk {
-            match meter.footprint(&m.config.paths).await {
+            match footprint(m, meter).await {
                 Ok(bytes) => Some(bytes),
                 Err(e) => {
                     log::warn!(
-                        "engine {}: cannot measure its footprint, its floor does not apply: {}",
+                        "engine {}: cannot measure its footprint, its floor does not apply: {e}",
                         m.config.name,
-                        error_chain(&e)
                     );
                     None
                 }
@@ -196,7 +208,7 @@ pub async fn take_stock<E: Engine>(
             match m.engine.build_cache().await {
                 Ok(Some(cache)) => {
                     let level = match purpose {
-                        Purpose::Space => log::Level::Info,
+                        Purpose::Space | Purpose::Restock => log::Level::Info,
                         _ => log::Level::Debug,
                     };
                     log::log!(
@@ -272,13 +284,31 @@ pub async fn take_stock<E: Engine>(
     let need = policy::need(usage, &config.watermarks);
     let plan = match purpose {
         Purpose::Age => policy::plan_aged(&holdings, config, now_ms),
-        Purpose::Space | Purpose::Status => policy::plan(&holdings, config, need, now_ms, critical),
+        Purpose::Space | Purpose::Status | Purpose::Restock => {
+            policy::plan(&holdings, config, need, now_ms, critical)
+        }
     };
     Ok(Stock {
         engines,
         plan,
         critical,
     })
+}
+
+/// What `m`'s engine holds: its configured paths walked (`du -sx`), except containerd's roots,
+/// plus, with the containerd image store, what containerd counts in the engine's namespace.
+async fn footprint<E: Engine>(m: &Member<'_, E>, meter: &impl Meter) -> Result<u64, String> {
+    let skip = m.engine.storage().not_walked();
+    let walked = meter
+        .footprint(&m.config.paths, &skip)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let counted = m
+        .engine
+        .containerd_bytes()
+        .await
+        .map_err(|e| error_chain(&e))?;
+    Ok(walked.saturating_add(counted.unwrap_or(0)))
 }
 
 /// Below the high watermark, where no stock is taken: lists each member and reconciles its last
@@ -289,7 +319,7 @@ pub async fn take_stock<E: Engine>(
 pub async fn refresh<E: Engine>(members: &mut [Member<'_, E>], now_ms: i64) {
     for m in members.iter_mut() {
         match m.engine.inventory(false).await {
-            Ok(inventory) => m.last_use.reconcile(&inventory, now_ms),
+            Ok(inventory) => m.last_use.reconcile(&inventory, now_ms, false),
             Err(e) => log::debug!(
                 "engine {}: cannot list its images and containers: {}",
                 m.config.name,

@@ -88,7 +88,11 @@ impl Meter for Disk<'_> {
         Ok(self.usage())
     }
 
-    async fn footprint(&self, paths: &[std::path::PathBuf]) -> Result<u64, usage::Error> {
+    async fn footprint(
+        &self,
+        paths: &[std::path::PathBuf],
+        _skip: &[std::path::PathBuf],
+    ) -> Result<u64, usage::Error> {
         Ok(self
             .engines
             .iter()

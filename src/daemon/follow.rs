@@ -54,10 +54,13 @@ pub(super) async fn connect(
     timeout: Duration,
 ) -> Result<DockerEngine, docker::Error> {
     let connected = DockerEngine::connect(engine.docker_host.as_deref(), timeout).await;
-    if let Ok(e) = &connected
-        && e.is_podman()
-    {
-        log::debug!("engine {}: Podman's Docker-compatible API", engine.name);
+    if let Ok(e) = &connected {
+        if e.is_podman() {
+            log::debug!("engine {}: Podman's Docker-compatible API", engine.name);
+        }
+        for warning in cycle::storage_warnings(engine, e.storage()) {
+            log::warn!("{warning}");
+        }
     }
     connected
 }

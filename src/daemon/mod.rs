@@ -20,12 +20,11 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{now_ms, now_nanos};
 use crate::config::Config;
 use crate::cycle::{self, Member, Pass, Quiet, Report};
-use crate::docker::{self, DockerEngine};
+use crate::docker::{self, DockerEngine, Engine};
 use crate::lastuse::{self, Tables};
 use crate::metrics::{self, Exporter};
 use crate::node;
 use crate::notify::Notifier;
-use crate::usage::PathMeter;
 use follow::connect_all;
 use serve::{Daemon, describe, step_bound};
 use startup::Startup;
@@ -130,7 +129,7 @@ pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Repor
     let report = Pass {
         config,
         members: members(config, &connected, &mut s.tables),
-        meter: &PathMeter::new(config),
+        meter: &cycle::meter_for(config, connected.iter().map(|(_, e)| e.storage())),
         guard: &mut s.cordoner,
         progress: &(),
         shutdown,

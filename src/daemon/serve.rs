@@ -17,6 +17,7 @@ use crate::clock::{now_ms, now_nanos};
 use crate::config::Config;
 use crate::cycle::{self, Pass, Progress, Quiet, Report};
 use crate::docker::DockerEngine;
+use crate::docker::Engine as _;
 use crate::error_chain;
 use crate::metrics::Exporter;
 use crate::node::Cordoner;
@@ -182,7 +183,7 @@ impl Daemon<'_> {
             return;
         };
         self.last_check = Some(Instant::now());
-        match PathMeter::new(&self.config).measure().await {
+        match self.meter().measure().await {
             Ok(m) if policy::above_high(&m, &self.config.watermarks) => {
                 log::info!("usage {m} after a {trigger}: at or above high, cleaning now");
                 self.tick(Some(trigger)).await;
@@ -190,6 +191,17 @@ impl Daemon<'_> {
             Ok(m) => log::debug!("usage {m} after a {trigger}: below high"),
             Err(e) => log::debug!("cannot measure after a {trigger}: {}", error_chain(&e)),
         }
+    }
+
+    /// The meter of the configured paths and of the places the connected engines named.
+    fn meter(&self) -> PathMeter {
+        cycle::meter_for(
+            &self.config,
+            self.connections
+                .iter()
+                .flatten()
+                .map(|c| c.engine.storage()),
+        )
     }
 
     /// The connection of engine `name`, if connected.
@@ -242,10 +254,11 @@ impl Daemon<'_> {
             .enumerate()
             .filter_map(|(i, c)| Some((i, c.as_ref()?.engine.clone())))
             .collect();
+        let meter = self.meter();
         Pass {
             config: &self.config,
             members: members(&self.config, &connected, &mut self.start.tables),
-            meter: &PathMeter::new(&self.config),
+            meter: &meter,
             guard: &mut self.start.cordoner,
             progress: &Watched(self.notifier),
             shutdown: &self.shutdown,

@@ -9,7 +9,9 @@
 //! - `events`: the event stream and which events mean "used", with Podman's quirks;
 //! - `cache`: the build cache's `/system/df` and `/build/prune`, through bollard's request hooks;
 //! - `images`: the image list, read as text and parsed leniently (bollard's model refuses an
-//!   answer that leaves out a field it requires).
+//!   answer that leaves out a field it requires);
+//! - `storage`: where the engine keeps its bytes (`/info`, and containerd's roots for the
+//!   containerd image store), and the bytes of its containerd namespace.
 //!
 //! None of them decides what to delete.
 
@@ -17,6 +19,7 @@ mod cache;
 mod events;
 mod images;
 mod remove;
+mod storage;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,7 +34,7 @@ use bollard::query_parameters::{
 use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
 use futures_util::Stream;
 
-use super::{BuildCache, Container, Engine, Error, Inventory, Pruned, Removal, UseEvent};
+use super::{BuildCache, Container, Engine, Error, Inventory, Pruned, Removal, Storage, UseEvent};
 
 /// The Docker Engine (or a compatible one, such as `podman system service`) over its HTTP API.
 #[derive(Debug, Clone)]
@@ -41,6 +44,8 @@ pub struct DockerEngine {
     /// Podman's Docker-compatible service rather than Docker (it has no build cache endpoint,
     /// and names images in its events differently).
     podman: bool,
+    /// Where it keeps its bytes, as found when connecting.
+    storage: Storage,
 }
 
 impl DockerEngine {
@@ -63,6 +68,7 @@ impl DockerEngine {
             docker,
             timeout,
             podman: false,
+            storage: Storage::default(),
         };
         let docker = engine
             .call(
@@ -77,7 +83,18 @@ impl DockerEngine {
             .unwrap_or_default()
             .iter()
             .any(|c| c.name.to_ascii_lowercase().contains("podman"));
-        Ok(DockerEngine { podman, ..engine })
+        let engine = DockerEngine { podman, ..engine };
+        let storage = match engine.discover_storage().await {
+            Ok(storage) => storage,
+            Err(e) => {
+                log::warn!(
+                    "engine at {host}: cannot tell where it keeps its bytes; only the configured paths are measured: {}",
+                    crate::error_chain(&e)
+                );
+                Storage::default()
+            }
+        };
+        Ok(DockerEngine { storage, ..engine })
     }
 
     /// True for Podman's Docker-compatible service.
@@ -346,12 +363,21 @@ impl Engine for DockerEngine {
         &self,
         unused_for: Duration,
         keep_bytes: u64,
+        all: bool,
     ) -> Result<Option<Pruned>, Error> {
-        self.prune_cache(unused_for, keep_bytes).await
+        self.prune_cache(unused_for, keep_bytes, all).await
     }
 
     async fn resolve_image(&self, name: &str) -> Result<Option<String>, Error> {
         Ok(self.inspect_image(name).await?.map(|(id, _)| id))
+    }
+
+    fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    async fn containerd_bytes(&self) -> Result<Option<u64>, Error> {
+        self.namespace_bytes().await
     }
 
     fn use_events(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt, stream};
 
 use super::{
-    BuildCache, CacheRecord, Container, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent,
+    BuildCache, CacheRecord, Container, Engine, Error, Image, Inventory, Pruned, Removal, Storage,
+    UseEvent,
 };
 
 /// One call made to the fake, in order.
@@ -35,12 +36,14 @@ pub enum Call {
     Events,
     /// `build_cache()`.
     BuildCache,
-    /// `prune_build_cache(unused_for, keep_bytes)`.
+    /// `prune_build_cache(unused_for, keep_bytes, all)`.
     PruneBuildCache {
         /// Records used within this many seconds stay.
         unused_for_secs: u64,
         /// The size to keep.
         keep_bytes: u64,
+        /// Shared records too.
+        all: bool,
     },
 }
 
@@ -71,12 +74,15 @@ struct State {
     build_cache: Option<BuildCache>,
     /// Now, unix seconds, for the prune's age filter.
     now_secs: i64,
+    /// What `containerd_bytes` answers.
+    containerd_bytes: Option<u64>,
 }
 
 /// The in-memory engine. Cheap to share by reference; every method takes `&self`.
 #[derive(Debug, Default)]
 pub struct FakeEngine {
     state: Mutex<State>,
+    storage: Storage,
 }
 
 impl FakeEngine {
@@ -87,7 +93,21 @@ impl FakeEngine {
                 inventory: Inventory { images, containers },
                 ..State::default()
             }),
+            storage: Storage::default(),
         }
+    }
+
+    /// The engine keeps its bytes in `storage` (with the containerd image store,
+    /// `containerd_bytes` of them in its namespace).
+    pub fn with_storage(mut self, storage: Storage, containerd_bytes: Option<u64>) -> Self {
+        self.storage = storage;
+        self.lock().containerd_bytes = containerd_bytes;
+        self
+    }
+
+    /// Sets what `containerd_bytes` answers from now on.
+    pub fn set_containerd_bytes(&self, bytes: Option<u64>) {
+        self.lock().containerd_bytes = bytes;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -109,8 +129,18 @@ impl FakeEngine {
             s.build_cache = Some(BuildCache {
                 records,
                 keep_supported: true,
+                shared_are_copies: false,
             });
             s.now_secs = now_secs;
+        }
+        self
+    }
+
+    /// The build cache's records shared with an image hold copies of their own (Docker's
+    /// containerd image store): a prune with `all` removes them.
+    pub fn with_cache_copies(self) -> Self {
+        if let Some(cache) = self.lock().build_cache.as_mut() {
+            cache.shared_are_copies = true;
         }
         self
     }
@@ -198,6 +228,14 @@ fn scripted(state: &mut State, id: &str, op: &str) -> Option<Result<Removal, Err
 }
 
 impl Engine for FakeEngine {
+    fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    async fn containerd_bytes(&self) -> Result<Option<u64>, Error> {
+        Ok(self.lock().containerd_bytes)
+    }
+
     async fn inventory(&self, _finished_times: bool) -> Result<Inventory, Error> {
         let s = self.enter(Call::Inventory).await;
         if s.down {
@@ -298,11 +336,13 @@ impl Engine for FakeEngine {
         &self,
         unused_for: Duration,
         keep_bytes: u64,
+        all: bool,
     ) -> Result<Option<Pruned>, Error> {
         let mut s = self
             .enter(Call::PruneBuildCache {
                 unused_for_secs: unused_for.as_secs(),
                 keep_bytes,
+                all,
             })
             .await;
         let cutoff = s
@@ -317,7 +357,8 @@ impl Engine for FakeEngine {
         let mut order: Vec<usize> = (0..cache.records.len())
             .filter(|&i| {
                 let r = &cache.records[i];
-                r.reclaimable() && (unused_for.is_zero() || r.last_used.is_none_or(|t| t < cutoff))
+                (cache.may_go(r) && (!r.shared || all))
+                    && (unused_for.is_zero() || r.last_used.is_none_or(|t| t < cutoff))
             })
             .collect();
         order.sort_by_key(|&i| (cache.records[i].last_used, cache.records[i].id.clone()));

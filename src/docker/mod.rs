@@ -8,11 +8,16 @@
 //! - `engine`: [`DockerEngine`], the Engine API through bollard, every call bounded; with
 //!   `engine/remove` (the all-or-nothing image removal), `engine/events` (which events mean
 //!   "used") and `engine/cache` (the build cache's df and prune).
+//! - `storage`: where an engine keeps its bytes ([`Storage`], [`Place`]), as plain data;
+//! - `containerd`: containerd's own API (introspection, a namespace's content and snapshots),
+//!   for Docker's containerd image store; the only file that names tonic types.
 //! - [`fake`]: a recording in-memory engine with scripted answers.
 
+mod containerd;
 mod engine;
 pub mod fake;
 mod model;
+mod storage;
 
 use std::future::Future;
 use std::time::Duration;
@@ -21,6 +26,7 @@ use futures_util::Stream;
 
 pub use engine::DockerEngine;
 pub use model::{BuildCache, CacheRecord, Container, Image, Inventory, Pruned, Removal, UseEvent};
+pub use storage::{ContainerdStore, Place, Storage};
 
 /// Errors talking to an engine.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +59,18 @@ pub enum Error {
         #[source]
         source: bollard::errors::Error,
     },
+    /// containerd (the containerd image store's) refused or failed a call.
+    #[error("containerd: {op}: {message}")]
+    Containerd {
+        /// What we asked, and where.
+        op: String,
+        /// Its status and message.
+        message: String,
+        /// It answered "not found".
+        not_found: bool,
+    },
     /// A request got no answer in time.
-    #[error("Docker request timed out after {}s: {op}", .after.as_secs())]
+    #[error("request timed out after {}s: {op}", .after.as_secs())]
     Timeout {
         /// What we asked.
         op: String,
@@ -68,7 +84,10 @@ impl Error {
     /// request the engine understood and refused.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Timeout { .. } | Error::Connect { .. } | Error::Request { .. } => true,
+            Error::Timeout { .. }
+            | Error::Connect { .. }
+            | Error::Request { .. }
+            | Error::Containerd { .. } => true,
             Error::Status { status, .. } => *status >= 500,
         }
     }
@@ -118,13 +137,16 @@ pub trait Engine: Sync {
 
     /// Prunes the build cache (`POST /build/prune`, BuildKit's least recently used first):
     /// records used within `unused_for` stay, and with `keep_bytes` above 0 the prune stops
-    /// once the cache is at most that large (where the engine supports it); records in use,
-    /// shared with an image, and BuildKit's internal and frontend records always stay.
-    /// `None` when the engine has no build cache endpoint (Podman).
+    /// once the cache is at most that large (where the engine supports it); records in use and
+    /// BuildKit's internal and frontend records always stay, and so do records shared with an
+    /// image unless `all` (for a store whose shared records are copies,
+    /// [`BuildCache::shared_are_copies`]). `None` when the engine has no build cache endpoint
+    /// (Podman).
     fn prune_build_cache(
         &self,
         unused_for: Duration,
         keep_bytes: u64,
+        all: bool,
     ) -> impl Future<Output = Result<Option<Pruned>, Error>> + Send;
 
     /// The id of the image `name` refers to, or `None` when there is no such image.
@@ -132,6 +154,15 @@ pub trait Engine: Sync {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+
+    /// Where the engine keeps its bytes, as found when it was connected (empty when it did not
+    /// say).
+    fn storage(&self) -> &Storage;
+
+    /// With Docker's containerd image store: the bytes of the engine's namespace in containerd
+    /// (its content and snapshots), which no walk of containerd's directories can tell from
+    /// another namespace's (the kubelet's); `None` with any other store.
+    fn containerd_bytes(&self) -> impl Future<Output = Result<Option<u64>, Error>> + Send;
 
     /// The engine's events that mean "used" (or "deleted"), from `since_nanos` (replayed from
     /// the engine's small buffer) and, with `until_nanos`, ending there; otherwise endless until

@@ -90,21 +90,14 @@ pub struct CacheRecord {
     pub kind: String,
     /// A build is using it now.
     pub in_use: bool,
-    /// Its data is shared with an image: removing the record frees nothing while the image
-    /// exists.
+    /// Its data is shared with an image. With the classic store removing the record frees
+    /// nothing while the image exists (BuildKit's prune leaves it); with the containerd image
+    /// store the record holds a copy of its own ([`BuildCache::shared_are_copies`]).
     pub shared: bool,
     /// Bytes it holds.
     pub size_bytes: u64,
     /// When it was last used, unix seconds (its creation when never used since).
     pub last_used: Option<i64>,
-}
-
-impl CacheRecord {
-    /// True for a record the build-cache prune may remove (without `all`, BuildKit keeps
-    /// records in use, shared with an image, and its `internal` and `frontend` records).
-    pub fn reclaimable(&self) -> bool {
-        !self.in_use && !self.shared && self.kind != "internal" && self.kind != "frontend"
-    }
 }
 
 /// An engine's build cache.
@@ -116,24 +109,40 @@ pub struct BuildCache {
     /// least recently used records go first until the rest fits. Without it a prune removes
     /// every record it may.
     pub keep_supported: bool,
+    /// Records shared with an image hold bytes of their own, which a prune with `all` frees
+    /// while the image stays: true with Docker's containerd image store, where BuildKit's
+    /// snapshots are not the image's (measured on Docker 28.5: pruning them freed their size,
+    /// and removing the image afterwards freed the image's). With the classic store they are
+    /// the image's layers: removing them frees nothing until the image goes.
+    pub shared_are_copies: bool,
 }
 
 impl BuildCache {
-    /// The cache's size as Docker counts it (`docker system df`): the records not shared with
-    /// an image.
+    /// The bytes the cache holds of its own: the records not shared with an image (what
+    /// `docker system df` counts), and the shared ones too where they are copies.
     pub fn total_bytes(&self) -> u64 {
         self.records
             .iter()
-            .filter(|r| !r.shared)
+            .filter(|r| !r.shared || self.shared_are_copies)
             .map(|r| r.size_bytes)
             .fold(0, u64::saturating_add)
+    }
+
+    /// True for a record whose removal frees its bytes now and that a prune may remove:
+    /// not in use, not BuildKit's `internal` or `frontend` records, and not shared with an
+    /// image unless it holds a copy of its own (then a prune with `all` removes it).
+    pub fn may_go(&self, r: &CacheRecord) -> bool {
+        !r.in_use
+            && r.kind != "internal"
+            && r.kind != "frontend"
+            && (!r.shared || self.shared_are_copies)
     }
 
     /// Bytes of the records a prune may remove.
     pub fn reclaimable_bytes(&self) -> u64 {
         self.records
             .iter()
-            .filter(|r| r.reclaimable())
+            .filter(|r| self.may_go(r))
             .map(|r| r.size_bytes)
             .fold(0, u64::saturating_add)
     }

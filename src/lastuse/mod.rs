@@ -244,9 +244,11 @@ impl LastUse {
     /// not old); images a running container uses are used now, and images a stopped container
     /// references were used when it stopped (or was created, when the engine did not say), not
     /// now: a pass that removes the container must not see its image as fresh; records of
-    /// deleted images go.
+    /// deleted images go. With `leftovers`, an image never seen that has no tag is what a
+    /// removal of ours left behind (the chain of parents of a legacy build) and takes its
+    /// build time, not now.
     /// The first inventory starts the table's coverage of the engine.
-    pub fn reconcile(&mut self, inventory: &Inventory, now_ms: i64) {
+    pub fn reconcile(&mut self, inventory: &Inventory, now_ms: i64, leftovers: bool) {
         if self.covering_since_ms.is_none() {
             self.covering_since_ms = Some(now_ms);
             self.dirty = true;
@@ -257,7 +259,7 @@ impl LastUse {
         self.dirty |= self.images.len() != before;
         for image in &inventory.images {
             if !self.images.contains_key(&image.id) {
-                let seen = if self.fresh {
+                let seen = if self.fresh || (leftovers && image.is_dangling()) {
                     image.created.saturating_mul(1000).min(now_ms)
                 } else {
                     now_ms

@@ -33,7 +33,7 @@ fn first_start_takes_build_time_later_starts_take_now() {
         images: vec![image("a", 100)],
         containers: vec![],
     };
-    t.reconcile(&inv, 1_000_000);
+    t.reconcile(&inv, 1_000_000, false);
     assert_eq!(t.get("a").unwrap().last_used_ms, 100_000);
 
     let mut t = LastUse::restored(t.images().clone(), None);
@@ -43,7 +43,7 @@ fn first_start_takes_build_time_later_starts_take_now() {
         images: vec![image("a", 100), image("b", 200)],
         containers: vec![running],
     };
-    t.reconcile(&inv, 2_000_000);
+    t.reconcile(&inv, 2_000_000, false);
     assert_eq!(
         t.get("b").unwrap().last_used_ms,
         2_000_000,
@@ -68,7 +68,7 @@ fn a_stopped_container_counts_when_it_stopped_not_now() {
         images: vec![image("a", 100), image("b", 100)],
         containers: vec![stopped, never_finished],
     };
-    t.reconcile(&inv, 2_000_000);
+    t.reconcile(&inv, 2_000_000, false);
     // New to the table: first seen now; the container does not make it newer.
     assert_eq!(t.get("a").unwrap().last_used_ms, 2_000_000);
     let mut t = LastUse::restored(
@@ -92,7 +92,7 @@ fn a_stopped_container_counts_when_it_stopped_not_now() {
         ]),
         None,
     );
-    t.reconcile(&inv, 2_000_000);
+    t.reconcile(&inv, 2_000_000, false);
     assert_eq!(t.get("a").unwrap().last_used_ms, 500_000, "when it stopped");
     assert_eq!(
         t.get("b").unwrap().last_used_ms,
@@ -106,8 +106,8 @@ fn coverage_starts_at_the_first_inventory_and_is_never_moved() {
     let mut t = LastUse::new();
     assert_eq!(t.covering_since_ms(), None);
     assert_eq!(t.covered_ms(5_000), 0);
-    t.reconcile(&Inventory::default(), 1_000);
-    t.reconcile(&Inventory::default(), 9_000);
+    t.reconcile(&Inventory::default(), 1_000, false);
+    t.reconcile(&Inventory::default(), 9_000, false);
     assert_eq!(t.covering_since_ms(), Some(1_000));
     assert_eq!(t.covered_ms(9_000), 8_000);
     assert_eq!(
@@ -123,7 +123,7 @@ fn deleted_images_are_forgotten_and_touch_never_goes_back() {
     t.touch("a", 50);
     t.touch("a", 40);
     assert_eq!(t.get("a").unwrap().last_used_ms, 50);
-    t.reconcile(&Inventory::default(), 60);
+    t.reconcile(&Inventory::default(), 60, false);
     assert_eq!(t.get("a"), None);
 }
 

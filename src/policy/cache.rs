@@ -3,8 +3,10 @@
 //! may need), least recently used first, which is BuildKit's own order. The first prune asks
 //! BuildKit to keep what the shortfall leaves of the cache; should usage still be above the low
 //! watermark, a second removes every record it may. Records used within the build cache's min
-//! age stay, and so do those a prune never removes (in use, shared with an image, BuildKit's
-//! internal and frontend records).
+//! age stay, and so do those a prune never removes (in use, BuildKit's internal and frontend
+//! records) and those shared with an image whose bytes are the image's (the classic store:
+//! they free nothing while the image exists); with the containerd image store shared records
+//! hold copies of their own, and the prune takes them too (`all`).
 
 use super::{Need, Step};
 use crate::docker::{BuildCache, CacheRecord};
@@ -29,11 +31,11 @@ pub(super) struct CacheStep {
     pub rest: bool,
 }
 
-/// True when a prune with the min age of `rules` may remove `r`. BuildKit keeps a record
-/// whose last use is after the cutoff, and removes one without a time.
-fn eligible(r: &CacheRecord, rules: &Rules) -> bool {
+/// True when a prune with the min age of `rules` may remove `r` of `cache` and free its bytes.
+/// BuildKit keeps a record whose last use is after the cutoff, and removes one without a time.
+fn eligible(cache: &BuildCache, r: &CacheRecord, rules: &Rules) -> bool {
     let cutoff = rules.now_ms.saturating_sub(rules.min_age_ms);
-    r.reclaimable() && r.last_used.is_none_or(|t| t.saturating_mul(1000) <= cutoff)
+    cache.may_go(r) && r.last_used.is_none_or(|t| t.saturating_mul(1000) <= cutoff)
 }
 
 /// The steps of `engine`'s `cache`: none when nothing in it may go; one prune of every eligible
@@ -44,7 +46,7 @@ pub(super) fn steps(engine: &str, cache: &BuildCache, rules: &Rules) -> Vec<Cach
     let mut records: Vec<&CacheRecord> = cache
         .records
         .iter()
-        .filter(|r| eligible(r, rules))
+        .filter(|r| eligible(cache, r, rules))
         .collect();
     if records.is_empty() {
         return Vec::new();
@@ -59,12 +61,15 @@ pub(super) fn steps(engine: &str, cache: &BuildCache, rules: &Rules) -> Vec<Cach
         .map(|r| r.size_bytes)
         .fold(0, u64::saturating_add);
     let unused_for_secs = u64::try_from(rules.min_age_ms.div_euclid(1000)).unwrap_or(0);
+    // Shared records that hold copies go only with `all`.
+    let all = records.iter().any(|r| r.shared);
     let prune = |keep_bytes, size_bytes, records| Step::PruneBuildCache {
         engine: engine.to_string(),
         keep_bytes,
         size_bytes,
         records,
         unused_for_secs,
+        all,
     };
     let to_free = rules.need.bytes;
     let partial =

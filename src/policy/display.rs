@@ -79,12 +79,18 @@ impl fmt::Display for Step {
                 size_bytes,
                 records,
                 unused_for_secs,
+                all,
             } => {
                 write!(
                     f,
-                    "prune build cache{}: {records} record(s), {} unused for {unused_for_secs} s or more, least recently used first",
+                    "prune build cache{}: {records} record(s), {} unused for {unused_for_secs} s or more{}, least recently used first",
                     on(engine),
-                    size(*size_bytes)
+                    size(*size_bytes),
+                    if *all {
+                        " (shared records too: copies of their own)"
+                    } else {
+                        ""
+                    }
                 )?;
                 if *keep_bytes > 0 {
                     write!(f, ", keeping the cache at {}", size(*keep_bytes))

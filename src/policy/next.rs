@@ -47,9 +47,18 @@ pub enum Action {
     Measure,
     /// Pause (between two image removals), then report [`Input::Paused`].
     Pause(Duration),
+    /// Take stock again and go on with a new plan (and a new course): an image removal freed
+    /// much less than its size, so its bytes are held elsewhere (the build cache, a chain of
+    /// parents it left behind, another image) and the plan no longer matches the disk.
+    Restock,
     /// The pass is over.
     Stop(Outcome),
 }
+
+/// An image removal that frees less than half its reported size, and at least this much less,
+/// makes the course ask for [`Action::Restock`] (smaller gaps are the filesystem's own
+/// bookkeeping).
+pub const SHORTFALL_MIN_BYTES: u64 = 1 << 20;
 
 /// What happened since the last [`Action`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +104,8 @@ enum Phase {
     Pausing(usize, Duration),
     /// Waiting for the final measurement.
     Final,
+    /// Asked to take stock again: this course is over.
+    Restocking,
     /// Over.
     Done(Outcome),
 }
@@ -116,8 +127,13 @@ pub struct Course<'p> {
     engines: Vec<Engine>,
     /// The last measurement (relative mode: which filesystems are below low).
     last: Measurement,
-    /// The engine and size of the image removed by the step in flight, until its measurement.
-    freeing: Option<(usize, u64)>,
+    /// The engine, the size, and whether it is an image's, of the removal in flight, until its
+    /// measurement.
+    freeing: Option<(usize, u64, bool)>,
+    /// An image removal freed much less than its size since the course began.
+    short: bool,
+    /// A shortfall may end the course with [`Action::Restock`].
+    restock: bool,
     /// A floor kept or left out an image: the pass ends as [`Outcome::FloorsReached`].
     floors_held: bool,
     /// The plan frees space (made at or above high); false: removals for age only.
@@ -157,6 +173,8 @@ impl<'p> Course<'p> {
                 .collect(),
             last: before.clone(),
             freeing: None,
+            short: false,
+            restock: false,
             floors_held: plan
                 .kept
                 .iter()
@@ -175,6 +193,13 @@ impl<'p> Course<'p> {
             begun: 0,
             phase: Phase::NotStarted,
         }
+    }
+
+    /// Lets a removal that frees much less than its size end the course with
+    /// [`Action::Restock`] (the pass bounds how often).
+    pub fn restocking(mut self, allowed: bool) -> Self {
+        self.restock = allowed;
+        self
     }
 
     /// Steps begun so far (performed or left out).
@@ -202,12 +227,20 @@ impl<'p> Course<'p> {
             (Phase::Skipping(i, _), Input::Skipped) => self.before(i + 1),
             (Phase::Checking(i), Input::Measured(m)) => {
                 if let Measurement::Absolute(t) = m {
+                    // Measured because the reported sizes said "enough": they did not free
+                    // what they said if usage is still above low.
+                    self.short |= !below_low(m, &self.watermarks)
+                        && matches!(self.freeing, Some((_, _, true)));
                     self.estimate_bytes = t.bytes;
                 }
                 self.credit(m);
                 self.last = m.clone();
                 if !below_low(m, &self.watermarks) {
-                    self.pause_or_next(i)
+                    if self.short && self.restock && self.pressure && !self.low_reached {
+                        Phase::Restocking
+                    } else {
+                        self.pause_or_next(i)
+                    }
                 } else if self.plan.steps.iter().skip(i + 1).any(Step::is_aged) {
                     self.low_reached = true;
                     self.pause_or_next(i)
@@ -238,6 +271,7 @@ impl<'p> Course<'p> {
             // `before` never goes back to NotStarted: an interrupted course, defensively.
             Phase::NotStarted => Action::Stop(Outcome::Interrupted),
             Phase::PruneAllCheck(_) | Phase::Checking(_) | Phase::Final => Action::Measure,
+            Phase::Restocking => Action::Restock,
             Phase::Running(i) => Action::Run(i),
             Phase::Skipping(i, why) => Action::Skip(i, why),
             Phase::Pausing(_, pause) => Action::Pause(pause),
@@ -311,9 +345,13 @@ impl<'p> Course<'p> {
     /// Credits the image removal in flight to its engine's footprint: by the space its
     /// filesystems gained since the last measurement (`m`), else by its reported size.
     fn credit(&mut self, m: &Measurement) {
-        let Some((e, size_bytes)) = self.freeing.take() else {
+        let Some((e, size_bytes, image)) = self.freeing.take() else {
             return;
         };
+        let measured = matches!(
+            (&self.last, m),
+            (Measurement::Relative(_), Measurement::Relative(_))
+        ) && !self.engines[e].view.filesystems.is_empty();
         let freed = match (&self.last, m) {
             (Measurement::Relative(before), Measurement::Relative(after))
                 if !self.engines[e].view.filesystems.is_empty() =>
@@ -328,6 +366,13 @@ impl<'p> Course<'p> {
             }
             _ => size_bytes,
         };
+        if measured
+            && image
+            && freed.saturating_mul(2) < size_bytes
+            && size_bytes.saturating_sub(freed) >= SHORTFALL_MIN_BYTES
+        {
+            self.short = true;
+        }
         let engine = &mut self.engines[e];
         engine.footprint_bytes = engine.footprint_bytes.saturating_sub(freed);
     }
@@ -354,7 +399,8 @@ impl<'p> Course<'p> {
                 .iter()
                 .position(|e| e.view.name == step.engine())
             {
-                self.freeing = Some((e, freed));
+                let image = matches!(step, Step::RemoveImage { .. });
+                self.freeing = Some((e, freed, image));
             }
         }
         // Strategy prune runs its three steps whatever they free; nothing freed, nothing to
@@ -386,7 +432,7 @@ impl<'p> Course<'p> {
     /// Credits the removal in flight to its engine's footprint by its reported size (no
     /// measurement follows it).
     fn credit_reported(&mut self) {
-        if let Some((e, size_bytes)) = self.freeing.take() {
+        if let Some((e, size_bytes, _)) = self.freeing.take() {
             let engine = &mut self.engines[e];
             engine.footprint_bytes = engine.footprint_bytes.saturating_sub(size_bytes);
         }

@@ -52,6 +52,9 @@ pub enum Step {
         records: usize,
         /// Records used within this many seconds stay.
         unused_for_secs: u64,
+        /// Records shared with an image go too: they hold copies of their own (the containerd
+        /// image store).
+        all: bool,
     },
     /// `docker container prune` (strategy `prune`).
     PruneContainers {

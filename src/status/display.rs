@@ -278,6 +278,23 @@ impl fmt::Display for Status {
             &rows,
         )?;
 
+        writeln!(f, "\nwhere the engines' bytes are counted")?;
+        for e in self.engines.iter().filter(|e| e.error.is_none()) {
+            writeln!(
+                f,
+                "  {}: {}",
+                e.name,
+                e.store.as_deref().unwrap_or("unknown")
+            )?;
+            for p in &e.places {
+                let how = if p.walked { "walked" } else { "containerd" };
+                writeln!(f, "    {}  [{how}] {}", p.path.display(), p.holds)?;
+            }
+            if let Some(why) = &e.containerd_error {
+                writeln!(f, "    containerd's roots are unknown: {why}")?;
+            }
+        }
+
         writeln!(f, "\nfilesystems")?;
         let rows: Vec<Vec<String>> = self
             .filesystems

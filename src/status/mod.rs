@@ -8,12 +8,12 @@ use serde::Serialize;
 use crate::clock::{now_ms, now_nanos};
 use crate::config::{Config, Strategy};
 use crate::cycle::{self, Member, Purpose, take_stock};
-use crate::docker::{self, DockerEngine};
+use crate::docker::{self, DockerEngine, Engine, Place};
 use crate::error_chain;
 use crate::lastuse::{self, Store};
 use crate::node::Cordoner;
 use crate::policy::{self, Need, Plan, Step};
-use crate::usage::{self, Measurement, Meter, PathMeter};
+use crate::usage::{self, Measurement, Meter};
 
 /// Why `status` could not look.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,13 @@ pub struct EngineStatus {
     /// How long its last-use table has covered it, seconds (`max_unused_age` acts once it is
     /// that long).
     pub covered_secs: i64,
+    /// Its image store: the driver, or `containerd (namespace moby, snapshotter overlayfs)`.
+    pub store: Option<String>,
+    /// Where its bytes are counted, each with what it holds and how it is counted (its
+    /// configured paths, then the places the engine named that they do not hold).
+    pub places: Vec<Place>,
+    /// Why containerd's roots are unknown (containerd image store only).
+    pub containerd_error: Option<String>,
 }
 
 /// An engine's build cache as `status` shows it.
@@ -145,7 +152,8 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
     {
         return Err(e.into());
     }
-    let meter = PathMeter::new(config);
+    let paths = cycle::meter_for(config, connected.iter().map(|(_, e)| e.storage()));
+    let meter = cycle::Counting::new(&paths, connected.iter().map(|(_, e)| e));
     let usage = meter.measure().await?;
     let filesystems = meter.filesystems().await?;
     let names: Vec<&str> = connected.iter().map(|(c, _)| c.name.as_str()).collect();
@@ -221,6 +229,20 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
                 containers: inventory.map_or(0, |i| i.containers.len()),
                 build_cache,
                 covered_secs: found.map_or(0, |s| s.covered_ms.div_euclid(1000)),
+                store: connected
+                    .iter()
+                    .find(|(c, _)| c.name == e.name)
+                    .map(|(_, engine)| store_text(engine.storage())),
+                places: connected
+                    .iter()
+                    .find(|(c, _)| c.name == e.name)
+                    .map(|(c, engine)| places(&c.paths, engine.storage()))
+                    .unwrap_or_default(),
+                containerd_error: connected
+                    .iter()
+                    .find(|(c, _)| c.name == e.name)
+                    .and_then(|(_, engine)| engine.storage().containerd.as_ref())
+                    .and_then(|c| c.error.clone()),
             }
         })
         .collect();
@@ -253,6 +275,48 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         taken_ms: now,
         critical_pct: config.critical_pct,
     })
+}
+
+/// An engine's image store in a few words.
+pub fn store_text(storage: &docker::Storage) -> String {
+    match &storage.containerd {
+        Some(c) => format!(
+            "containerd image store (namespace {}, snapshotter {}, at {})",
+            c.namespace,
+            c.snapshotter,
+            c.address.display()
+        ),
+        None if storage.driver.is_empty() => "unknown".to_string(),
+        None => storage.driver.clone(),
+    }
+}
+
+/// Where an engine's bytes are counted: each configured path (walked), then each place the
+/// engine named that no configured path holds.
+pub fn places(configured: &[std::path::PathBuf], storage: &docker::Storage) -> Vec<Place> {
+    let named = storage.places();
+    let mut out: Vec<Place> = configured
+        .iter()
+        .map(|path| {
+            let holds = named
+                .iter()
+                .filter(|p| p.walked && p.path.starts_with(path))
+                .map(|p| p.holds.clone())
+                .next()
+                .unwrap_or_else(|| "configured; the engine names no data here".to_string());
+            Place {
+                path: path.clone(),
+                holds,
+                walked: true,
+            }
+        })
+        .collect();
+    out.extend(
+        named
+            .into_iter()
+            .filter(|p| !p.walked || !docker::Storage::covered_by(&p.path, configured)),
+    );
+    out
 }
 
 mod display;

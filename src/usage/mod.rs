@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::config::{Config, Watermarks};
 
 pub use statvfs::{FsUsage, statvfs};
-pub use walk::{TreeUsage, tree_usage};
+pub use walk::{TreeUsage, tree_usage, tree_usage_excluding};
 
 /// Errors of the measurements. Each names the operation and the path; the cause is the source.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Bytes counted by another component than a walk (containerd's count of an engine's
+    /// namespace, in absolute mode) could not be had.
+    #[error("cannot count {what}: {message}")]
+    Counted {
+        /// What was to be counted.
+        what: String,
+        /// Why not.
+        message: String,
+    },
     /// The threads of the walk could not be started.
     #[error("failed to start the threads to walk {}", path.display())]
     ThreadPool {
@@ -81,7 +90,7 @@ impl Error {
                 source.kind(),
                 io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory
             ),
-            Error::ThreadPool { .. } => true,
+            Error::ThreadPool { .. } | Error::Counted { .. } => true,
         }
     }
 }
@@ -180,8 +189,13 @@ pub trait Meter: Sync {
     /// judged on, in both modes).
     fn filesystems(&self) -> impl Future<Output = Result<Vec<FsUsage>, Error>> + Send;
 
-    /// The bytes `paths` take, `du -sx` style (an engine's footprint).
-    fn footprint(&self, paths: &[PathBuf]) -> impl Future<Output = Result<u64, Error>> + Send;
+    /// The bytes `paths` take, `du -sx` style, neither counting nor entering `skip` (an
+    /// engine's footprint, without the directories counted another way).
+    fn footprint(
+        &self,
+        paths: &[PathBuf],
+        skip: &[PathBuf],
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
 
     /// The device `path` lives on (to find the filesystems of an engine), `None` when it cannot
     /// be found.
@@ -200,10 +214,18 @@ impl Measurement {
 
 /// The real meter: the configured paths, by `statvfs` in relative mode or walked in absolute
 /// mode (off the async threads).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PathMeter {
     paths: Vec<PathBuf>,
+    /// Measured by `statvfs` (relative mode), never walked: places of the engines' bytes
+    /// beyond the configured paths.
+    also: Vec<PathBuf>,
+    /// Never walked: directories whose bytes are counted another way.
+    skip: Vec<PathBuf>,
     absolute: bool,
+    /// The last absolute measurement's walk, until a footprint of the same trees takes it: one
+    /// walk per tree per step (`status`, and a pass taking stock right after measuring).
+    last_walk: std::sync::Mutex<Option<TreeUsage>>,
 }
 
 impl PathMeter {
@@ -211,8 +233,27 @@ impl PathMeter {
     pub fn new(config: &Config) -> Self {
         PathMeter {
             paths: config.paths.clone(),
+            also: Vec::new(),
+            skip: Vec::new(),
             absolute: matches!(config.watermarks, Watermarks::Absolute { .. }),
+            last_walk: std::sync::Mutex::default(),
         }
+    }
+
+    /// Also watches the filesystems of `also` (relative mode), and never walks `skip`.
+    pub fn with_places(mut self, also: Vec<PathBuf>, skip: Vec<PathBuf>) -> Self {
+        for path in also {
+            if !self.paths.contains(&path) && !self.also.contains(&path) {
+                self.also.push(path);
+            }
+        }
+        self.skip = skip;
+        self
+    }
+
+    /// Every path whose filesystem is watched: the configured ones, then the others.
+    fn watched(&self) -> Vec<PathBuf> {
+        self.paths.iter().chain(&self.also).cloned().collect()
     }
 }
 
@@ -243,12 +284,23 @@ pub fn filesystems(paths: &[PathBuf]) -> Result<Vec<FsUsage>, Error> {
 
 impl Meter for PathMeter {
     async fn filesystems(&self) -> Result<Vec<FsUsage>, Error> {
-        filesystems(&self.paths)
+        filesystems(&self.watched())
     }
 
-    async fn footprint(&self, paths: &[PathBuf]) -> Result<u64, Error> {
+    async fn footprint(&self, paths: &[PathBuf], skip: &[PathBuf]) -> Result<u64, Error> {
+        if paths == self.paths.as_slice() && skip == self.skip.as_slice() {
+            let walked = self
+                .last_walk
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(tree) = walked {
+                return Ok(tree.bytes);
+            }
+        }
         let paths = paths.to_vec();
-        match tokio::task::spawn_blocking(move || tree_usage(&paths)).await {
+        let skip = skip.to_vec();
+        match tokio::task::spawn_blocking(move || tree_usage_excluding(&paths, &skip)).await {
             Ok(tree) => Ok(tree?.bytes),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
@@ -260,19 +312,25 @@ impl Meter for PathMeter {
 
     async fn measure(&self) -> Result<Measurement, Error> {
         if !self.absolute {
-            return Ok(Measurement::Relative(filesystems(&self.paths)?));
+            return Ok(Measurement::Relative(filesystems(&self.watched())?));
         }
         let paths = self.paths.clone();
-        let tree = match tokio::task::spawn_blocking(move || tree_usage(&paths)).await {
-            Ok(tree) => tree?,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        };
+        let skip = self.skip.clone();
+        let tree =
+            match tokio::task::spawn_blocking(move || tree_usage_excluding(&paths, &skip)).await {
+                Ok(tree) => tree?,
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            };
         if tree.unreadable > 0 {
             log::warn!(
                 "{} entries could not be read while measuring",
                 tree.unreadable
             );
         }
+        *self
+            .last_walk
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tree);
         Ok(Measurement::Absolute(tree))
     }
 }

@@ -43,7 +43,20 @@ pub struct TreeUsage {
 /// Runs on a dedicated pool of threads, more than the CPUs because a cold walk waits on the disk,
 /// and blocks the caller until done (call it from `spawn_blocking`).
 pub fn tree_usage(roots: &[PathBuf]) -> Result<TreeUsage, Error> {
+    tree_usage_excluding(roots, &[])
+}
+
+/// [`tree_usage`] that neither counts nor enters `exclude` (nor anything under it): for a
+/// directory another measurement covers (containerd's root inside a watched path, whose bytes
+/// are counted per namespace). An excluded path that does not exist is ignored.
+pub fn tree_usage_excluding(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<TreeUsage, Error> {
     let walk = Walk::new(roots.len() > 1);
+    for path in exclude {
+        if let Ok(st) = rustix::fs::lstat(path) {
+            // Seen already: the walk skips it like a directory reached twice.
+            walk.first_visit(&Entry::from_stat(&st));
+        }
+    }
     let mut dirs = Vec::new();
     for root in roots {
         let st = rustix::fs::lstat(root).map_err(|errno| Error::StatRoot {
@@ -51,7 +64,8 @@ pub fn tree_usage(roots: &[PathBuf]) -> Result<TreeUsage, Error> {
             source: errno.into(),
         })?;
         let entry = Entry::from_stat(&st);
-        // A root is always remembered, so that a root given twice or nested counts once.
+        // A root is always remembered, so that a root given twice or nested counts once (and
+        // an excluded root not at all).
         if !walk.first_visit(&entry) {
             continue;
         }

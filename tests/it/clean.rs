@@ -146,7 +146,9 @@ fn pass_stops_below_low_instead_of_emptying_the_store() {
     let Some(d) = PrivateDockerd::start("stop-at-low", 512, None) else {
         return;
     };
-    let ids: Vec<String> = (0..6).map(|i| d.image(&format!("img-{i}:1"), 30)).collect();
+    let ids: Vec<String> = (0..6)
+        .map(|i| d.image(&format!("img-{i}:1"), d.payload_mib(30)))
+        .collect();
     let cleaner = Cleaner::new(&d, "");
     // img-0 is the least recently used, img-5 the most.
     let ages: Vec<(&str, i64)> = ids
@@ -182,10 +184,13 @@ fn full_disk_is_brought_below_low_while_kept_in_use_and_fresh_images_survive() {
     let Some(d) = PrivateDockerd::start("acceptance", 512, None) else {
         return;
     };
-    let old: Vec<String> = (0..8).map(|i| d.image(&format!("old-{i}:1"), 25)).collect();
-    let kept = d.image("registry.local/pause:3.9", 25);
-    let in_use = d.image("in-use:1", 25);
-    let fresh = d.image("fresh:1", 25);
+    let mib = d.payload_mib(25);
+    let old: Vec<String> = (0..8)
+        .map(|i| d.image(&format!("old-{i}:1"), mib))
+        .collect();
+    let kept = d.image("registry.local/pause:3.9", mib);
+    let in_use = d.image("in-use:1", mib);
+    let fresh = d.image("fresh:1", mib);
     let running = d.running_container("in-use:1");
     let cleaner = Cleaner::new(
         &d,
@@ -539,9 +544,10 @@ fn absolute_mode_walks_the_docker_root_and_stops_below_the_low_byte_count() {
     let Some(d) = PrivateDockerd::start("absolute", 2048, None) else {
         return;
     };
-    // 6 images of 200 MiB: about 1.2 GiB under the data root, over a 1 GiB high watermark.
+    // 6 images of 200 MiB on the disk: about 1.2 GiB (under the data root, or in containerd
+    // with the containerd image store), over a 1 GiB high watermark.
     let ids: Vec<String> = (0..6)
-        .map(|i| d.image(&format!("big-{i}:1"), 200))
+        .map(|i| d.image(&format!("big-{i}:1"), d.payload_mib(200)))
         .collect();
     let cleaner = Cleaner::new(
         &d,
@@ -562,15 +568,16 @@ fn absolute_mode_walks_the_docker_root_and_stops_below_the_low_byte_count() {
         "the three least recently used images:\n{out}\n{err}"
     );
     assert!(out.contains("below the low watermark"), "{out}");
-    // What du says of the tree afterwards, the way the original's absolute mode counted.
-    let du = crate::util::host::run_ok(
-        "du",
-        &["-sxB1", &d.data_root().display().to_string()],
-        Duration::from_secs(60),
-    );
+    // What du says of the trees afterwards, the way the original's absolute mode counted
+    // (with the containerd image store, containerd's root too: the real bytes).
+    let mut args = vec!["-csxB1".to_string()];
+    args.extend(d.storage_dirs().iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let du = crate::util::host::run_ok("du", &args, Duration::from_secs(60));
     let bytes: u64 = String::from_utf8_lossy(&du.stdout)
-        .split_whitespace()
-        .next()
+        .lines()
+        .last()
+        .and_then(|total| total.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .expect("du prints a byte count");
     assert!(

@@ -256,7 +256,7 @@ async fn the_engine_reads_and_prunes_the_build_cache_as_asked() {
 
     // Every record was used within the hour: an age filter of an hour keeps them all.
     let pruned = engine
-        .prune_build_cache(Duration::from_secs(3600), 0)
+        .prune_build_cache(Duration::from_secs(3600), 0, false)
         .await
         .expect("prune")
         .expect("endpoint");
@@ -266,7 +266,7 @@ async fn the_engine_reads_and_prunes_the_build_cache_as_asked() {
     // Keeping three quarters: the least recently used go until the rest fits, not all.
     let keep = total / 4 * 3;
     let pruned = engine
-        .prune_build_cache(Duration::ZERO, keep)
+        .prune_build_cache(Duration::ZERO, keep, false)
         .await
         .expect("prune")
         .expect("endpoint");
@@ -279,7 +279,7 @@ async fn the_engine_reads_and_prunes_the_build_cache_as_asked() {
 
     // Then everything it may remove.
     engine
-        .prune_build_cache(Duration::ZERO, 0)
+        .prune_build_cache(Duration::ZERO, 0, false)
         .await
         .expect("prune")
         .expect("endpoint");

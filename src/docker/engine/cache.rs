@@ -40,12 +40,16 @@ impl DockerEngine {
             Err(e) if e.status() == Some(404) => return Ok(None),
             Err(e) => return Err(e),
         };
-        parse_build_cache(&body, self.api_version() >= (1, 39))
-            .map(Some)
-            .map_err(|err| Error::Request {
-                op: "read the build cache (GET /system/df)".into(),
-                source: BollardError::JsonSerdeError { err },
-            })
+        parse_build_cache(
+            &body,
+            self.api_version() >= (1, 39),
+            self.storage.is_containerd(),
+        )
+        .map(Some)
+        .map_err(|err| Error::Request {
+            op: "read the build cache (GET /system/df)".into(),
+            source: BollardError::JsonSerdeError { err },
+        })
     }
 
     /// [`crate::docker::Engine::prune_build_cache`]: see the trait.
@@ -53,6 +57,7 @@ impl DockerEngine {
         &self,
         unused_for: Duration,
         keep_bytes: u64,
+        all: bool,
     ) -> Result<Option<Pruned>, Error> {
         if self.podman {
             return Ok(None);
@@ -61,7 +66,7 @@ impl DockerEngine {
             "until".to_string(),
             vec![format!("{}s", unused_for.as_secs())],
         )]);
-        let mut options = PruneBuildOptionsBuilder::default();
+        let mut options = PruneBuildOptionsBuilder::default().all(all);
         if !unused_for.is_zero() {
             options = options.filters(&until);
         }
@@ -85,8 +90,9 @@ impl DockerEngine {
             );
         }
         let op = format!(
-            "prune the build cache (unused for {} s, keeping {keep_bytes} bytes)",
-            unused_for.as_secs()
+            "prune the build cache (unused for {} s, keeping {keep_bytes} bytes{})",
+            unused_for.as_secs(),
+            if all { ", shared records too" } else { "" }
         );
         match self
             .call(op, docker.prune_build(Some(options.build())))
@@ -144,7 +150,11 @@ struct DfAnswer {
 }
 
 /// The build cache in a `/system/df` answer.
-fn parse_build_cache(body: &str, keep_supported: bool) -> Result<BuildCache, serde_json::Error> {
+fn parse_build_cache(
+    body: &str,
+    keep_supported: bool,
+    shared_are_copies: bool,
+) -> Result<BuildCache, serde_json::Error> {
     let answer: DfAnswer = serde_json::from_str(body)?;
     let records = answer
         .build_cache
@@ -167,6 +177,7 @@ fn parse_build_cache(body: &str, keep_supported: bool) -> Result<BuildCache, ser
     Ok(BuildCache {
         records,
         keep_supported,
+        shared_are_copies,
     })
 }
 
@@ -183,7 +194,7 @@ mod tests {
             {"ID": "b", "Type": "regular", "InUse": false, "Shared": true, "Size": 3000000,
              "CreatedAt": "2026-12-01T23:38:07Z", "LastUsedAt": null}
         ], "BuilderSize": 3000134}"#;
-        let cache = parse_build_cache(old, true).unwrap();
+        let cache = parse_build_cache(old, true, false).unwrap();
         assert_eq!(cache.records.len(), 2);
         assert_eq!(cache.records[0].last_used, Some(1_796_168_289));
         assert_eq!(
@@ -193,6 +204,10 @@ mod tests {
         );
         assert_eq!(cache.total_bytes(), 134, "shared records are the image's");
         assert_eq!(cache.reclaimable_bytes(), 134);
+        // The containerd image store: the shared record holds a copy of its own.
+        let copies = parse_build_cache(old, true, true).unwrap();
+        assert_eq!(copies.total_bytes(), 3_000_134);
+        assert_eq!(copies.reclaimable_bytes(), 3_000_134);
 
         // API 1.52+: `BuildCacheUsage` with its items (verbose).
         let new = r#"{"BuildCacheUsage": {"ActiveCount": 1, "TotalCount": 2, "Reclaimable": 5,
@@ -200,13 +215,13 @@ mod tests {
             {"ID": "c", "Type": "exec.cachemount", "InUse": true, "Shared": false, "Size": 7},
             {"ID": "d", "Type": "regular", "InUse": false, "Shared": false, "Size": 5}
         ]}}"#;
-        let cache = parse_build_cache(new, true).unwrap();
+        let cache = parse_build_cache(new, true, false).unwrap();
         assert_eq!(cache.total_bytes(), 12);
         assert_eq!(cache.reclaimable_bytes(), 5, "a record in use stays");
 
         // No build cache at all (BuildKit never ran, or `null`).
-        let none = parse_build_cache(r#"{"BuildCache": null}"#, false).unwrap();
+        let none = parse_build_cache(r#"{"BuildCache": null}"#, false, false).unwrap();
         assert!(none.records.is_empty());
-        assert!(parse_build_cache("OK", true).is_err());
+        assert!(parse_build_cache("OK", true, false).is_err());
     }
 }

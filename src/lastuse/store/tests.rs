@@ -360,7 +360,7 @@ fn coverage_survives_a_restart_and_files_without_it_start_it_anew() {
     let (lock, store) = writable(dir.path());
     let mut t = Tables::default();
     t.default_engine()
-        .reconcile(&crate::docker::Inventory::default(), 1_000);
+        .reconcile(&crate::docker::Inventory::default(), 1_000, false);
     store.save(&mut t).unwrap();
     drop((lock, store));
     let mut t = saved_table(dir.path());
@@ -378,7 +378,7 @@ fn coverage_survives_a_restart_and_files_without_it_start_it_anew() {
     let mut t = saved_table(dir.path());
     assert_eq!(t.default_engine().covering_since_ms(), None);
     t.default_engine()
-        .reconcile(&crate::docker::Inventory::default(), NOW_MS);
+        .reconcile(&crate::docker::Inventory::default(), NOW_MS, false);
     assert_eq!(t.default_engine().covering_since_ms(), Some(NOW_MS));
     // One in the future (a clock that was wrong) is clamped to now.
     std::fs::write(

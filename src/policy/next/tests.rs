@@ -582,6 +582,7 @@ fn cache_prune(keep_mib: u64) -> Step {
         size_bytes: 10 << 20,
         records: 3,
         unused_for_secs: 3600,
+        all: false,
     }
 }
 

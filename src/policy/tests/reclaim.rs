@@ -24,6 +24,7 @@ fn cache(records: Vec<CacheRecord>) -> BuildCache {
     BuildCache {
         records,
         keep_supported: true,
+        shared_are_copies: false,
     }
 }
 

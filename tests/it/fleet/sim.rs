@@ -66,7 +66,11 @@ impl Meter for SimDisk<'_> {
     async fn filesystems(&self) -> Result<Vec<FsUsage>, usage::Error> {
         Ok(self.usage())
     }
-    async fn footprint(&self, _paths: &[std::path::PathBuf]) -> Result<u64, usage::Error> {
+    async fn footprint(
+        &self,
+        _paths: &[std::path::PathBuf],
+        _skip: &[std::path::PathBuf],
+    ) -> Result<u64, usage::Error> {
         Ok(0)
     }
     fn device(&self, _path: &std::path::Path) -> Option<u64> {

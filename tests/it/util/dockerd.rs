@@ -180,6 +180,22 @@ impl PrivateDockerd {
         if self.containerd_root.is_some() { 2 } else { 1 }
     }
 
+    /// The payload that takes about `disk_mib` MiB of the disk in this daemon's store: the same
+    /// with the classic store, half with the containerd image store (its blob and its
+    /// snapshot). Tests whose watermarks are fractions of the disk size their images with it, so
+    /// that each image is the same share of the disk on every engine.
+    pub fn payload_mib(&self, disk_mib: u64) -> u64 {
+        disk_mib / self.copies_per_layer()
+    }
+
+    /// Every directory holding this daemon's bytes: its data root and, with the containerd
+    /// image store, its containerd's root (which holds no other namespace here).
+    pub fn storage_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.data_root.clone()];
+        dirs.extend(self.containerd_root.clone());
+        dirs
+    }
+
     /// The directory that holds the unpacked layers: `overlay2/` under the data root with the
     /// classic store, containerd's overlayfs snapshots under its root with the containerd
     /// image store.

@@ -1,0 +1,152 @@
+//! Where an engine keeps its bytes, as plain data: what the engine says of itself (`GET /info`)
+//! and, for Docker's containerd image store, what containerd says of its roots. The pass
+//! measures these places; `status` and `check-config` show them with what each holds.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Where an engine keeps its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Storage {
+    /// The engine's own root: Docker's `DockerRootDir`, Podman's graph root. `None` when the
+    /// engine did not say.
+    pub root: Option<PathBuf>,
+    /// The storage driver (`overlay2`, Podman's `overlay`) or, with the containerd image store,
+    /// the snapshotter (`overlayfs`).
+    pub driver: String,
+    /// With Docker's containerd image store: where in containerd the images are.
+    pub containerd: Option<ContainerdStore>,
+}
+
+/// Docker's containerd image store: the images are in containerd, in one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContainerdStore {
+    /// containerd's socket, as the engine names it.
+    pub address: PathBuf,
+    /// The engine's namespace (`moby`); the kubelet's is `k8s.io`.
+    pub namespace: String,
+    /// The snapshotter the engine unpacks into.
+    pub snapshotter: String,
+    /// The content store's root (blobs), from containerd's introspection.
+    pub content_root: Option<PathBuf>,
+    /// The snapshotter's root (unpacked layers, containers' writable layers).
+    pub snapshots_root: Option<PathBuf>,
+    /// Why containerd's roots are unknown (it could not be asked).
+    pub error: Option<String>,
+}
+
+/// One directory an engine keeps bytes in, and what they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Place {
+    /// The directory.
+    pub path: PathBuf,
+    /// What it holds, for people: "DockerRootDir (overlay2 layers, containers)".
+    pub holds: String,
+    /// Counted by walking it (`du`); false for containerd's roots, whose bytes are counted per
+    /// namespace by containerd (another namespace, the kubelet's, may share them).
+    pub walked: bool,
+}
+
+impl Storage {
+    /// True with Docker's containerd image store.
+    pub fn is_containerd(&self) -> bool {
+        self.containerd.is_some()
+    }
+
+    /// The directories the engine keeps bytes in, each with what it holds.
+    pub fn places(&self) -> Vec<Place> {
+        let mut places = Vec::new();
+        if let Some(root) = &self.root {
+            let holds = match &self.containerd {
+                None => format!(
+                    "the engine's root ({} layers, containers, build cache)",
+                    self.driver
+                ),
+                Some(_) => "the engine's root (container configs, logs, volumes; no image layers)"
+                    .to_string(),
+            };
+            places.push(Place {
+                path: root.clone(),
+                holds,
+                walked: true,
+            });
+        }
+        if let Some(c) = &self.containerd {
+            if let Some(content) = &c.content_root {
+                places.push(Place {
+                    path: content.clone(),
+                    holds: format!(
+                        "containerd's content store (image blobs; namespace {})",
+                        c.namespace
+                    ),
+                    walked: false,
+                });
+            }
+            if let Some(snapshots) = &c.snapshots_root {
+                places.push(Place {
+                    path: snapshots.clone(),
+                    holds: format!(
+                        "containerd's {} snapshots (unpacked layers, writable layers; namespace {})",
+                        c.snapshotter, c.namespace
+                    ),
+                    walked: false,
+                });
+            }
+        }
+        places
+    }
+
+    /// The directories whose bytes containerd counts per namespace: never walked, even when a
+    /// watched path holds them.
+    pub fn not_walked(&self) -> Vec<PathBuf> {
+        self.places()
+            .into_iter()
+            .filter(|p| !p.walked)
+            .map(|p| p.path)
+            .collect()
+    }
+
+    /// Whether `paths` (an engine's configured paths) hold the place `place`.
+    pub fn covered_by(place: &Path, paths: &[PathBuf]) -> bool {
+        paths.iter().any(|p| place.starts_with(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_places_of_each_store() {
+        let classic = Storage {
+            root: Some("/var/lib/docker".into()),
+            driver: "overlay2".into(),
+            containerd: None,
+        };
+        let places = classic.places();
+        assert_eq!(places.len(), 1);
+        assert!(places[0].walked && places[0].holds.contains("overlay2"));
+        assert!(classic.not_walked().is_empty());
+
+        let containerd = Storage {
+            root: Some("/var/lib/docker".into()),
+            driver: "overlayfs".into(),
+            containerd: Some(ContainerdStore {
+                address: "/run/containerd/containerd.sock".into(),
+                namespace: "moby".into(),
+                snapshotter: "overlayfs".into(),
+                content_root: Some("/data/containerd/io.containerd.content.v1.content".into()),
+                snapshots_root: Some(
+                    "/data/containerd/io.containerd.snapshotter.v1.overlayfs".into(),
+                ),
+                error: None,
+            }),
+        };
+        let paths: Vec<PathBuf> = containerd.places().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths.len(), 3);
+        assert_eq!(containerd.not_walked(), paths[1..].to_vec());
+        assert!(Storage::covered_by(&paths[1], &["/data".into()]));
+        assert!(!Storage::covered_by(&paths[1], &["/var/lib/docker".into()]));
+    }
+}
