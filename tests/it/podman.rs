@@ -13,7 +13,8 @@
 //! that means for the cleaner: it is the project's record of engine differences (the README's
 //! "Engines and the versions tested" summarises it). Split: this file has the setup,
 //! `/version` and the listings; [`removals`] tagging and removing; [`events`] the event stream;
-//! [`prune`] the prune and disk-usage endpoints.
+//! [`builds`] classic builds, their parents and events; [`prune`] the prune and disk-usage
+//! endpoints.
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -23,11 +24,12 @@ use serde_json::{Value, json};
 use crate::util::api::Reply;
 use crate::util::bed::{DockerKind, PodmanKind};
 use crate::util::cli::EngineCli;
-use crate::util::dockerd::PrivateDockerd;
+use crate::util::dockerd::{BUSYBOX, PrivateDockerd};
 use crate::util::loopfs::SharedFs;
 use crate::util::podman::PrivatePodman;
 use crate::util::require::Service;
 
+mod builds;
 mod events;
 mod prune;
 mod removals;
@@ -97,6 +99,10 @@ trait Probed: EngineCli {
     fn dangling_image(&self, payload_mib: u64) -> String;
     /// `save` the image `tag` to a file, remove it, `load` it back.
     fn save_remove_load(&self, tag: &str);
+    /// Builds `tag` from `dockerfile` (with the static busybox in the context as `busybox`)
+    /// with the classic builder, `--network=none`: the Docker CLI with `DOCKER_BUILDKIT=0`,
+    /// through Podman's service for Podman. Returns the image's id.
+    fn classic_build(&self, tag: &str, dockerfile: &str) -> String;
 }
 
 impl Probed for PrivateDockerd {
@@ -126,6 +132,26 @@ impl Probed for PrivateDockerd {
         self.docker(&["rmi", tag]);
         self.docker(&["load", "-i", file]);
     }
+    fn classic_build(&self, tag: &str, dockerfile: &str) -> String {
+        let ctx = self
+            .dir()
+            .join(format!("build-{}", tag.replace([':', '/'], "-")));
+        std::fs::create_dir_all(&ctx).expect("a build context dir");
+        std::fs::copy(BUSYBOX, ctx.join("busybox")).expect("busybox in the build context");
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("the Dockerfile");
+        let ctx_path = ctx.to_str().expect("ASCII temp path");
+        let args = ["build", "--network=none", "--tag", tag, ctx_path];
+        let out = self.try_docker_env(&args, &[("DOCKER_BUILDKIT", "0")]);
+        assert!(
+            out.status.success(),
+            "docker build (classic) of {tag} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        std::fs::remove_dir_all(&ctx).expect("removing the build context");
+        let out = self.docker(&["image", "inspect", "--format", "{{.Id}}", tag]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
 }
 
 impl Probed for PrivatePodman {
@@ -153,6 +179,9 @@ impl Probed for PrivatePodman {
         self.podman_copying(&["save", "-o", file, tag]);
         self.podman(&["rmi", tag]);
         self.podman_copying(&["load", "-i", file]);
+    }
+    fn classic_build(&self, tag: &str, dockerfile: &str) -> String {
+        self.build_through_service(tag, dockerfile)
     }
 }
 

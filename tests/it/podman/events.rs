@@ -11,7 +11,7 @@ use crate::util::api::{self, Reply, query_value};
 use crate::util::wait_until;
 
 /// A time as the cleaner sends it: `secs.nanos` (engine.rs `stamp`).
-fn stamp(t: SystemTime) -> String {
+pub(super) fn stamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).expect("clock after 1970");
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
