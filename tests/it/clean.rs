@@ -7,6 +7,7 @@ use crate::util::cleaner::{Cleaner, plan_steps};
 use crate::util::cli::EngineCli;
 use crate::util::daemon::Daemon;
 use crate::util::dockerd::PrivateDockerd;
+use crate::util::rootfs::ImageArchive;
 use crate::util::wait_until;
 
 const HOUR: i64 = 3600;
@@ -583,5 +584,162 @@ fn absolute_mode_walks_the_docker_root_and_stops_below_the_low_byte_count() {
     assert!(
         bytes < 700 << 20,
         "du -sxB1 says {bytes} bytes:\n{out}\n{err}"
+    );
+}
+
+/// Unix seconds now.
+fn now_secs() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
+/// Loads an image tagged `tag` of `payload_mib` MiB created `ago` seconds before now, as one
+/// built or pulled long ago (`docker load` of an archive: an import is always created now);
+/// returns its id.
+fn old_image(d: &PrivateDockerd, tag: &str, payload_mib: u64, ago: i64) -> (String, i64) {
+    let created = now_secs() - ago;
+    let archive = ImageArchive::build(d.dir(), tag, payload_mib, created);
+    d.docker(&["load", "--input", archive.path()]);
+    let out = d.docker(&["image", "inspect", "--format", "{{.Id}}", tag]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:"), "{tag}: {id:?}");
+    (id, created)
+}
+
+/// The tags of the images a plan removes, in its order (`[older:1]` → `older:1`).
+fn removal_order(plan: &str) -> Vec<String> {
+    plan_steps(plan)
+        .iter()
+        .filter(|s| s.starts_with("remove image"))
+        .filter_map(|s| Some(s.split('[').nth(1)?.split(']').next()?.to_string()))
+        .collect()
+}
+
+/// A plan's time as it prints it (`last used 2026-12-07T03:00:00Z`).
+fn plan_time(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .expect("a time in range")
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Issue 18, fault 1 (any engine): the first run on a node, whose first pass finds usage below
+/// high, still records every image and the time it began covering the engine. The next pass
+/// under pressure then knows the images never used by their build time on that first start: an
+/// image built hours earlier is not "used 0s ago, below min_age", and images never used go
+/// oldest build first. Before the fix the first run recorded no image, so the next pass took
+/// every image as first seen then and kept them all for min_age.
+#[test]
+fn a_first_run_below_high_records_every_image_by_its_build_time() {
+    let Some(d) = PrivateDockerd::start("first-run", 512, None) else {
+        return;
+    };
+    let (older, older_created) = old_image(&d, "older:1", 5, 3 * HOUR);
+    let (newer, newer_created) = old_image(&d, "newer:1", 5, 2 * HOUR);
+    let fresh = d.image("fresh:1", 5);
+    let cleaner = Cleaner::new(
+        &d,
+        "threshold_high = 99\nthreshold_low = 98\nmin_age_seconds = 3600\ninterval_seconds = 3600\n",
+    );
+    // The first start: one pass, below high, then a clean stop.
+    let mut daemon = cleaner.spawn(&["run"]);
+    daemon.wait_status("idle: ", MINUTE);
+    daemon.terminate(MINUTE);
+    let first_run = daemon.context();
+
+    // The next pass finds usage above its high watermark.
+    let (plan, log) = cleaner.run_ok_at(&["once", "--dry-run"], 1.0, Some(0.5));
+    assert_eq!(
+        removal_order(&plan),
+        ["older:1", "newer:1"],
+        "images never used go by their build time, oldest first:\n{plan}\n{log}\nthe first run:\n{first_run}"
+    );
+    for (tag, created) in [("older:1", older_created), ("newer:1", newer_created)] {
+        let step = plan_steps(&plan)
+            .into_iter()
+            .find(|s| s.contains(&format!("[{tag}]")))
+            .unwrap_or_default();
+        assert!(
+            step.ends_with(&format!("last used {}", plan_time(created))),
+            "{tag} was last used when it was built: {step}\n{plan}"
+        );
+    }
+    let kept: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("below min_age"))
+        .collect();
+    assert_eq!(kept.len(), 1, "only the fresh image is too young:\n{plan}");
+    assert!(kept[0].contains("[fresh:1]"), "{plan}");
+
+    // What the first run saved: every image, from when it began covering the engine.
+    let state = cleaner.state().expect("the first run saved its state");
+    let engine = &state["engines"]["default"];
+    let mut recorded: Vec<&str> = engine["images"]
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    recorded.sort();
+    let mut all = vec![older.as_str(), newer.as_str(), fresh.as_str()];
+    all.sort();
+    assert_eq!(recorded, all, "{state:#}");
+    assert!(engine["covering_since_ms"].is_i64(), "{state:#}");
+    assert_eq!(
+        engine["images"][&older]["first_seen_ms"].as_i64(),
+        Some(older_created * 1000),
+        "{state:#}"
+    );
+}
+
+/// Issue 18, fault 4 (any engine): a pass that removes a stopped container does not make its
+/// image look used: the image's last use stays when the container stopped (`die`). Image a,
+/// whose container stopped before b was last used, still goes before b in the next plan. Before
+/// the fix the removal (`destroy`) counted as a use, so a pass's own removals made the images
+/// they freed look the freshest.
+#[test]
+fn removing_a_stopped_container_is_not_a_use_of_its_image() {
+    let Some(d) = PrivateDockerd::start("removal-no-use", 512, None) else {
+        return;
+    };
+    let a = d.image("a:1", 5);
+    let b = d.image("b:1", 5);
+    let cleaner = Cleaner::new(&d, "min_age_seconds = 3600\n");
+    // A cleaner has been running: it replays Docker's events from here on.
+    cleaner.seed_last_use(&[]);
+    let stopped = d.stopped_container("a:1");
+    use_image(&d, "b:1");
+    // A pass under pressure that removes the stopped container and keeps both images (used
+    // less than min_age ago).
+    let (used, _) = d.used_pct();
+    let (high, low) = watermarks_under(used, 1.0, 2.0);
+    let pass_started = now_ms();
+    let (_, pass) = cleaner.run_ok_at(&["once"], high, Some(low));
+    assert!(!contains(&d.container_ids(), &stopped), "{pass}");
+    let images = d.image_ids();
+    assert!(contains(&images, &a) && contains(&images, &b), "{pass}");
+
+    // The next plan, with min_age lifted: a goes first.
+    let (out, err) = cleaner.run_ok_with(
+        &["status", "--json"],
+        &[("DOCKER_IMAGE_CLEANER_MIN_AGE_SECONDS", "0")],
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    let steps = status["plan"]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let order: Vec<&str> = steps.iter().filter_map(|s| s["id"].as_str()).collect();
+    let shown: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{} last used {}", s["id"], s["last_used_ms"]))
+        .collect();
+    assert_eq!(
+        order,
+        [a.as_str(), b.as_str()],
+        "a's container stopped before b was used; the plan: {shown:#?}\nthe pass:\n{pass}"
+    );
+    let a_used = steps[0]["last_used_ms"].as_i64().unwrap_or_default();
+    assert!(
+        a_used < pass_started,
+        "a was last used when its container stopped, before the pass ({pass_started}), not when the pass removed it: {a_used}"
     );
 }

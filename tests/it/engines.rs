@@ -233,3 +233,97 @@ fn an_engine_that_is_down_is_reported_and_the_other_is_cleaned() {
     b.restart();
     assert_eq!(b.tags(), vec!["b1:1".to_string()], "b untouched");
 }
+
+/// A Dockerfile `FROM base` with one `RUN` step that writes `mib` MiB of random bytes (so the
+/// image it makes is a child of `base` with a layer of its own).
+fn child_dockerfile(base: &str, mib: u64) -> String {
+    format!(
+        "FROM {base}\nRUN [\"/busybox\", \"sh\", \"-c\", \"/busybox head -c {} /dev/urandom > /generated\"]\n",
+        mib << 20
+    )
+}
+
+/// Issue 18, fault 2: on Podman, the parent of an image a container runs stays. Podman (4.3 and
+/// 5.8) lists a built image's `ParentId` as bare hex while `Id` has `sha256:`; before the fix
+/// the parent matched no image, so it was a candidate like any other and the pass took its tag
+/// away (Podman untags an image whose layers a child still needs).
+#[test]
+fn podman_keeps_the_parent_of_an_image_in_use() {
+    let Some(p) = PrivatePodman::start("podman-parent", 512) else {
+        return;
+    };
+    let base = p.image("t/base:1", 30);
+    let child = p.build_through_service("t/child:1", &child_dockerfile("localhost/t/base:1", 1));
+    let spare = p.image("t/spare:1", 30);
+    p.running_container(&child);
+    let cleaner = Cleaner::with_engines(&[engine("pink", p.host(), p.data_root(), "0")], "");
+    start_following(&cleaner);
+    // Everything that may go must go.
+    let (used, _) = p.used_pct();
+    let (_, err) = cleaner.run_ok_at(&["once"], (used - 1.0).floor(), Some(0.0));
+    assert!(
+        p.tags().contains(&"localhost/t/base:1".to_string()),
+        "the parent of the running image keeps its tag: {:?}\n{err}",
+        p.tags()
+    );
+    let ids = p.image_ids();
+    assert!(
+        ids.contains(&base) && ids.contains(&child),
+        "{ids:?}\n{err}"
+    );
+    assert!(
+        !ids.contains(&spare),
+        "the pass did remove what it may:\n{err}"
+    );
+    let child_short = &child.trim_start_matches("sha256:")[..12];
+    assert!(
+        err.contains(&format!(
+            "[localhost/t/base:1] on pink: parent of {child_short}, which stays"
+        )),
+        "the plan says why the parent stays:\n{err}"
+    );
+}
+
+/// Issue 18, fault 3: on Podman, a build is a use of the image it makes, at the build's time.
+/// Podman (4.3 and 5.8) logs `build` with an empty `Actor.ID` and the image's id in
+/// `Attributes.name`, and no `tag` follows, not even for a new tag. An image built long ago and
+/// built again (a cache hit: the same image) after five others were used must go after them;
+/// before the fix the build was ignored, it went first, and the pass removed the image the node
+/// had just built.
+#[test]
+fn podman_counts_a_build_as_a_use_of_the_image_built() {
+    let Some(p) = PrivatePodman::start("podman-build", 512) else {
+        return;
+    };
+    p.image("t/base:1", 1);
+    let dockerfile = child_dockerfile("localhost/t/base:1", 20);
+    let app = p.build_through_service("t/app:1", &dockerfile);
+    let cleaner = Cleaner::with_engines(&[engine("pink", p.host(), p.data_root(), "0")], "");
+    // The first start: every image by its build time.
+    start_following(&cleaner);
+    // Five images, each used (a tagged `podman import` logs a `tag`) after that build.
+    let olds: Vec<String> = (1..=5).map(|i| format!("t/old-{i}:1")).collect();
+    for tag in &olds {
+        p.image(tag, 20);
+    }
+    // Built again: the cache makes the same image, a use of it now.
+    assert_eq!(p.build_through_service("t/app:1", &dockerfile), app);
+    // One image's worth to free.
+    let (used, _) = p.used_pct();
+    let (_, err) = cleaner.run_ok_at(&["once"], (used - 1.0).floor(), Some((used - 3.0).floor()));
+    let order = removal_order(&err);
+    let first_five: Vec<String> = olds.iter().map(|t| format!("localhost/{t}")).collect();
+    assert_eq!(
+        order.get(..5),
+        Some(first_five.as_slice()),
+        "the five images used before the build go first: {order:?}\n{err}"
+    );
+    assert!(
+        p.image_ids().contains(&app),
+        "the image just built stays:\n{err}"
+    );
+    assert!(
+        !p.tags().contains(&first_five[0]),
+        "the least recently used image went:\n{err}"
+    );
+}

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::{Probed, hex, pair, text};
+use super::{Gen, Probed, hex, pair, text};
 use crate::util::api::{self, Reply, query_value};
+use crate::util::wait_until;
 
 /// A time as the cleaner sends it: `secs.nanos` (engine.rs `stamp`).
-fn stamp(t: SystemTime) -> String {
+pub(super) fn stamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).expect("clock after 1970");
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
@@ -42,6 +43,28 @@ struct Done {
     dangling: String,
     refused: String,
     container: String,
+    /// The image saved, removed and loaded back.
+    loaded: String,
+}
+
+/// On Podman, waits until the `cleanup` of the container `id` that exited is logged: conmon's
+/// exit command (`podman container cleanup`) logs it after the exit, asynchronously, and a
+/// removal that comes first leaves no `cleanup` event (seen on 5.8). Docker has no such event.
+fn settle(engine: &dyn Probed, id: &str) {
+    if !engine.generation().is_podman() {
+        return;
+    }
+    let filters = query_value(&format!(r#"{{"container":["{id}"],"event":["cleanup"]}}"#));
+    let since = stamp(SystemTime::now() - Duration::from_secs(600));
+    let path = format!("/events?since={since}&stream=false&filters={filters}");
+    let logged = wait_until(Duration::from_secs(30), || {
+        !engine.api("GET", &path).json_lines().is_empty()
+    });
+    assert!(
+        logged,
+        "{}: no cleanup event for {id}",
+        engine.generation().name()
+    );
 }
 
 /// The same actions on each engine: import (tagged and not), tag through the API, a refused
@@ -62,19 +85,21 @@ fn act(engine: &dyn Probed) -> Done {
         409
     );
     let container = engine.stopped_container("ev-a:1");
+    settle(engine, &container);
     engine.cli(&["rm", &container]);
     assert_eq!(engine.api("DELETE", "/images/ev-b:1").status, 200);
     assert_eq!(
         engine.api("DELETE", &format!("/images/{image}")).status,
         200
     );
-    engine.image("ev-l:1", 1);
+    let loaded = engine.image("ev-l:1", 1);
     engine.save_remove_load("ev-l:1");
     Done {
         image,
         dangling,
         refused,
         container,
+        loaded,
     }
 }
 
@@ -131,28 +156,37 @@ fn ask(engine: &dyn Probed, since: &str, until_past: &str, until: &str) -> Answe
 
 /// `GET /events?since=…&until=…&filters={"type":["container","image"]}` after the same actions.
 ///
-/// Same: `time` and `timeNano` are set on every event and agree; `filters` with two types gives
-/// both, with one type only that one; a future `until` ends the stream at that time (the request
-/// lasts until then); container events carry `Attributes["image"]`.
+/// Same on every engine: `time` and `timeNano` are set on every event and agree; `filters` with
+/// two types gives both, with one type only that one; a future `until` ends the stream at that
+/// time (the request lasts until then); container events carry `Attributes["image"]`.
 ///
-/// Different, and what the cleaner must expect from Podman 4.3:
-/// - **`until` in the past returns nothing** (or a few events: the file reader is stopped before
-///   it reads). Docker returns everything up to `until` and ends at once. Asking Podman for
-///   history therefore needs a future `until` (it then waits until that time) or
-///   `stream=false` (Podman only: the whole history, then the end; Docker ignores it and keeps
-///   streaming).
-/// - no `import` event: a `podman import` with a tag logs only `tag` (with the short name given),
-///   one without a tag logs nothing. Docker logs `import` (and `tag`).
-/// - image `Actor.ID` is the bare hex id (Docker: `sha256:<hex>`); `pull` events with an empty
-///   `Actor.ID` appear whenever a container is created from a name (no registry is asked);
-///   `loadfromarchive` (not `load`) with an empty `Actor.ID` and the archive's path as name.
-/// - **`delete` is logged for a refused removal too** (409 in use, 500 by id with two tags) and
-///   along with an `untag`: it does not mean the image is gone. Docker logs `delete` only when the
-///   image is removed.
-/// - `untag` names the tag removed (`docker.io/library/ev-b:1`); Docker's names the image id.
-/// - container actions: `create init start attach die cleanup remove` (no `destroy`, Docker's
-///   name for the removal); `Attributes["image"]` is the resolved `localhost/ev-a:1` where
-///   Docker gives the name as typed.
+/// Docker 20.10 and 28.5 (API 1.51, both stores) still send the deprecated `status`, `id` and
+/// `from` fields beside `Action` and `Actor` (API 1.52, Docker 29, drops them: read `Action`
+/// and `Actor`). Docker 28.5's `die` adds `execDuration`.
+///
+/// Different, and what the cleaner must expect:
+/// - Docker with the containerd image store: **`untag` names the tag removed** (`ev-b:1`), where
+///   the classic store (20.10, 28.5) names the image id; `Actor.ID` is the image id on both.
+/// - Podman (4.3 and 5.8), **`until` in the past returns nothing** (or a few events: the file
+///   reader is stopped before it reads). Docker returns everything up to `until` and ends at
+///   once. Asking Podman for history therefore needs a future `until` (it then waits until that
+///   time) or `stream=false` (Podman only: the whole history, then the end; Docker ignores it and
+///   keeps streaming).
+/// - Podman, no `import` event: a `podman import` with a tag logs only `tag` (with the short name
+///   given), one without a tag logs nothing. Docker logs `import` (and `tag`).
+/// - Podman's image `Actor.ID` is the bare hex id (Docker: `sha256:<hex>`). A container created
+///   from a name logs a `pull` (no registry is asked) and `podman load` logs `loadfromarchive`
+///   (not `load`) with the archive's path as name: on **4.3 both with an empty `Actor.ID`**, on
+///   **5.8 with the image's id**.
+/// - Podman, **`delete` is logged for a refused removal too** (409 in use, 500 by id with two
+///   tags) and along with an `untag`: it does not mean the image is gone. Docker logs `delete`
+///   only when the image is removed.
+/// - Podman's `untag` names the tag removed (`docker.io/library/ev-b:1`).
+/// - Podman's container actions: `create init start attach die cleanup remove` (no `destroy`,
+///   Docker's name for the removal); `cleanup` comes from conmon's exit command, after the exit
+///   and asynchronously (a removal right after the exit can come first: then there is none);
+///   `Attributes["image"]` is the resolved `localhost/ev-a:1` where Docker gives the name as
+///   typed.
 #[test]
 fn events_of_each_action() {
     let Some(p) = pair("events") else {
@@ -173,8 +207,13 @@ fn events_of_each_action() {
     });
     eprintln!("events: queries {:?}", t.elapsed());
 
-    for (e, answers, done) in [("docker", &docker, &done[0]), ("podman", &podman, &done[1])] {
-        let podman = e == "podman";
+    for (engine, answers, done) in [
+        (&p.docker as &dyn Probed, &docker, &done[0]),
+        (&p.podman, &podman, &done[1]),
+    ] {
+        let g = engine.generation();
+        let e = g.name();
+        let podman = g.is_podman();
         assert_eq!(answers.full.status, 200, "{e}: {}", answers.full.text);
         assert!(answers.full.ended, "{e}: a future until ends the stream");
         assert!(
@@ -222,6 +261,11 @@ fn events_of_each_action() {
                 secs,
                 "{e}: {ev}"
             );
+            if !podman {
+                // The fields API 1.52 drops, still sent by 20.10 and 28.5.
+                assert_eq!(text(&ev["status"]), text(&ev["Action"]), "{e}: {ev}");
+                assert_eq!(text(&ev["id"]), text(&ev["Actor"]["ID"]), "{e}: {ev}");
+            }
         }
 
         // Actor.ID of image events.
@@ -241,7 +285,7 @@ fn events_of_each_action() {
         let odd: Vec<&&str> = image_ids.iter().filter(|id| !well_formed(id)).collect();
         assert_eq!(
             odd,
-            if podman { vec![&""] } else { vec![] },
+            if g == Gen::Podman4 { vec![&""] } else { vec![] },
             "{e}: {image_ids:?}"
         );
         let id = |i: &str| {
@@ -275,20 +319,32 @@ fn events_of_each_action() {
             .iter()
             .map(|ev| text(&ev["Actor"]["Attributes"]["name"]))
             .collect();
-        let want: BTreeSet<&str> = if podman {
-            ["docker.io/library/ev-b:1", "localhost/ev-a:1"].into()
-        } else {
-            [done.image.as_str()].into()
+        let want: BTreeSet<&str> = match g {
+            Gen::Podman4 | Gen::Podman5 => ["docker.io/library/ev-b:1", "localhost/ev-a:1"].into(),
+            Gen::Docker28Containerd => ["ev-a:1", "ev-b:1"].into(),
+            Gen::Docker20 | Gen::Docker28 => [done.image.as_str()].into(),
         };
         assert_eq!(untag_names, want, "{e}");
+        assert_eq!(untags.len(), 2, "{e}: one untag per tag");
         if podman {
             let pulls: Vec<&Value> = full
                 .iter()
                 .filter(|ev| text(&ev["Action"]) == "pull")
                 .collect();
+            let loads: Vec<&Value> = full
+                .iter()
+                .filter(|ev| text(&ev["Action"]) == "loadfromarchive")
+                .collect();
+            let (pulled, loaded) = match g {
+                Gen::Podman4 => (String::new(), String::new()),
+                _ => (id(&done.image), id(&done.loaded)),
+            };
             assert!(
-                pulls.iter().all(|ev| text(&ev["Actor"]["ID"]).is_empty()),
-                "{e}"
+                !pulls.is_empty()
+                    && pulls
+                        .iter()
+                        .all(|ev| text(&ev["Actor"]["ID"]) == pulled.as_str()),
+                "{e}: {pulls:?}"
             );
             assert!(
                 pulls
@@ -296,6 +352,15 @@ fn events_of_each_action() {
                     .any(|ev| text(&ev["Actor"]["Attributes"]["name"]) == "ev-a:1"),
                 "{e}"
             );
+            assert_eq!(loads.len(), 1, "{e}");
+            assert_eq!(text(&loads[0]["Actor"]["ID"]), loaded, "{e}: {}", loads[0]);
+            assert!(
+                text(&loads[0]["Actor"]["Attributes"]["name"]).ends_with("/saved.tar"),
+                "{e}: {}",
+                loads[0]
+            );
+        } else {
+            assert_eq!(of(&full, "image load", &done.loaded).len(), 1, "{e}");
         }
         let removal = if podman {
             "container remove"
@@ -311,6 +376,13 @@ fn events_of_each_action() {
             "{e}"
         );
         assert_eq!(of(&full, removal, &done.container).len(), 1, "{e}");
+        if podman {
+            assert_eq!(
+                of(&full, "container cleanup", &done.container).len(),
+                1,
+                "{e}"
+            );
+        }
 
         let containers = answers.containers.json_lines();
         assert!(

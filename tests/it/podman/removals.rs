@@ -2,35 +2,41 @@
 
 use std::time::Instant;
 
-use super::{Probed, hex, pair, strings, text};
+use super::{Gen, Probed, hex, pair, strings, text};
 
 /// `POST /images/{id}/tag` and `DELETE /images/{name}`: retagging and removal, and how each
 /// engine refuses.
 ///
-/// Same: tagging answers 201; removing one of two tags answers 200 `[{"Untagged": …}]`; removing
-/// an image a container uses (stopped or running, by tag or by id) answers 409; a missing image
-/// 404; removing the last tag of an unused image untags and deletes it.
+/// Same on every engine: tagging answers 201; removing one of two tags answers 200
+/// `[{"Untagged": …}]`; removing an image a container uses (stopped or running, by tag or by id)
+/// answers 409; a missing image 404; removing the last tag of an unused image untags and deletes
+/// it. Podman 4.3 and 5.8 answer alike.
 ///
 /// Different:
-/// - removing by id an image with two tags: Docker 409 ("must be forced - image is referenced in
-///   multiple repositories"), Podman **500** ("by ID with more than one tag"). The cleaner must
-///   not take that 500 for an engine failure: remove by tag, or treat it as a conflict.
-/// - Podman's 409 says "is in use" (no "conflict", no "must force"): go by the status code.
+/// - removing by id an image with two tags: Docker 409 ("(must be forced) - image is referenced
+///   in multiple repositories", both stores), Podman **500** ("by ID with more than one tag").
+///   The cleaner must not take that 500 for an engine failure: remove by tag, or treat it as a
+///   conflict.
+/// - removing by tag an image a stopped container uses: Docker's classic store "unable to
+///   remove repository reference \"app:1\" (must force)", the containerd store "unable to
+///   delete app:1 (must be forced)"; by id both "(must be forced) - image is being used by
+///   stopped container"; a running container's "(cannot be forced)". Podman's 409 says "is in
+///   use" (no "conflict", no "must force"): go by the status code.
 /// - `Untagged` names: Docker `app:1`, Podman the full `localhost/app:1` or
-///   `docker.io/library/probe:2`; `Deleted`: Docker `sha256:<hex>` (then each layer), Podman the
-///   bare hex, listed before `Untagged`.
+///   `docker.io/library/probe:2`; `Deleted`: Docker `sha256:<hex>`, then on the classic store
+///   each layer (the containerd store lists the image alone); Podman the bare hex, listed
+///   before `Untagged`.
 /// - a tag made through the API on Podman is `docker.io/library/<repo>:<tag>`.
 #[test]
 fn tags_and_removals() {
     let Some(p) = pair("removals") else {
         return;
     };
-    for (e, engine) in [
-        ("docker", &p.docker as &dyn Probed),
-        ("podman", &p.podman as &dyn Probed),
-    ] {
+    for engine in [&p.docker as &dyn Probed, &p.podman] {
+        let g = engine.generation();
+        let e = g.name();
         let t = Instant::now();
-        let podman = e == "podman";
+        let podman = g.is_podman();
         let full = |name: &str, local: bool| match (podman, local) {
             (false, _) => name.to_string(),
             (true, true) => format!("localhost/{name}"),
@@ -48,7 +54,10 @@ fn tags_and_removals() {
         let (status, says) = if podman {
             (500, "by ID with more than one tag")
         } else {
-            (409, "image is referenced in multiple repositories")
+            (
+                409,
+                "(must be forced) - image is referenced in multiple repositories",
+            )
         };
         assert_eq!(by_id.status, status, "{e}: {}", by_id.text);
         assert!(by_id.message().contains(says), "{e}: {}", by_id.text);
@@ -62,15 +71,21 @@ fn tags_and_removals() {
         );
 
         let stopped = engine.stopped_container("app:1");
-        let in_use = if podman { "is in use" } else { "must force" };
-        for name in ["app:1", id.as_str()] {
+        let (tag_says, id_says) = match g {
+            Gen::Podman4 | Gen::Podman5 => ("is in use", "is in use"),
+            Gen::Docker20 | Gen::Docker28 => (
+                "unable to remove repository reference \"app:1\" (must force)",
+                "(must be forced) - image is being used by stopped container",
+            ),
+            Gen::Docker28Containerd => (
+                "unable to delete app:1 (must be forced)",
+                "(must be forced) - image is being used by stopped container",
+            ),
+        };
+        for (name, says) in [("app:1", tag_says), (id.as_str(), id_says)] {
             let r = engine.api("DELETE", &format!("/images/{name}"));
             assert_eq!(r.status, 409, "{e}: {name}: {}", r.text);
-            assert!(
-                r.message().contains(in_use) || r.message().contains("must be forced"),
-                "{e}: {}",
-                r.text
-            );
+            assert!(r.message().contains(says), "{e}: {}", r.text);
             assert!(
                 r.message().contains(&stopped[..12]),
                 "{e}: names the container: {}",
@@ -112,10 +127,11 @@ fn tags_and_removals() {
                 "Podman lists Deleted first: {items}"
             );
         } else {
-            // The image, then its one layer.
+            // The image, then (classic store) its one layer.
+            let entries = if g == Gen::Docker28Containerd { 1 } else { 2 };
             assert_eq!(
                 (deleted.len(), deleted[0]),
-                (2, free.as_str()),
+                (entries, free.as_str()),
                 "{e}: {items}"
             );
         }
@@ -128,7 +144,19 @@ fn tags_and_removals() {
                 hex(&dangling)
             } else {
                 dangling.as_str()
-            }
+            },
+            "{e}: {}",
+            r.text
+        );
+        let entries = match g {
+            Gen::Docker20 | Gen::Docker28 => 2,
+            _ => 1,
+        };
+        assert_eq!(
+            r.json().as_array().map(Vec::len),
+            Some(entries),
+            "{e}: {}",
+            r.text
         );
 
         let missing = engine.api("DELETE", "/images/nope:1");

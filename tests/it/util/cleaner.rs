@@ -143,6 +143,14 @@ impl Cleaner {
         succeeded(args, Daemon::plain(cmd).output(RUN_BOUND))
     }
 
+    /// Runs `args` with `env` set (`("DOCKER_IMAGE_CLEANER_MIN_AGE_SECONDS", "0")`: a setting
+    /// for this run only, over the file) and asserts exit 0; returns (stdout, stderr).
+    pub fn run_ok_with(&self, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        succeeded(args, Daemon::plain(cmd).output(RUN_BOUND))
+    }
+
     /// Starts the binary in the background as a systemd service without a watchdog (see
     /// [`Daemon::service`]); it is killed when the [`Daemon`] is dropped.
     pub fn spawn(&self, args: &[&str]) -> Daemon {

@@ -5,12 +5,15 @@
 //! Names: `podman import x tag` stores `localhost/<tag>` (a short name is local to Podman),
 //! while a tag made through the Docker-compatible API is normalised to `docker.io/library/<tag>`.
 
+use std::fs;
 use std::process::{Command, Output};
 
-use super::{COMMAND_BOUND, PODMAN, PrivatePodman, config};
-use crate::util::bed::PodmanKind;
+use super::{BED_DOCKER_CLI, COMMAND_BOUND, PODMAN, PrivatePodman, config};
+use crate::util::bed::{self, PodmanKind};
 use crate::util::cli::{EngineCli, stdout_line};
+use crate::util::dockerd::{BUSYBOX, DOCKER_CLI};
 use crate::util::host;
+use crate::util::loopfs::next_id;
 use crate::util::rootfs::{CMD_CHANGE, RootfsTar};
 
 /// Mounts a private tmpfs on `/var/lib` in a new mount namespace, then runs its arguments: the
@@ -74,6 +77,53 @@ impl PrivatePodman {
         args.extend(tag);
         let id = stdout_line(&self.podman_copying(&args));
         assert!(id.starts_with("sha256:"), "podman import printed {id:?}");
+        id
+    }
+}
+
+impl PrivatePodman {
+    /// Builds `tag` through the service's Docker-compatible `POST /build` with the classic
+    /// builder (the Docker CLI of this flavour, `DOCKER_BUILDKIT=0`, `--network=none`), from
+    /// `dockerfile` with the static busybox in the context as `busybox`; returns the image's id
+    /// (`sha256:…`). The build runs in Podman's service, as a `docker build` on a node does,
+    /// and logs its `build` event there.
+    pub fn build_through_service(&self, tag: &str, dockerfile: &str) -> String {
+        let ctx = self.dir().join(format!("build-{}", next_id()));
+        let fail =
+            |what: &str, e: std::io::Error| -> ! { panic!("{what} in {}: {e}", ctx.display()) };
+        fs::create_dir_all(&ctx).unwrap_or_else(|e| fail("mkdir", e));
+        fs::copy(BUSYBOX, ctx.join("busybox")).unwrap_or_else(|e| fail("copying busybox", e));
+        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap_or_else(|e| fail("Dockerfile", e));
+        let mut cmd = match self.kind() {
+            PodmanKind::Host => Command::new(DOCKER_CLI),
+            PodmanKind::Bed => Command::new(bed::in_root(BED_DOCKER_CLI)),
+        };
+        cmd.arg("--config")
+            .arg(self.dir().join("cli"))
+            .arg("--host")
+            .arg(self.host())
+            .args(["build", "--network=none", "--tag", tag])
+            .arg(&ctx)
+            .env("DOCKER_BUILDKIT", "0");
+        for var in [
+            "DOCKER_HOST",
+            "DOCKER_CONTEXT",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
+        ] {
+            cmd.env_remove(var);
+        }
+        let out = host::run(cmd, COMMAND_BOUND);
+        self.check(
+            "docker (classic build through the service)",
+            &["build", tag],
+            &out,
+        );
+        fs::remove_dir_all(&ctx).unwrap_or_else(|e| fail("removing the context", e));
+        let r = self.api("GET", &format!("/images/{tag}/json"));
+        assert_eq!(r.status, 200, "inspect {tag} after its build: {}", r.text);
+        let id = r.json()["Id"].as_str().unwrap_or_default().to_string();
+        assert!(id.starts_with("sha256:"), "{tag}: {}", r.text);
         id
     }
 }
