@@ -70,8 +70,17 @@ pub struct Config {
     /// Pause between two image removals: fixed (zero or more, below [`MAX_DURATION`]) or
     /// adaptive.
     pub delay: Delay,
-    /// When to start and stop cleaning.
+    /// When to start and stop cleaning, as configured (`threshold_low` at its default band
+    /// below high when left `"auto"`).
     pub watermarks: Watermarks,
+    /// `threshold_low = "auto"` (the default, relative mode): each pass lowers the low
+    /// watermark to leave room for what arrives on the node, and keeps it below the kubelet's
+    /// eviction threshold (`policy::headroom`).
+    pub low_auto: bool,
+    /// `threshold_high = "auto"` (the default, relative mode): each pass lowers the high
+    /// watermark (at most the default, 82) so that the next pull fits; a number keeps the
+    /// original's meaning, cleaning starts there.
+    pub high_auto: bool,
     /// Timeout of every Docker request: at least [`MIN_TIMEOUT`], below [`MAX_DURATION`].
     pub timeout: Duration,
     /// What a pass removes.
@@ -177,6 +186,8 @@ impl Default for Config {
                 high_pct: DEFAULT_HIGH_PCT,
                 low_pct: DEFAULT_HIGH_PCT - DEFAULT_BAND_PCT,
             },
+            low_auto: true,
+            high_auto: true,
             timeout: Duration::from_secs(300),
             strategy: Strategy::Lru2,
             min_age: Duration::from_secs(120),

@@ -60,8 +60,14 @@ pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
             },
         ),
         ("threshold_type", string(kind)),
-        ("threshold_high", high),
-        ("threshold_low", low),
+        (
+            "threshold_high",
+            if c.high_auto { string("auto") } else { high },
+        ),
+        (
+            "threshold_low",
+            if c.low_auto { string("auto") } else { low },
+        ),
         ("timeout_seconds", secs(c.timeout)),
         ("strategy", lower(&c.strategy)),
         ("min_age_seconds", secs(c.min_age)),

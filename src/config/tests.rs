@@ -129,8 +129,11 @@ fn precedence_is_default_file_env_flag() {
         text.contains("interval_seconds = 20  # env DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS"),
         "{text}"
     );
-    // Four points below the high watermark of the file.
-    assert!(text.contains("threshold_low = 86  # default"), "{text}");
+    // Left to the headroom rule (four points below the high watermark of the file at most).
+    assert!(
+        text.contains("threshold_low = \"auto\"  # default"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1035,4 +1038,5 @@ fn bad_fleet_values_name_the_key() {
     );
 }
 
+mod headroom;
 mod reclaim;

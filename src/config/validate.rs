@@ -91,7 +91,7 @@ pub(crate) fn validate(
         Min::AboveZero,
     )?;
 
-    let watermarks = thresholds::watermarks(raw, &invalid)?;
+    let (watermarks, low_auto, high_auto) = thresholds::watermarks(raw, &invalid)?;
 
     let keep = keep(raw, &invalid)?;
 
@@ -174,6 +174,8 @@ pub(crate) fn validate(
         interval,
         delay,
         watermarks,
+        low_auto,
+        high_auto,
         timeout,
         strategy: raw.strategy.unwrap_or(d.strategy),
         min_age,

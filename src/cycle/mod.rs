@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Strategy};
 use crate::docker::{self, Engine};
 use crate::node::{Cordoner, NodeEvent, PassStart};
-use crate::policy::{self, Outcome};
+use crate::policy::{self, Outcome, headroom};
 use crate::usage::{self, FsUsage, Measurement, Meter, size};
 use execute::{Ended, Execution};
 
@@ -122,10 +122,29 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
     /// Runs one pass. The node is released on every path out of it, errors included.
     pub async fn run(mut self) -> Result<Report, Error> {
         let started = Instant::now();
-        let config = self.config;
         let engines: Vec<&E> = self.members.iter().map(|m| m.engine).collect();
         let meter = &Counting::new(self.meter, engines);
         let before = meter.measure().await?;
+        // The watermarks of this pass: as configured, or sized to what arrived lately.
+        let arrivals = headroom::arrivals(
+            self.members.iter().map(|m| &*m.last_use),
+            self.config,
+            self.now_ms,
+        );
+        let (watermarks, room) = headroom::effective(self.config, &arrivals, &before, self.now_ms);
+        if let Some(room) = room.filter(|_| watermarks != self.config.watermarks) {
+            log::info!(
+                "watermarks for this pass: {watermarks} (threshold_low = \"auto\": room for {} of pulls, {} arrived lately, the largest {})",
+                size(room.room_bytes),
+                room.arrivals,
+                size(room.largest_bytes)
+            );
+        }
+        let pass_config = Config {
+            watermarks,
+            ..self.config.clone()
+        };
+        let config = &pass_config;
         let report = |outcome, after, plan, tallies| {
             Report::new(
                 outcome,
@@ -218,10 +237,10 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
         }
         let executed = self
             .execute(
+                config,
                 meter,
                 stock.clone(),
-                &before,
-                &filesystems,
+                (&before, &filesystems),
                 &mut tallies,
                 started,
             )
@@ -252,14 +271,13 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
     /// the new plan, at most [`MAX_RESTOCKS`] times.
     async fn execute(
         &mut self,
+        config: &Config,
         meter: &impl Meter,
         mut stock: Stock,
-        before: &Measurement,
-        filesystems: &[FsUsage],
+        (before, filesystems): (&Measurement, &[FsUsage]),
         tallies: &mut Tallies,
         started: Instant,
     ) -> Result<Outcome, Error> {
-        let config = self.config;
         let mut from = before.clone();
         let mut restocks = 0;
         loop {

@@ -190,13 +190,16 @@ fn engine_config(name: &str, path: &str, floor: Floor) -> EngineConfig {
     }
 }
 
-/// High 85 %, low 65 %, no delay unless set, strategy lru, min age 1 h.
+/// High 85 %, low 65 % (both set: no headroom rule), no delay unless set, strategy lru, min
+/// age 1 h.
 fn config() -> Config {
     Config {
         watermarks: crate::config::Watermarks::Relative {
             high_pct: 85.0,
             low_pct: 65.0,
         },
+        low_auto: false,
+        high_auto: false,
         delay: Delay::Fixed(Duration::ZERO),
         strategy: crate::config::Strategy::Lru,
         min_age: Duration::from_secs(3600),

@@ -95,6 +95,9 @@ fn add_weighted(a: i64, b: i64) -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastUse {
     images: BTreeMap<String, Entry>,
+    /// The size each image had at the last inventory (in memory only: known again at the
+    /// first inventory after a start), for what arrived lately ([`LastUse::arrivals`]).
+    sizes: BTreeMap<String, u64>,
     cursor_nanos: Option<i64>,
     /// Since when the table has covered its engine (its first inventory), unix ms, across
     /// restarts: removals for age wait until it has covered the engine that long.
@@ -116,6 +119,7 @@ impl LastUse {
     pub fn new() -> Self {
         LastUse {
             images: BTreeMap::new(),
+            sizes: BTreeMap::new(),
             cursor_nanos: None,
             covering_since_ms: None,
             fresh: true,
@@ -127,6 +131,7 @@ impl LastUse {
     pub(crate) fn restored(images: BTreeMap<String, Entry>, cursor_nanos: Option<i64>) -> Self {
         LastUse {
             images,
+            sizes: BTreeMap::new(),
             cursor_nanos,
             covering_since_ms: None,
             fresh: false,
@@ -214,9 +219,27 @@ impl LastUse {
 
     /// Image `id` is gone.
     pub fn forget(&mut self, id: &str) {
+        self.sizes.remove(id);
         if self.images.remove(id).is_some() {
             self.dirty = true;
         }
+    }
+
+    /// The images first seen at or after `since_ms` whose size the last inventory gave: what
+    /// arrived lately (pulled, loaded, built), for the headroom of `threshold_low = "auto"`.
+    /// An image found on the very first inventory takes its build time as first seen, so a
+    /// fresh install counts only what was built lately.
+    pub fn arrivals(&self, since_ms: i64) -> Vec<crate::policy::Arrival> {
+        self.images
+            .iter()
+            .filter(|(_, e)| e.first_seen_ms >= since_ms)
+            .filter_map(|(id, e)| {
+                Some(crate::policy::Arrival {
+                    at_ms: e.first_seen_ms,
+                    bytes: *self.sizes.get(id)?,
+                })
+            })
+            .collect()
     }
 
     /// Applies one event: a deletion forgets the image; any other use touches `id` (the image
@@ -254,6 +277,11 @@ impl LastUse {
             self.dirty = true;
         }
         let present: HashSet<&str> = inventory.images.iter().map(|i| i.id.as_str()).collect();
+        self.sizes = inventory
+            .images
+            .iter()
+            .map(|i| (i.id.clone(), i.size_bytes))
+            .collect();
         let before = self.images.len();
         self.images.retain(|id, _| present.contains(id.as_str()));
         self.dirty |= self.images.len() != before;

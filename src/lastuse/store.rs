@@ -78,6 +78,11 @@ impl Tables {
         self.engines.get(engine)
     }
 
+    /// Every table.
+    pub fn all(&self) -> impl Iterator<Item = &LastUse> {
+        self.engines.values()
+    }
+
     /// The table of the engine configured without `[[engine]]` tables.
     pub fn default_engine(&mut self) -> &mut LastUse {
         self.engine_mut(DEFAULT_ENGINE)

@@ -196,3 +196,57 @@ fn events_in_one_second_keep_their_order() {
     assert!(t.get("sha256:a").unwrap().last_used_ms < t.get("sha256:b").unwrap().last_used_ms);
     assert_eq!(t.cursor_nanos(), Some(5_000_900_000_000));
 }
+
+#[test]
+fn arrivals_are_the_images_first_seen_lately_with_their_last_listed_size() {
+    let sized = |id: &str, created: i64, size_bytes: u64| Image {
+        size_bytes,
+        ..image(id, created)
+    };
+    let mut t = LastUse::new();
+    // The first inventory: images found take their build time; an old one is no arrival, one
+    // built a minute ago is.
+    let old = sized("sha256:old", 1_000, 500);
+    let fresh = sized("sha256:fresh", 1_799_999_940, 700);
+    t.reconcile(
+        &Inventory {
+            images: vec![old.clone(), fresh.clone()],
+            containers: vec![],
+        },
+        1_800_000_000_000,
+        false,
+    );
+    let hour_ago = 1_800_000_000_000 - 3_600_000;
+    assert_eq!(
+        t.arrivals(hour_ago),
+        vec![crate::policy::Arrival {
+            at_ms: 1_799_999_940_000,
+            bytes: 700
+        }]
+    );
+    // A pull: first seen at its event; its size is known from the next inventory on.
+    t.apply(
+        &UseEvent {
+            time_nanos: 1_800_000_060_000 * 1_000_000,
+            image: "sha256:new".into(),
+            action: "pull".into(),
+            deleted: false,
+        },
+        Some("sha256:new"),
+    );
+    assert_eq!(t.arrivals(hour_ago).len(), 1, "not sized yet");
+    t.reconcile(
+        &Inventory {
+            images: vec![old, fresh, sized("sha256:new", 1_700_000_000, 900)],
+            containers: vec![],
+        },
+        1_800_000_120_000,
+        false,
+    );
+    let mut bytes: Vec<u64> = t.arrivals(hour_ago).iter().map(|a| a.bytes).collect();
+    bytes.sort_unstable();
+    assert_eq!(bytes, vec![700, 900]);
+    // Removed: no longer an arrival (its record and size are gone).
+    t.forget("sha256:new");
+    assert_eq!(t.arrivals(hour_ago).len(), 1);
+}

@@ -14,6 +14,8 @@
 //! - `floors`: an engine's most recently used images stay once its footprint would drop below
 //!   its floor.
 //!
+//! [`headroom`] sizes the watermarks of `threshold_low = "auto"` to what arrives on the node.
+//!
 //! Under pressure ([`plan`]) the steps free space down to the low watermark; an image unused for
 //! longer than `max_unused_age` is marked `aged` and goes whatever the usage. Below the high
 //! watermark [`plan_aged`] makes a plan of those removals alone.
@@ -25,6 +27,7 @@ mod cache;
 mod containers;
 mod display;
 mod floors;
+pub mod headroom;
 pub mod next;
 mod order;
 mod protect;
@@ -35,6 +38,7 @@ use crate::config::{Config, Strategy, Watermarks};
 use crate::usage::Measurement;
 
 pub use display::{short, timestamp};
+pub use headroom::{Arrival, Headroom};
 pub use next::{Action, Course, Input, StepResult};
 pub use types::{FloorState, Holding, Kept, Need, Outcome, Plan, Reason, Step};
 

@@ -214,6 +214,16 @@ impl fmt::Display for Status {
             "level:      {level} against {}, critical {}%",
             self.watermarks, self.critical_pct
         )?;
+        if let Some(h) = &self.headroom {
+            writeln!(
+                f,
+                "headroom:   {} kept free for pulls (threshold_low = \"auto\"): {} arrived lately, the largest {}, the most within one interval {}",
+                size(h.room_bytes),
+                h.arrivals,
+                size(h.largest_bytes),
+                size(h.busiest_bytes)
+            )?;
+        }
         writeln!(f, "next pass:  {}", self.verdict())?;
         writeln!(f, "cordon:     {}", self.cordon)?;
 

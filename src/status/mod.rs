@@ -12,7 +12,7 @@ use crate::docker::{self, DockerEngine, Engine, Place};
 use crate::error_chain;
 use crate::lastuse::{self, Store};
 use crate::node::Cordoner;
-use crate::policy::{self, Need, Plan, Step};
+use crate::policy::{self, Headroom, Need, Plan, Step};
 use crate::usage::{self, Measurement, Meter};
 
 /// Why `status` could not look.
@@ -103,8 +103,12 @@ pub struct Status {
     pub usage: Measurement,
     /// The figure compared with the watermarks (percent, or bytes in absolute mode).
     pub level: f64,
-    /// The watermarks, as text.
+    /// The watermarks, as text: the ones a pass would use now (with `threshold_low = "auto"`,
+    /// sized to what arrived lately).
     pub watermarks: String,
+    /// With `threshold_low = "auto"`: the room those watermarks leave for pulls, and what it
+    /// was sized from.
+    pub headroom: Option<Headroom>,
     /// At or above the high watermark: the next pass cleans.
     pub above_high: bool,
     /// At or above the critical watermark: the next pass ignores floors.
@@ -180,6 +184,8 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         Purpose::Status,
     )
     .await?;
+    let arrivals = policy::headroom::arrivals(members.iter().map(|m| &*m.last_use), config, now);
+    let (watermarks, headroom) = policy::headroom::effective(config, &arrivals, &usage, now);
     let engines = config
         .engines
         .iter()
@@ -258,10 +264,11 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         .collect();
     Ok(Status {
         level: usage.level(),
-        above_high: policy::above_high(&usage, &config.watermarks),
+        above_high: policy::above_high(&usage, &watermarks),
         critical: stock.critical,
-        watermarks: config.watermarks.to_string(),
-        need: stock.plan.need,
+        watermarks: watermarks.to_string(),
+        headroom,
+        need: policy::need(&usage, &watermarks),
         usage,
         cordon: Cordoner::new(config).describe(),
         engines,

@@ -8,11 +8,23 @@ use crate::config::units;
 use crate::config::{DEFAULT_BAND_PCT, DEFAULT_HIGH_PCT, Error, MIN_ABSOLUTE_HIGH_BYTES};
 use crate::config::{ThresholdType, Watermarks};
 
-/// The watermarks, their defaults filled in.
-pub(super) fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Error> {
-    match raw.threshold_type.unwrap_or(ThresholdType::Relative) {
+/// `threshold_low = "auto"` (also what an unset `threshold_low` means).
+pub(super) fn is_auto(q: &Quantity) -> bool {
+    matches!(q, Quantity::Text(t) if t.trim() == "auto")
+}
+
+/// The watermarks, their defaults filled in (`"auto"` is the default: 82 and 4 points below
+/// it); with whether each is `"auto"` (relative mode: a pass sizes it to what arrives,
+/// `policy::headroom`), low first.
+pub(super) fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<(Watermarks, bool, bool), Error> {
+    let relative = raw.threshold_type.unwrap_or(ThresholdType::Relative) == ThresholdType::Relative;
+    let low_auto = relative && raw.threshold_low.as_ref().is_none_or(is_auto);
+    let high_auto = relative && raw.threshold_high.as_ref().is_none_or(is_auto);
+    let high_given = raw.threshold_high.as_ref().filter(|q| !is_auto(q));
+    let low_given = raw.threshold_low.as_ref().filter(|q| !is_auto(q));
+    let w = match raw.threshold_type.unwrap_or(ThresholdType::Relative) {
         ThresholdType::Relative => {
-            let high = match &raw.threshold_high {
+            let high = match high_given {
                 None => DEFAULT_HIGH_PCT,
                 Some(q) => percent(q).map_err(|m| invalid("threshold_high", q.to_string(), m))?,
             };
@@ -23,9 +35,10 @@ pub(super) fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Err
                     "must be a percentage above 0 and at most 100".into(),
                 ));
             }
-            let low = match &raw.threshold_low {
+            let low = match low_given {
                 // A narrow band below high (the original tool had none: it pruned everything);
-                // a tiny high keeps half of itself.
+                // a tiny high keeps half of itself. With "auto" a pass lowers it further when
+                // what arrives needs the room (policy::headroom).
                 None if high > 2.0 * DEFAULT_BAND_PCT => high - DEFAULT_BAND_PCT,
                 None => high / 2.0,
                 Some(q) => percent(q).map_err(|m| invalid("threshold_low", q.to_string(), m))?,
@@ -43,7 +56,7 @@ pub(super) fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Err
             })
         }
         ThresholdType::Absolute => {
-            let high = match &raw.threshold_high {
+            let high = match high_given {
                 // Reported against threshold_type: that is the setting that needs the size.
                 None => {
                     return Err(invalid(
@@ -61,7 +74,7 @@ pub(super) fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Err
                     "must be at least 1 GiB in absolute mode".into(),
                 ));
             }
-            let low = match &raw.threshold_low {
+            let low = match low_given {
                 None => high / 5 * 4,
                 Some(q) => bytes(q).map_err(|m| invalid("threshold_low", q.to_string(), m))?,
             };
@@ -77,7 +90,8 @@ pub(super) fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Err
                 low_bytes: low,
             })
         }
-    }
+    }?;
+    Ok((w, low_auto, high_auto))
 }
 
 /// `threshold_critical`: at least a relative high watermark, and the default unless set.
