@@ -19,6 +19,8 @@
 //! - `ours`: our cleaner through the library; `peers`: kubelet, docuum, Belady;
 //! - `report`: tables, CSV, sanity; `plot`: the PNGs.
 
+mod bench;
+mod calibrate;
 mod node;
 mod ours;
 mod peers;
@@ -67,6 +69,34 @@ struct Args {
     /// Min age the orderings are compared at in the main table, seconds (default 120).
     #[arg(long)]
     min_age: Option<u64>,
+    /// The real-binary benchmark's traces instead of the fortnight shapes: write them
+    /// (`--emit`) or replay them through the models and compare with a real run (`--real`).
+    #[arg(long)]
+    bench: bool,
+    /// With --bench: the seeds, comma-separated.
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    bench_seeds: Vec<u64>,
+    /// With --bench: the disk sizes, MiB, comma-separated.
+    #[arg(long, default_value = "1600,800", value_delimiter = ',')]
+    bench_disks: Vec<u64>,
+    /// With --bench: images in the catalog.
+    #[arg(long, default_value_t = 40)]
+    bench_images: usize,
+    /// With --bench: uses per trace.
+    #[arg(long, default_value_t = 120)]
+    bench_uses: usize,
+    /// With --bench: mean ms between two uses.
+    #[arg(long, default_value_t = 2500.0)]
+    bench_gap_ms: f64,
+    /// With --bench: the catalog's unique bytes, MiB.
+    #[arg(long, default_value_t = 1600)]
+    bench_catalog_mib: u64,
+    /// With --bench: write each trace's JSON (`trace-s<seed>-d<disk>.json`) here and stop.
+    #[arg(long)]
+    emit: Option<PathBuf>,
+    /// With --bench: the real runs' CSV (`scripts/bench-trace.sh`) to compare with.
+    #[arg(long)]
+    real: Option<PathBuf>,
     /// TrueType font for the plots.
     #[arg(
         long,
@@ -199,7 +229,8 @@ impl Policy {
         }
     }
 
-    fn cleaner(&self) -> Box<dyn Cleaner> {
+    /// The cleaner, on a trace compressed by `scale`.
+    fn cleaner(&self, scale: i64) -> Box<dyn Cleaner> {
         match self {
             Policy::Ours {
                 strategy,
@@ -213,6 +244,7 @@ impl Policy {
                 Duration::from_secs(*min_age_s),
                 *react,
                 *sizes,
+                scale,
             )),
             Policy::Original => Box::new(ours::Ours::new(
                 Strategy::Prune,
@@ -220,8 +252,9 @@ impl Policy {
                 Duration::ZERO,
                 false,
                 Sizes::Reported,
+                scale,
             )),
-            Policy::Kubelet => Box::new(peers::Kubelet::new()),
+            Policy::Kubelet => Box::new(peers::Kubelet::new(scale)),
             Policy::Docuum => Box::new(peers::Docuum::new(80)),
             Policy::Belady => Box::new(peers::Belady),
         }
@@ -295,6 +328,9 @@ fn sweep_policies() -> Vec<Policy> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.bench {
+        return bench_main(&args);
+    }
     let started = Instant::now();
     let seeds = args.seeds.unwrap_or(if args.short { 1 } else { 5 });
     let uses = args.uses.unwrap_or(if args.short { 2000 } else { 20_000 });
@@ -336,7 +372,7 @@ fn main() -> ExitCode {
     let runs: Vec<Run> = jobs
         .par_iter()
         .map(|(t, group, policy)| {
-            let mut cleaner = policy.cleaner();
+            let mut cleaner = policy.cleaner(t.scale);
             let node = sim::run(t, cleaner.as_mut());
             Run {
                 shape: t.shape,
@@ -406,5 +442,49 @@ fn main() -> ExitCode {
             eprintln!("sanity: FAILED: {f}");
         }
         ExitCode::FAILURE
+    }
+}
+
+/// `--bench`: the benchmark's traces, written for the driver or replayed through the models.
+fn bench_main(args: &Args) -> ExitCode {
+    let mut traces = Vec::new();
+    for &seed in &args.bench_seeds {
+        for &disk_mib in &args.bench_disks {
+            let p = bench::Params {
+                images: args.bench_images,
+                uses: args.bench_uses,
+                gap_ms: args.bench_gap_ms,
+                disk_mib,
+                catalog_mib: args.bench_catalog_mib,
+            };
+            traces.push((p, bench::generate(&p, seed)));
+        }
+    }
+    if let Some(dir) = &args.emit {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("replay: cannot create {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+        for (p, t) in &traces {
+            let path = dir.join(format!("trace-s{}-d{}.json", t.seed, p.disk_mib));
+            if let Err(e) = std::fs::write(&path, bench::to_json(t, p).to_string()) {
+                eprintln!("replay: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            println!("wrote {} ({})", path.display(), bench::describe(t));
+        }
+        return ExitCode::SUCCESS;
+    }
+    let by_disk: Vec<(u64, trace::Trace)> =
+        traces.into_iter().map(|(p, t)| (p.disk_mib, t)).collect();
+    match calibrate::table(&by_disk, args.real.as_deref(), args.band) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("replay: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

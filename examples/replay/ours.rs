@@ -3,25 +3,34 @@
 //! stepping through the plan as `cycle::Pass` does (measure, above high?, take stock, plan,
 //! cordon when the plan has steps, run the course, release). Only the I/O is simulated.
 //!
-//! Strategy `prune` through the same path is the original tool.
+//! Strategy `prune` through the same path is the original tool. When a removal frees much less
+//! than its size (the build cache holds its layers), the course asks to take stock again, and
+//! the pass does so at most `cycle::MAX_RESTOCKS` times, as `cycle::Pass` does.
 
 use std::time::Duration;
 
 use docker_image_cleaner::config::{Config, DEFAULT_ENGINE, Strategy, Watermarks};
-use docker_image_cleaner::docker::UseEvent;
+use docker_image_cleaner::cycle::MAX_RESTOCKS;
+use docker_image_cleaner::docker::{BuildCache, Inventory, UseEvent};
 use docker_image_cleaner::lastuse::LastUse;
+use docker_image_cleaner::policy::headroom;
 use docker_image_cleaner::policy::next::EngineView;
-use docker_image_cleaner::policy::{self, Action, Course, Holding, Input, Step, StepResult};
+use docker_image_cleaner::policy::{self, Action, Course, Holding, Input, Plan, Step, StepResult};
+use docker_image_cleaner::usage::Measurement;
 
 use crate::node::{Removal, Sizes};
 use crate::sim::{Cleaner, Notice, World};
 
-/// Checks that react at once are at most one a second.
+/// Checks that react at once are at most one a second (the daemon's `CHECK_DEBOUNCE`)...
 const DEBOUNCE_MS: i64 = 1000;
+/// ... and come a second after the event (its `CHECK_SETTLE`: a load's tarball is gone).
+const SETTLE_MS: i64 = 1000;
 
 /// Our cleaner with one configuration.
 pub struct Ours {
     config: Config,
+    /// The watermarks as configured (`config`'s are the effective ones of the last check).
+    configured: Watermarks,
     last_use: LastUse,
     react: bool,
     sizes: Sizes,
@@ -31,30 +40,83 @@ pub struct Ours {
 
 impl Ours {
     /// With `strategy`, watermarks `high`/`low` %, `min_age`; `react`: also check after a pull
-    /// that leaves usage at or above high; `sizes`: what the engine reports as image sizes.
+    /// that leaves usage at or above high; `sizes`: what the engine reports as image sizes;
+    /// `scale`: the trace's time compression (the interval and every age shrink by it).
     pub fn new(
         strategy: Strategy,
         (high, low): (f64, f64),
         min_age: Duration,
         react: bool,
         sizes: Sizes,
+        scale: i64,
     ) -> Self {
+        let d = Config::default();
+        let scale = u32::try_from(scale.max(1)).unwrap_or(1);
         let config = Config {
             strategy,
             watermarks: Watermarks::Relative {
                 high_pct: high,
                 low_pct: low,
             },
-            min_age,
-            ..Config::default()
+            min_age: min_age / scale,
+            interval: d.interval / scale,
+            critical_min_age: d.critical_min_age / scale,
+            build_cache_min_age: d.build_cache_min_age / scale,
+            // Both watermarks given: fixed, as a user who sets them gets.
+            low_auto: false,
+            high_auto: false,
+            ..d
         };
         Ours {
+            configured: config.watermarks,
             config,
             last_use: LastUse::new(),
             react,
             sizes,
             last_check_ms: i64::MIN / 2,
             wake_pending: false,
+        }
+    }
+
+    /// Ours at the library's defaults (`Config::default()`, reacting at once to what may add
+    /// bytes, as the daemon does in relative mode), on a trace compressed by `scale`.
+    pub fn defaults(sizes: Sizes, scale: i64) -> Self {
+        let d = Config::default();
+        let Watermarks::Relative { high_pct, low_pct } = d.watermarks else {
+            unreachable!("the default watermarks are relative")
+        };
+        let mut o = Ours::new(
+            d.strategy,
+            (high_pct, low_pct),
+            d.min_age,
+            true,
+            sizes,
+            scale,
+        );
+        o.config.low_auto = d.low_auto;
+        o.config.high_auto = d.high_auto;
+        o
+    }
+
+    /// The watermarks of a check at `w.now`, as the daemon makes them.
+    fn effective(&mut self, w: &World<'_>) {
+        if self.config.low_auto || self.config.high_auto {
+            let configured = Config {
+                watermarks: self.configured,
+                ..self.config.clone()
+            };
+            let arrivals = headroom::arrivals([&self.last_use], &configured, w.now);
+            self.config.watermarks =
+                headroom::effective(&configured, &arrivals, &w.node.measurement(), w.now).0;
+        }
+    }
+
+    /// A check after an event that may have added bytes (a pull, a container create), a
+    /// second after it and at most one a second, as the daemon's.
+    fn react(&mut self, w: &mut World<'_>) {
+        if self.react && !self.wake_pending {
+            self.wake_pending = true;
+            w.wake_at((w.now + SETTLE_MS).max(self.last_check_ms + DEBOUNCE_MS));
         }
     }
 
@@ -71,26 +133,40 @@ impl Ours {
         self.last_use.apply(&event, Some(id));
     }
 
-    /// One pass, as `cycle::Pass::run` makes it.
-    fn pass(&mut self, w: &mut World<'_>) {
-        self.last_check_ms = w.now;
-        w.node.stats.checks += 1;
-        let before = w.node.measurement();
-        if !policy::above_high(&before, &self.config.watermarks) {
-            return;
-        }
+    /// Takes stock as `cycle::take_stock` does: the inventory, last use brought up to date, the
+    /// build cache, and the plan for the shortfall of `m`.
+    fn stock(&mut self, w: &World<'_>, m: &Measurement) -> (Inventory, Option<BuildCache>, Plan) {
         let inventory = w.node.inventory(self.sizes);
         self.last_use.reconcile(&inventory, w.now, false);
-        let need = policy::need(&before, &self.config.watermarks);
+        let cache = w.node.has_build_cache().then(|| w.node.build_cache());
+        let need = policy::need(m, &self.config.watermarks);
         let holding = Holding {
             name: DEFAULT_ENGINE,
             inventory: &inventory,
             last_use: &self.last_use,
             floor: None,
-            build_cache: None,
+            build_cache: cache.as_ref(),
         };
-        let critical = policy::critical(before.filesystems(), &self.config);
+        let critical = policy::critical(m.filesystems(), &self.config);
         let plan = policy::plan(&[holding], &self.config, need, w.now, critical);
+        (inventory, cache, plan)
+    }
+
+    /// One pass, as `cycle::Pass::run` makes it.
+    fn pass(&mut self, w: &mut World<'_>) {
+        self.last_check_ms = w.now;
+        w.node.stats.checks += 1;
+        // Every tick lists the engines (last use and sizes brought up to date).
+        if self.config.low_auto || self.config.high_auto {
+            let inventory = w.node.inventory(self.sizes);
+            self.last_use.reconcile(&inventory, w.now, false);
+        }
+        self.effective(w);
+        let before = w.node.measurement();
+        if !policy::above_high(&before, &self.config.watermarks) {
+            return;
+        }
+        let (_, _, mut plan) = self.stock(w, &before);
         if !policy::cordons(&plan, &self.config) {
             return;
         }
@@ -102,30 +178,39 @@ impl Ours {
             filesystems: vec![0],
             floor: None,
         }];
-        let mut course = Course::new(&plan, &self.config, &before, &engines);
-        let mut action = course.next(Input::Start);
-        loop {
-            action = match action {
-                Action::Run(i) => {
-                    let started = w.now;
-                    let result = self.step(w, &plan.steps[i]);
-                    // The simulated removal's time, for an adaptive delay.
-                    let took = u64::try_from(w.now - started).unwrap_or(0);
-                    course.next(Input::Ran(result, Duration::from_millis(took)))
-                }
-                Action::Skip(..) => course.next(Input::Skipped),
-                Action::Measure => {
-                    let m = w.node.measurement();
-                    course.next(Input::Measured(&m))
-                }
-                Action::Pause(d) => {
-                    w.advance(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-                    course.next(Input::Paused)
-                }
-                // Not asked for: the course here is made without restocking (the simulated
-                // node's removals free what they say).
-                Action::Restock | Action::Stop(_) => break,
-            };
+        let mut from = before;
+        let mut restocks = 0;
+        'plans: loop {
+            let mut course = Course::new(&plan, &self.config, &from, &engines)
+                .restocking(restocks < MAX_RESTOCKS);
+            let mut action = course.next(Input::Start);
+            loop {
+                action = match action {
+                    Action::Run(i) => {
+                        let started = w.now;
+                        let result = self.step(w, &plan.steps[i]);
+                        // The simulated removal's time, for an adaptive delay.
+                        let took = u64::try_from(w.now - started).unwrap_or(0);
+                        course.next(Input::Ran(result, Duration::from_millis(took)))
+                    }
+                    Action::Skip(..) => course.next(Input::Skipped),
+                    Action::Measure => {
+                        let m = w.node.measurement();
+                        course.next(Input::Measured(&m))
+                    }
+                    Action::Pause(d) => {
+                        w.advance(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                        course.next(Input::Paused)
+                    }
+                    Action::Restock => {
+                        restocks += 1;
+                        from = w.node.measurement();
+                        plan = self.stock(w, &from).2;
+                        continue 'plans;
+                    }
+                    Action::Stop(_) => break 'plans,
+                };
+            }
         }
         w.node.stats.busy_ms += w.now - cordoned_at;
         if w.node.stats.removed > removed_before {
@@ -146,8 +231,18 @@ impl Ours {
             Step::RemoveContainer { .. } | Step::PruneContainers { .. } => StepResult::Removed,
             // Every image has a tag.
             Step::PruneDanglingImages { .. } => StepResult::PrunedDangling(0),
-            // The simulated node keeps no build cache.
-            Step::PruneBuildCache { .. } => StepResult::NotRemoved,
+            Step::PruneBuildCache {
+                keep_bytes,
+                unused_for_secs,
+                all,
+                ..
+            } => {
+                let unused_ms = i64::try_from(unused_for_secs.saturating_mul(1000)).unwrap_or(0);
+                let freed = w.node.prune_cache(*keep_bytes, w.now - unused_ms, *all);
+                w.node.stats.cache_pruned_bytes += freed;
+                w.advance(w.removal_ms(freed));
+                StepResult::Reclaimed(freed)
+            }
             Step::PruneAllImages { .. } => {
                 let unused: Vec<usize> = w
                     .node
@@ -174,6 +269,7 @@ impl Cleaner for Ours {
             Notice::Started(image) => {
                 self.event(w, image, "create");
                 self.event(w, image, "start");
+                self.react(w);
             }
             Notice::Ended(image) => {
                 self.event(w, image, "die");
@@ -181,20 +277,15 @@ impl Cleaner for Ours {
             }
             Notice::Pulled(image) => {
                 self.event(w, image, "pull");
-                if self.react && policy::above_high(&w.node.measurement(), &self.config.watermarks)
-                {
-                    if w.now - self.last_check_ms >= DEBOUNCE_MS {
-                        self.pass(w);
-                    } else if !self.wake_pending {
-                        self.wake_pending = true;
-                        w.wake_at(self.last_check_ms + DEBOUNCE_MS);
-                    }
-                }
+                self.react(w);
             }
             Notice::Tick => self.pass(w),
             Notice::Wake => {
                 self.wake_pending = false;
-                self.pass(w);
+                self.effective(w);
+                if policy::above_high(&w.node.measurement(), &self.config.watermarks) {
+                    self.pass(w);
+                }
             }
             // Our state is on disk: a restart loses nothing.
             Notice::Restart => {}

@@ -11,6 +11,8 @@ use crate::sim::{Cleaner, Notice, World};
 pub struct Kubelet {
     /// image -> (first detected, last seen in use; `None`: never).
     records: HashMap<usize, (i64, Option<i64>)>,
+    /// The trace's time compression: its period and min age shrink by it.
+    scale: i64,
 }
 
 /// `imageGCHighThresholdPercent` default 85.
@@ -23,10 +25,11 @@ const KUBELET_MIN_AGE_MS: i64 = 120_000;
 const KUBELET_PERIOD_MS: i64 = 300_000;
 
 impl Kubelet {
-    /// A kubelet that has just started.
-    pub fn new() -> Self {
+    /// A kubelet that has just started, on a trace compressed by `scale`.
+    pub fn new(scale: i64) -> Self {
         Kubelet {
             records: HashMap::new(),
+            scale: scale.max(1),
         }
     }
 
@@ -71,7 +74,7 @@ impl Kubelet {
         let mut freed = 0u64;
         let mut removed_any = false;
         for (_, first, image) in order {
-            if w.now - first < KUBELET_MIN_AGE_MS {
+            if w.now - first < KUBELET_MIN_AGE_MS / self.scale {
                 continue;
             }
             if let Removal::Removed(_) = w.remove(image) {
@@ -94,7 +97,7 @@ impl Kubelet {
 
 impl Cleaner for Kubelet {
     fn interval_ms(&self) -> Option<i64> {
-        Some(KUBELET_PERIOD_MS)
+        Some(KUBELET_PERIOD_MS / self.scale)
     }
 
     fn notice(&mut self, w: &mut World<'_>, notice: Notice) {
@@ -108,13 +111,23 @@ impl Cleaner for Kubelet {
     }
 }
 
-/// docuum (peers.md §5 "docuum's rule (src/run.rs)" and the feature table).
+/// docuum 0.27 (peers.md §5 "docuum's rule (src/run.rs)" and the feature table; the details
+/// from its source, `src/run.rs`).
 pub struct Docuum {
-    /// image -> last use.
+    /// image -> last use, as its state file holds it.
     state: HashMap<usize, i64>,
-    /// `--threshold` as a share of the filesystem (its `N%` form): 80, like our high mark.
+    /// `--threshold` as a share of the filesystem (its `N%` form).
     threshold_pct: u64,
 }
+
+/// docuum's `LAST_USED_GRANULARITY`: a last use is written at most once a minute per image.
+/// A constant of the program, so not scaled with the trace.
+const DOCUUM_GRANULARITY_MS: i64 = 60_000;
+/// What a vacuum costs in time: it runs `docker image ls`, `container ls`, `container inspect`
+/// and `system df` (measured on the real-binary benchmark: about 0.4 s on a loaded machine),
+/// and per deletion `docker image rm` and `system df` again.
+const DOCUUM_VACUUM_MS: i64 = 400;
+const DOCUUM_DELETION_MS: i64 = 400;
 
 impl Docuum {
     /// docuum with `--threshold <pct>%`.
@@ -125,29 +138,58 @@ impl Docuum {
         }
     }
 
-    /// "deletes least recently used first ..., re-measuring between chunks, until at or below
-    /// the threshold"; the chunk size is 1 (`--deletion-chunk-size` default 1); in-use images
-    /// are never candidates (0.26.1); no min age by default.
+    /// `touch_image`: a new image gets an entry (and the caller vacuums); a known one is
+    /// updated when its last use is a minute old or more.
+    fn touch(&mut self, image: usize, now: i64) -> bool {
+        match self.state.get_mut(&image) {
+            None => {
+                self.state.insert(image, now);
+                true
+            }
+            Some(t) => {
+                if now - *t >= DOCUUM_GRANULARITY_MS {
+                    *t = now;
+                }
+                false
+            }
+        }
+    }
+
+    /// `vacuum`: every image present is ranked by its last use (an image in use counts as used
+    /// now, one not in the state as used now); in-use images are skipped; the least recently
+    /// used go one at a time (`--deletion-chunk-size` 1), `docker system df` measured after
+    /// each, until the images' bytes (shared layers once, not the filesystem) are at or below
+    /// the threshold, which is a share of the filesystem's size. No min age by default. The
+    /// state becomes the images left, with those last uses.
     fn vacuum(&mut self, w: &mut World<'_>) {
         w.node.stats.checks += 1;
-        // "threshold on the bytes of Docker's images (`docker system df`), not on the
-        // filesystem"; the percentage form is "of the total size of the fs".
         let threshold = w.node.capacity() / 100 * self.threshold_pct;
         let started = w.now;
+        let now = w.now;
+        let present: Vec<usize> = w.node.present_images().collect();
+        let mut ranked: Vec<(i64, usize)> = present
+            .iter()
+            .map(|i| {
+                let t = self.state.get(i).copied().unwrap_or(now);
+                (if w.node.in_use(*i) { now.max(t) } else { t }, *i)
+            })
+            .collect();
+        ranked.sort();
+        self.state = ranked.iter().map(|(t, i)| (*i, *t)).collect();
+        w.advance(DOCUUM_VACUUM_MS / w.trace().scale.max(1));
         let mut removed_any = false;
-        self.state.retain(|i, _| w.node.is_present(*i));
-        while w.node.image_bytes() > threshold {
-            let victim = self
-                .state
-                .iter()
-                .filter(|(i, _)| !w.node.in_use(**i))
-                .map(|(i, t)| (*t, *i))
-                .min();
-            let Some((_, image)) = victim else { break };
-            self.state.remove(&image);
+        for (_, image) in ranked {
+            if w.node.image_bytes() <= threshold {
+                break;
+            }
+            if w.node.in_use(image) {
+                continue;
+            }
             if let Removal::Removed(_) = w.remove(image) {
                 removed_any = true;
+                self.state.remove(&image);
             }
+            w.advance(DOCUUM_DELETION_MS / w.trace().scale.max(1));
         }
         w.node.stats.busy_ms += w.now - started;
         if removed_any {
@@ -164,17 +206,12 @@ impl Cleaner for Docuum {
     }
 
     fn notice(&mut self, w: &mut World<'_>, notice: Notice) {
-        match notice {
-            Notice::Started(image) | Notice::Ended(image) if w.node.is_present(image) => {
-                self.state.insert(image, w.now);
-            }
-            Notice::Pulled(image) => {
-                let new = self.state.insert(image, w.now).is_none();
-                if new {
-                    self.vacuum(w);
-                }
-            }
-            _ => {}
+        let (Notice::Started(image) | Notice::Ended(image) | Notice::Pulled(image)) = notice else {
+            return;
+        };
+        // Every event naming an image it has not seen starts a vacuum.
+        if w.node.is_present(image) && self.touch(image, w.now) {
+            self.vacuum(w);
         }
     }
 }

@@ -68,6 +68,8 @@ struct Sum {
     lost: u64,
     waited: u64,
     wait_ms: i64,
+    removed: u64,
+    removed_nothing: u64,
 }
 
 impl Sum {
@@ -85,6 +87,8 @@ impl Sum {
         self.lost += s.lost;
         self.waited += s.waited;
         self.wait_ms += s.wait_ms;
+        self.removed += s.removed;
+        self.removed_nothing += s.removed_nothing;
     }
 
     fn mean(&self, x: u64) -> f64 {
@@ -144,7 +148,7 @@ pub fn table(runs: &[Run], order: &[&str], about: &BTreeMap<&str, &str>) -> Stri
         );
         let _ = writeln!(
             out,
-            "{:<26} {:>10} {:>7} {:>8} {:>6} {:>9} {:>7} {:>9} {:>6} {:>7} {:>6} {:>6}",
+            "{:<26} {:>10} {:>7} {:>8} {:>6} {:>9} {:>7} {:>9} {:>6} {:>7} {:>6} {:>6} {:>8} {:>6}",
             "policy",
             "re-pulled",
             "xBelady",
@@ -156,13 +160,15 @@ pub fn table(runs: &[Run], order: &[&str], about: &BTreeMap<&str, &str>) -> Stri
             "peak%",
             "full",
             "lost",
-            "wait h"
+            "wait h",
+            "removed",
+            "rm 0 B"
         );
         let belady = belady_again(runs, shape);
         for (policy, s) in rows {
             let _ = writeln!(
                 out,
-                "{:<26} {:>6.1} GiB {:>7} {:>4.0} GiB {:>6.1} {:>9.1} {:>7.1} {:>9.0} {:>6.1} {:>7.1} {:>6.1} {:>6.1}",
+                "{:<26} {:>6.1} GiB {:>7} {:>4.0} GiB {:>6.1} {:>9.1} {:>7.1} {:>9.0} {:>6.1} {:>7.1} {:>6.1} {:>6.1} {:>8.1} {:>6.1}",
                 policy,
                 gib(s.again) / s.n.max(1) as f64,
                 ratio(s.again, belady),
@@ -175,6 +181,8 @@ pub fn table(runs: &[Run], order: &[&str], about: &BTreeMap<&str, &str>) -> Stri
                 s.mean(s.full),
                 s.mean(s.lost),
                 s.wait_ms as f64 / 3_600_000.0 / s.n.max(1) as f64,
+                s.mean(s.removed),
+                s.mean(s.removed_nothing),
             );
         }
     }
@@ -185,7 +193,9 @@ pub fn table(runs: &[Run], order: &[&str], about: &BTreeMap<&str, &str>) -> Stri
          offline optimum's. cleanings: passes that removed an image. cordons: passes that cordoned\n\
          (ours and the original). cordon s: seconds cordoned (ours, the original) or spent removing\n\
          (the others). full: pull attempts that found the disk full (the pod retries with back-off).\n\
-         lost: uses given up after 10 min of those. wait h: hours served pods waited for room.\n",
+         lost: uses given up after 10 min of those. wait h: hours served pods waited for room.\n\
+         removed: images removed. rm 0 B: of those, removals that freed nothing (other images or\n\
+         the build cache held every layer).\n",
     );
     out
 }
@@ -250,14 +260,15 @@ pub fn csv(runs: &[Run], path: &Path) -> std::io::Result<()> {
         f,
         "shape,seed,group,policy,strategy,high_pct,low_pct,min_age_s,react,sizes,capacity_bytes,\
          uses,hits,hit_rate,pulls,cold_bytes,again_bytes,full_pulls,lost_uses,lost_bytes,wasted_bytes,waited_uses,\
-         wait_s,checks,cleanings,cordons,busy_s,removed_images,peak_pct"
+         wait_s,checks,cleanings,cordons,busy_s,removed_images,peak_pct,removed_freeing_nothing,\
+         cache_pruned_bytes,builds,failed_builds"
     )?;
     for r in runs {
         let s = &r.stats;
         let c = &r.settings;
         writeln!(
             f,
-            "{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{},{},{},{},{:.1},{},{},{},{:.1},{},{:.2}",
+            "{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{},{},{},{},{:.1},{},{},{},{:.1},{},{:.2},{},{},{},{}",
             r.shape,
             r.seed,
             r.group,
@@ -286,7 +297,11 @@ pub fn csv(runs: &[Run], path: &Path) -> std::io::Result<()> {
             s.cordons,
             s.busy_ms as f64 / 1000.0,
             s.removed,
-            s.peak_pct
+            s.peak_pct,
+            s.removed_nothing,
+            s.cache_pruned_bytes,
+            s.builds,
+            s.failed_builds
         )?;
     }
     f.flush()

@@ -17,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::node::{Node, Removal, removal_ms};
-use crate::trace::Trace;
+use crate::trace::{PullModel, Trace};
 
 const BACKOFF_START_MS: i64 = 10_000;
 const BACKOFF_MAX_MS: i64 = 300_000;
@@ -52,6 +52,11 @@ enum Event {
     Tick,
     Wake,
     Restart,
+    Build(usize),
+    /// A load of the image is over.
+    Loaded(usize),
+    /// A load's tmp dir of this many bytes is gone.
+    Settled(u64),
 }
 
 /// A cleaner under test.
@@ -78,6 +83,8 @@ pub struct World<'t> {
     oracle: bool,
     interval: Option<i64>,
     next_container: u64,
+    /// Per image, the uses waiting for its load: (use, attempt, first attempt).
+    waiting: Vec<Vec<(usize, u32, i64)>>,
     /// Uses not yet started, and containers still running: the replay ends when both are 0.
     outstanding: usize,
 }
@@ -93,6 +100,7 @@ impl<'t> World<'t> {
             oracle,
             interval,
             next_container: 1,
+            waiting: vec![Vec::new(); trace.images.len()],
             outstanding: trace.uses.len(),
         };
         if let Some(iv) = interval {
@@ -114,6 +122,9 @@ impl<'t> World<'t> {
         }
         for t in &trace.restarts {
             w.push(*t, Event::Restart);
+        }
+        for (i, b) in trace.builds.iter().enumerate() {
+            w.push(b.t_ms, Event::Build(i));
         }
         w
     }
@@ -153,9 +164,14 @@ impl<'t> World<'t> {
     pub fn remove(&mut self, image: usize) -> Removal {
         let r = self.node.remove(image, self.now);
         if let Removal::Removed(freed) = r {
-            self.advance(removal_ms(freed));
+            self.advance(self.removal_ms(freed));
         }
         r
+    }
+
+    /// How long a removal freeing `freed` takes on this trace's clock.
+    pub fn removal_ms(&self, freed: u64) -> i64 {
+        removal_ms(freed) / self.trace().scale.max(1)
     }
 
     fn process(&mut self, e: Event) {
@@ -180,7 +196,53 @@ impl<'t> World<'t> {
             }
             Event::Wake => self.notices.push(Notice::Wake),
             Event::Restart => self.notices.push(Notice::Restart),
+            Event::Build(i) => {
+                let b = self.trace().builds[i];
+                if self
+                    .node
+                    .build(b.image, b.built_layers, b.own_bytes, self.now)
+                {
+                    self.notices.push(Notice::Pulled(b.image));
+                }
+            }
+            Event::Loaded(image) => {
+                self.node.loaded(image, self.now);
+                self.notices.push(Notice::Pulled(image));
+                if let PullModel::Load { settle_ms, .. } = self.trace().pull {
+                    let tar = self.trace().image_bytes(image);
+                    self.push(self.now + settle_ms, Event::Settled(tar));
+                }
+                for (index, attempt, first_ms) in std::mem::take(&mut self.waiting[image]) {
+                    self.start(index, attempt, first_ms);
+                }
+            }
+            Event::Settled(bytes) => self.node.settled(bytes, self.now),
         }
+    }
+
+    /// Pulls `image` as the trace's pull model says: `Ok(true)` when it is there now,
+    /// `Ok(false)` when a load has begun, `Err(bytes missing)` when there is no room.
+    fn pull(&mut self, image: usize) -> Result<bool, u64> {
+        match self.trace().pull {
+            PullModel::Instant => self.node.pull(image, self.now).map(|_| true),
+            PullModel::Load { mib_per_s, .. } => {
+                let tar = self.trace().image_bytes(image);
+                let written = self.node.load(image, tar, self.now)?;
+                let mib = (tar + written) as f64 / crate::trace::MIB as f64;
+                let ms = (mib / mib_per_s * 1000.0) as i64;
+                self.push(self.now + ms.max(1), Event::Loaded(image));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Bytes a pull of `image` needs free.
+    fn pull_needs(&self, image: usize) -> u64 {
+        let tar = match self.trace().pull {
+            PullModel::Instant => 0,
+            PullModel::Load { .. } => self.trace().image_bytes(image),
+        };
+        self.node.missing(image) + tar
     }
 
     fn use_image(&mut self, index: usize, attempt: u32, first_ms: i64) {
@@ -191,18 +253,29 @@ impl<'t> World<'t> {
                 self.node.stats.hits += 1;
             }
         }
+        if self.node.is_loading(u.image) {
+            // The kubelet waits for the pull under way.
+            self.waiting[u.image].push((index, attempt, first_ms));
+            return;
+        }
         if !self.node.is_present(u.image) {
-            let mut pulled = self.node.pull(u.image, self.now);
+            let mut pulled = self.pull(u.image);
             if pulled.is_err() && self.oracle {
                 self.evict_for(u.image);
-                pulled = self.node.pull(u.image, self.now);
+                pulled = self.pull(u.image);
+            }
+            if let Ok(false) = pulled {
+                self.waiting[u.image].push((index, attempt, first_ms));
+                return;
             }
             if let Err(missing) = pulled {
                 self.node.stats.full += 1;
                 let room = self.node.capacity().saturating_sub(self.node.used());
                 self.node.stats.wasted_bytes += room.min(missing);
-                let backoff = (BACKOFF_START_MS << attempt.min(10)).min(BACKOFF_MAX_MS);
-                if self.now + backoff - first_ms > GIVE_UP_MS {
+                let scale = self.trace().scale.max(1);
+                let backoff =
+                    ((BACKOFF_START_MS / scale) << attempt.min(10)).min(BACKOFF_MAX_MS / scale);
+                if self.now + backoff - first_ms > GIVE_UP_MS / scale {
                     self.node.stats.lost += 1;
                     self.node.stats.lost_bytes += self.node.missing(u.image);
                     self.outstanding -= 1;
@@ -220,6 +293,12 @@ impl<'t> World<'t> {
             }
             self.notices.push(Notice::Pulled(u.image));
         }
+        self.start(index, attempt, first_ms);
+    }
+
+    /// The container of use `index` starts.
+    fn start(&mut self, index: usize, attempt: u32, first_ms: i64) {
+        let u = self.trace().uses[index];
         if attempt > 0 {
             self.node.stats.waited += 1;
             self.node.stats.wait_ms += self.now - first_ms;
@@ -239,7 +318,13 @@ impl<'t> World<'t> {
     /// the bound, not a cleaner.
     fn evict_for(&mut self, image: usize) {
         let mut removed_any = false;
-        while self.node.used() + self.node.missing(image) > self.node.capacity() {
+        // The build cache's own bytes are never needed again (no build reuses them here).
+        if self.node.used() + self.pull_needs(image) > self.node.capacity()
+            && self.node.prune_cache(0, i64::MAX, false) > 0
+        {
+            removed_any = true;
+        }
+        while self.node.used() + self.pull_needs(image) > self.node.capacity() {
             let victim = self
                 .node
                 .present_images()
@@ -252,7 +337,9 @@ impl<'t> World<'t> {
             let Some((_, _, victim)) = victim else { break };
             if let Removal::Removed(freed) = self.node.remove(victim, self.now) {
                 removed_any = true;
-                self.node.stats.busy_ms += removal_ms(freed);
+                self.node.stats.busy_ms += self.removal_ms(freed);
+                // The cache's records of its layers are unshared now: gone too.
+                self.node.prune_cache(0, i64::MAX, false);
             }
         }
         if removed_any {
@@ -340,6 +427,47 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_of_ours_that_frees_nothing_takes_stock_again_and_prunes_the_build_cache() {
+        // Five images built on the node two hours before, one base of 100 MiB and a layer each
+        // of 150 MiB that the build cache holds too (older than the cache's min age, an hour):
+        // 850 MiB of 1000, above 82 %. A last use at 400 s keeps the replay going past the
+        // pass at 300 s.
+        let mut layers = vec![100 * MIB];
+        layers.extend([150 * MIB; 5]);
+        let mut t = tiny(
+            layers,
+            (1..=5).map(|l| vec![0, l]).collect(),
+            &[(400_000, 4, 1000)],
+            1000 * MIB,
+        );
+        t.builds = (0..5)
+            .map(|i| crate::trace::Build {
+                t_ms: crate::trace::T0_MS - 7_200_000 + 1000 * i as i64,
+                image: i,
+                built_layers: 1,
+                own_bytes: 0,
+            })
+            .collect();
+        let mut ours = crate::ours::Ours::new(
+            docker_image_cleaner::config::Strategy::Lru,
+            (82.0, 78.0),
+            std::time::Duration::ZERO,
+            false,
+            crate::node::Sizes::Reported,
+            1,
+        );
+        let n = run(&t, &mut ours);
+        assert_eq!(n.stats.builds, 5);
+        // The first removal freed nothing (the cache holds its layer); the pass took stock
+        // again, found the record unshared and pruned it: 150 MiB, below low with one image.
+        assert_eq!(n.stats.removed, 1, "{:?}", n.stats);
+        assert_eq!(n.stats.removed_nothing, 1);
+        assert_eq!(n.stats.cache_pruned_bytes, 150 * MIB);
+        assert_eq!(n.used(), 700 * MIB);
+        assert_eq!(n.stats.cordons, 1);
+    }
+
+    #[test]
     fn a_pass_of_ours_removes_least_recently_used_first_down_to_low() {
         // Ten images of 100 MiB on a 1000 MiB disk, used in order: after the pulls the disk is
         // full; the 5-minute pass (min age 0) removes the oldest until below 60 %. A last use
@@ -359,6 +487,7 @@ mod tests {
             std::time::Duration::ZERO,
             false,
             crate::node::Sizes::Reported,
+            1,
         );
         let n = run(&t, &mut ours);
         assert_eq!(n.stats.cordons, 1);

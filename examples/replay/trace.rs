@@ -55,6 +55,9 @@ pub struct Shape {
     pub drift_every_s: f64,
     /// A base-image update that rebuilds one family, at 40 % of the trace.
     pub base_update: bool,
+    /// The node builds the new images itself (BuildKit, the classic store): each build writes
+    /// its image and leaves build-cache records of its layers; otherwise they are pulled.
+    pub builds_here: bool,
 }
 
 /// The three shapes.
@@ -70,6 +73,7 @@ pub fn shapes() -> Vec<Shape> {
             build_every_s: 2.0 * 3600.0,
             drift_every_s: 2.0 * 3600.0,
             base_update: false,
+            builds_here: false,
         },
         Shape {
             name: "burst",
@@ -81,6 +85,7 @@ pub fn shapes() -> Vec<Shape> {
             build_every_s: 2.0 * 3600.0,
             drift_every_s: 2.0 * 3600.0,
             base_update: true,
+            builds_here: false,
         },
         Shape {
             name: "large",
@@ -92,8 +97,52 @@ pub fn shapes() -> Vec<Shape> {
             build_every_s: 2.0 * 3600.0,
             drift_every_s: 2.0 * 3600.0,
             base_update: false,
+            builds_here: false,
+        },
+        Shape {
+            name: "builder",
+            about: "steady, and the node builds every new image itself (a build every 20 min), with BuildKit's cache",
+            repos: 200,
+            zipf_s: 1.0,
+            disk_fraction: 0.30,
+            mean_gap_s: 60.0,
+            build_every_s: 20.0 * 60.0,
+            drift_every_s: 2.0 * 3600.0,
+            base_update: false,
+            builds_here: true,
         },
     ]
+}
+
+/// How a pull writes to the disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PullModel {
+    /// At once, the layers the node lacks and nothing else (the fortnight shapes).
+    Instant,
+    /// As `docker load` does (the real-binary benchmark's pulls): the whole tarball is first
+    /// unpacked into the data root's tmp dir, then the missing layers are applied from it; the
+    /// load takes (tarball + missing layers) / `mib_per_s`, the image appears and its event is
+    /// sent at the end, and the tmp dir goes `settle_ms` after that event. A load needs room
+    /// for the tarball and the missing layers at once.
+    Load {
+        /// Throughput, MiB/s.
+        mib_per_s: f64,
+        /// From the event to the tmp dir's removal, ms.
+        settle_ms: i64,
+    },
+}
+
+/// A build on the node.
+#[derive(Debug, Clone, Copy)]
+pub struct Build {
+    /// When.
+    pub t_ms: i64,
+    /// Index into [`Trace::images`].
+    pub image: usize,
+    /// The layers it built, from the top (the code, and the dependencies).
+    pub built_layers: usize,
+    /// Bytes of its cache mount (the package manager's cache), kept in the build cache.
+    pub own_bytes: u64,
 }
 
 /// One image of the catalog.
@@ -151,6 +200,14 @@ pub struct Trace {
     pub next_uses: Vec<Vec<i64>>,
     /// The images holding each layer.
     pub holders: Vec<Vec<usize>>,
+    /// The builds made on the node, in time order (none unless the shape builds there).
+    pub builds: Vec<Build>,
+    /// How pulls write to the disk.
+    pub pull: PullModel,
+    /// Time compression: how many seconds of a real node one second of the trace stands for (1
+    /// for the fortnight shapes; the real-binary benchmark's traces are compressed, and the
+    /// cleaners' periods and ages, and the pods' back-off, shrink by as much).
+    pub scale: i64,
 }
 
 impl Trace {
@@ -189,6 +246,7 @@ struct Builder<'a> {
     families: Vec<Family>,
     repos: Vec<Repo>,
     uses: Vec<Use>,
+    builds: Vec<Build>,
     shape: &'a Shape,
 }
 
@@ -230,6 +288,20 @@ impl Builder<'_> {
             created_s: t_ms.div_euclid(1000),
         });
         self.repos[repo].versions.push(idx);
+        if self.shape.builds_here && t_ms >= T0_MS {
+            // A cache mount of about a third of the packages when they are installed again.
+            let own_bytes = if new_deps || previous.is_none() {
+                self.layers[deps] / 3 / 4096 * 4096
+            } else {
+                0
+            };
+            self.builds.push(Build {
+                t_ms,
+                image: idx,
+                built_layers: 2,
+                own_bytes,
+            });
+        }
         idx
     }
 
@@ -257,6 +329,7 @@ pub fn generate(shape: &Shape, seed: u64, uses: usize) -> Trace {
         families: Vec::new(),
         repos: Vec::new(),
         uses: Vec::new(),
+        builds: Vec::new(),
         shape,
     };
     // Two OS versions (ubuntu 22.04 and 24.04 sized), shared by all families.
@@ -377,40 +450,114 @@ pub fn generate(shape: &Shape, seed: u64, uses: usize) -> Trace {
     }
     let mut uses = b.uses;
     uses.sort_by_key(|u| (u.t_ms, u.image));
+    let mut builds = b.builds;
+    builds.sort_by_key(|x| (x.t_ms, x.image));
     let end_ms = uses.last().map_or(T0_MS, |u| u.t_ms) + 3 * HOUR_MS;
-    let mut next_uses = vec![Vec::new(); b.images.len()];
-    for u in &uses {
-        next_uses[u.image].push(u.t_ms);
-    }
-    let mut holders = vec![Vec::new(); b.layers.len()];
-    for (i, image) in b.images.iter().enumerate() {
-        for l in &image.layers {
-            holders[*l].push(i);
-        }
-    }
-    let by_id = b
-        .images
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.clone(), i))
-        .collect();
     let span = end_ms - T0_MS;
-    Trace {
-        shape: b.shape.name,
-        seed,
-        layers: b.layers,
-        images: b.images,
-        by_id,
-        uses,
-        others,
-        other_start,
-        capacity,
-        catalog_bytes,
-        end_ms,
-        // The kubelet restarts twice (an upgrade, a node reboot).
-        restarts: vec![T0_MS + span / 3, T0_MS + 2 * span / 3],
-        next_uses,
-        holders,
+    Trace::assemble(
+        Parts {
+            shape: b.shape.name,
+            seed,
+            layers: b.layers,
+            images: b.images,
+            uses,
+            others,
+            other_start,
+            capacity,
+            end_ms,
+            // The kubelet restarts twice (an upgrade, a node reboot).
+            restarts: vec![T0_MS + span / 3, T0_MS + 2 * span / 3],
+            builds,
+            pull: PullModel::Instant,
+            scale: 1,
+        },
+        Some(catalog_bytes),
+    )
+}
+
+/// What a generator makes; [`Trace::assemble`] adds the indexes.
+pub struct Parts {
+    /// The shape's name.
+    pub shape: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// Bytes of each layer.
+    pub layers: Vec<u64>,
+    /// Every image, in creation order.
+    pub images: Vec<ImageSpec>,
+    /// Uses, in time order.
+    pub uses: Vec<Use>,
+    /// Changes of the other files.
+    pub others: Vec<(i64, u64)>,
+    /// Other files at the start.
+    pub other_start: u64,
+    /// Disk size.
+    pub capacity: u64,
+    /// The end of the trace.
+    pub end_ms: i64,
+    /// When the kubelet restarts.
+    pub restarts: Vec<i64>,
+    /// The builds on the node.
+    pub builds: Vec<Build>,
+    /// How pulls write.
+    pub pull: PullModel,
+    /// Time compression ([`Trace::scale`]).
+    pub scale: i64,
+}
+
+impl Trace {
+    /// The trace of `parts`, with its indexes (by id, next uses, holders); `catalog`: the
+    /// unique bytes of the catalog at the start (default: every layer).
+    pub fn assemble(parts: Parts, catalog: Option<u64>) -> Trace {
+        let Parts {
+            shape,
+            seed,
+            layers,
+            images,
+            uses,
+            others,
+            other_start,
+            capacity,
+            end_ms,
+            restarts,
+            builds,
+            pull,
+            scale,
+        } = parts;
+        let mut next_uses = vec![Vec::new(); images.len()];
+        for u in &uses {
+            next_uses[u.image].push(u.t_ms);
+        }
+        let mut holders = vec![Vec::new(); layers.len()];
+        for (i, image) in images.iter().enumerate() {
+            for l in &image.layers {
+                holders[*l].push(i);
+            }
+        }
+        let by_id = images
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        Trace {
+            shape,
+            seed,
+            catalog_bytes: catalog.unwrap_or_else(|| layers.iter().sum()),
+            layers,
+            images,
+            by_id,
+            uses,
+            others,
+            other_start,
+            capacity,
+            end_ms,
+            restarts,
+            next_uses,
+            holders,
+            builds,
+            pull,
+            scale,
+        }
     }
 }
 
@@ -454,36 +601,25 @@ pub fn tiny(
             lifetime_ms: *lifetime_ms,
         })
         .collect();
-    let mut next_uses = vec![Vec::new(); images.len()];
-    for u in &uses {
-        next_uses[u.image].push(u.t_ms);
-    }
-    let mut holders = vec![Vec::new(); layers.len()];
-    for (i, image) in images.iter().enumerate() {
-        for l in &image.layers {
-            holders[*l].push(i);
-        }
-    }
-    Trace {
-        shape: "tiny",
-        seed: 0,
-        catalog_bytes: layers.iter().sum(),
-        by_id: images
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.clone(), i))
-            .collect(),
-        end_ms: uses.last().map_or(T0_MS, |u| u.t_ms) + HOUR_MS,
-        layers,
-        images,
-        uses,
-        others: Vec::new(),
-        other_start: 0,
-        capacity,
-        restarts: Vec::new(),
-        next_uses,
-        holders,
-    }
+    let end_ms = uses.last().map_or(T0_MS, |u| u.t_ms) + HOUR_MS;
+    Trace::assemble(
+        Parts {
+            shape: "tiny",
+            seed: 0,
+            layers,
+            images,
+            uses,
+            others: Vec::new(),
+            other_start: 0,
+            capacity,
+            end_ms,
+            restarts: Vec::new(),
+            builds: Vec::new(),
+            pull: PullModel::Instant,
+            scale: 1,
+        },
+        None,
+    )
 }
 
 #[cfg(test)]
