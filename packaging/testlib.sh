@@ -98,6 +98,75 @@ EOF
     die "dockerd in $dir did not answer within 60 s"
 }
 
+# --- today's engines, from the engines test bed (tests/engines/bed.sh) ----------------------
+# Both need the bed's root (`tests/engines/bed.sh ensure`), and DIR and the filesystem under it
+# made before they start: the daemon runs in a mount namespace of DIR's, which sees only the
+# mounts made before it. Run from the repository's root. Their processes name DIR on their
+# command line (the namespace holder too), so teardown_dir finds them.
+
+# start_bed_dockerd DIR DATA_ROOT: dockerd 28 from the bed (the classic overlay2 store, its
+# own managed containerd) with its socket at DIR/docker.sock; returns once it answers. Sets
+# $BED_DOCKER, the matching 28 CLI.
+start_bed_dockerd() {
+    local dir=$1 data_root=$2 root
+    root=$(tests/engines/bed.sh path) || die "no engines test bed: run tests/engines/bed.sh ensure"
+    BED_DOCKER=$root/usr/bin/docker
+    mkdir -p "$dir/cli"
+    echo '{"features": {"containerd-snapshotter": false}}' >"$dir/daemon.json"
+    tests/engines/bed.sh ns "$dir" >/dev/null
+    setsid tests/engines/bed.sh run "$dir" /usr/sbin/dockerd --data-root="$data_root" \
+        --exec-root="$dir/exec" --pidfile="$dir/docker.pid" --config-file="$dir/daemon.json" \
+        -H "unix://$dir/docker.sock" --bridge=none --iptables=false --ip-forward=false \
+        --ip-masq=false --storage-driver=overlay2 >"$dir/dockerd.log" 2>&1 </dev/null &
+    for _ in $(seq 1 300); do
+        if "$BED_DOCKER" --config "$dir/cli" -H "unix://$dir/docker.sock" version >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    tail -n 20 "$dir/dockerd.log"
+    die "dockerd 28 in $dir did not answer within 60 s"
+}
+
+# start_bed_podman DIR ROOT: a rootful `podman system service` 5.8 from the bed, its storage at
+# ROOT (overlay), its Docker-compatible API at DIR/podman.sock, everything else of its own under
+# DIR (configuration, run root, tmp, home: nothing of the machine's /var/lib/containers or
+# /etc/containers); returns once it answers. The choices are tests/it/util/podman.rs's (runc,
+# file locks and events, cgroupfs, no AppArmor profile, no registries).
+start_bed_podman() {
+    local dir=$1 root=$2 nofile nproc
+    tests/engines/bed.sh path >/dev/null || die "no engines test bed: run tests/engines/bed.sh ensure"
+    mkdir -p "$dir/run" "$dir/tmp" "$dir/net" "$dir/home"
+    nofile=$(awk '/^Max open files/ { print ($5 == "unlimited" || $5 > 1048576) ? 1048576 : $5 }' /proc/self/limits)
+    nproc=$(awk '/^Max processes/ { print ($4 == "unlimited" || $4 > 32768) ? 32768 : $4 }' /proc/self/limits)
+    printf '%s\n' '[containers]' 'netns = "none"' 'log_driver = "k8s-file"' \
+        "default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]" \
+        'apparmor_profile = "unconfined"' '[engine]' 'cgroup_manager = "cgroupfs"' \
+        'events_logger = "file"' 'lock_type = "file"' "tmp_dir = \"$dir/tmp\"" \
+        "image_copy_tmp_dir = \"$dir/tmp\"" 'runtime = "runc"' '[engine.runtimes]' \
+        'runc = ["/usr/bin/runc"]' '[network]' 'network_backend = "netavark"' \
+        "network_config_dir = \"$dir/net\"" >"$dir/containers.conf"
+    printf '%s\n' '[storage]' 'driver = "overlay"' "graphroot = \"$root\"" \
+        "runroot = \"$dir/run\"" >"$dir/storage.conf"
+    printf '%s\n' 'unqualified-search-registries = []' 'short-name-mode = "disabled"' \
+        >"$dir/registries.conf"
+    tests/engines/bed.sh ns "$dir" >/dev/null
+    CONTAINERS_CONF=$dir/containers.conf CONTAINERS_STORAGE_CONF=$dir/storage.conf \
+        CONTAINERS_REGISTRIES_CONF=$dir/registries.conf TMPDIR=$dir/tmp HOME=$dir/home \
+        XDG_CONFIG_HOME=$dir/home/config XDG_DATA_HOME=$dir/home/data XDG_RUNTIME_DIR=$dir/run \
+        setsid tests/engines/bed.sh run "$dir" /usr/bin/podman --root "$root" --runroot "$dir/run" \
+        --storage-driver overlay system service --time=0 "unix://$dir/podman.sock" \
+        >"$dir/podman.log" 2>&1 </dev/null &
+    for _ in $(seq 1 300); do
+        if curl -fsS --unix-socket "$dir/podman.sock" http://d/_ping >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    tail -n 20 "$dir/podman.log"
+    die "podman 5 in $dir did not answer within 60 s"
+}
+
 # --- teardown -----------------------------------------------------------------------------
 # teardown_dir DIR: stops and removes everything a run made under DIR. Processes are found by
 # their pid files and by their command line naming DIR, mounts by their mount point under it,

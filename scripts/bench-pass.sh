@@ -43,6 +43,10 @@
 #          LOAD_FILES    files it is split into                                     (default 64)
 #          DISK_WRITER   1: under load, the file writer runs too (0: not)           (default 1)
 #          FS_MIB        the loop filesystem                                        (default 2048)
+#          ENGINE        host: Debian 12's dockerd 20.10; bed: dockerd 28.5, bed-podman: Podman
+#                        5.8's Docker-compatible API, both from the engines test bed
+#                        (tests/engines/bed.sh, made when missing; MANY is 0 for Podman: the
+#                        status part compares with the docker CLI)                   (default host)
 # Time:    about 6 minutes with the defaults on a 2-core machine that other work kept busy (load
 #          average 3 to 5): 104 s of it is the two delay_seconds = 1 passes sleeping, and much of
 #          the rest is loading the set again before each pass (about 9 s each there). Add the
@@ -65,6 +69,12 @@ LOAD_MIB=${LOAD_MIB:-32}
 LOAD_FILES=${LOAD_FILES:-64}
 DISK_WRITER=${DISK_WRITER:-1}
 FS_MIB=${FS_MIB:-2048}
+ENGINE=${ENGINE:-host}
+case $ENGINE in
+    host | bed) ;;
+    bed-podman) MANY=0 ;;
+    *) echo "bench-pass: ENGINE=$ENGINE: host, bed or bed-podman" >&2; exit 2 ;;
+esac
 
 die() {
     echo "bench-pass: $*" >&2
@@ -139,10 +149,27 @@ truncate -s "${FS_MIB}M" "$work/fs.img"
 mkfs.ext4 -q -F -b 4096 "$work/fs.img"
 dev=$(losetup --find --show "$work/fs.img")
 mount -t ext4 "$dev" "$work/fs"
-start_dockerd "$work" "$work/fs/docker"
-host=unix://$work/docker.sock
-arch=$("$DOCKER" --config "$work/cli" -H "$host" version -f '{{.Server.Arch}}')
-say "dockerd --data-root $work/fs/docker on a ${FS_MIB} MiB ext4 loop filesystem ($dev), $host"
+cli=$DOCKER
+case $ENGINE in
+    host)
+        start_dockerd "$work" "$work/fs/docker"
+        data_root=$work/fs/docker host=unix://$work/docker.sock
+        ;;
+    bed)
+        tests/engines/bed.sh ensure >/dev/null || die "the engines test bed could not be made"
+        start_bed_dockerd "$work" "$work/fs/docker"
+        cli=$BED_DOCKER data_root=$work/fs/docker host=unix://$work/docker.sock
+        ;;
+    bed-podman)
+        tests/engines/bed.sh ensure >/dev/null || die "the engines test bed could not be made"
+        start_bed_podman "$work" "$work/fs/podman"
+        data_root=$work/fs/podman host=unix://$work/podman.sock
+        ;;
+esac
+mkdir -p "$work/cli"
+arch=$(uname -m)
+case $arch in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; esac
+say "$ENGINE: data root $data_root on a ${FS_MIB} MiB ext4 loop filesystem ($dev), $host"
 
 # --- 3. the tarballs ----------------------------------------------------------------------
 # Staged on a tmpfs (thousands of small files: on this machine's disk five times slower), which
@@ -211,11 +238,12 @@ say "tarballs: $IMAGES images of $PAYLOAD_MIB MiB in $FILES files, $MANY tiny im
 
 # --- 4. the benchmark ---------------------------------------------------------------------
 out=$target/bench
+[ "$ENGINE" = host ] || out=$target/bench/$ENGINE
 mkdir -p "$out"
-"$bench" --docker-host "$host" --data-root "$work/fs/docker" \
+"$bench" --docker-host "$host" --data-root "$data_root" \
     --set-tar "$work/tars/set.tar" --images "$IMAGES" \
     "${status_args[@]}" "${load_args[@]}" \
-    --binary "$bin" --docker-cli "$DOCKER" --cli-config "$work/cli" --work "$work/run" \
+    --binary "$bin" --docker-cli "$cli" --cli-config "$work/cli" --work "$work/run" \
     --out-dir "$out" --reps "$REPS" --loaded-reps "$LOADED_REPS" --slow-reps "$SLOW_REPS"
 if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
     chown -R "$SUDO_USER:" "$out" 2>/dev/null || true
