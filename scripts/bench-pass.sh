@@ -45,8 +45,8 @@
 #          FS_MIB        the loop filesystem                                        (default 2048)
 #          ENGINE        host: Debian 12's dockerd 20.10; bed: dockerd 28.5, bed-podman: Podman
 #                        5.8's Docker-compatible API, both from the engines test bed
-#                        (tests/engines/bed.sh, made when missing; MANY is 0 for Podman: the
-#                        status part compares with the docker CLI)                   (default host)
+#                        (tests/engines/bed.sh, made when missing). The status part is
+#                        Docker 20.10's: MANY is 0 for the others                   (default host)
 # Time:    about 6 minutes with the defaults on a 2-core machine that other work kept busy (load
 #          average 3 to 5): 104 s of it is the two delay_seconds = 1 passes sleeping, and much of
 #          the rest is loading the set again before each pass (about 9 s each there). Add the
@@ -71,8 +71,8 @@ DISK_WRITER=${DISK_WRITER:-1}
 FS_MIB=${FS_MIB:-2048}
 ENGINE=${ENGINE:-host}
 case $ENGINE in
-    host | bed) ;;
-    bed-podman) MANY=0 ;;
+    host) ;;
+    bed | bed-podman) MANY=0 ;;
     *) echo "bench-pass: ENGINE=$ENGINE: host, bed or bed-podman" >&2; exit 2 ;;
 esac
 

@@ -16,6 +16,9 @@ use crate::{ours, peers, sim};
 pub enum Who {
     /// Ours at the defaults.
     Ours,
+    /// Ours as it was before this benchmark (`ours main-defaults` in the CSV): fixed watermarks
+    /// 82/78, a check at once after an event.
+    OursBefore,
     /// docuum at this threshold, percent.
     Docuum(u64),
     /// The original tool.
@@ -25,7 +28,9 @@ pub enum Who {
 impl Who {
     /// From a policy's name in the benchmark's CSV (`ours…`, `docuum 80%`, `original …`).
     pub fn from_label(label: &str) -> Option<Who> {
-        if label.starts_with("ours") {
+        if label.starts_with("ours main") {
+            Some(Who::OursBefore)
+        } else if label.starts_with("ours") {
             Some(Who::Ours)
         } else if let Some(rest) = label.strip_prefix("docuum") {
             rest.trim()
@@ -43,6 +48,7 @@ impl Who {
     fn label(self) -> String {
         match self {
             Who::Ours => "ours (defaults)".into(),
+            Who::OursBefore => "ours (before)".into(),
             Who::Docuum(p) => format!("docuum {p}%"),
             Who::Original => "original (prune)".into(),
         }
@@ -68,6 +74,18 @@ impl Who {
                 let mut o = o;
                 sim::run(trace, &mut o)
             }
+            Who::OursBefore => sim::run(
+                trace,
+                &mut ours::Ours::new(
+                    docker_image_cleaner::config::Strategy::Lru2,
+                    (82.0, 78.0),
+                    std::time::Duration::from_secs(120),
+                    true,
+                    Sizes::Reported,
+                    trace.scale,
+                )
+                .at_once(),
+            ),
             Who::Docuum(p) => sim::run(trace, &mut peers::Docuum::new(p)),
             Who::Original => sim::run(
                 trace,
