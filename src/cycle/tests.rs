@@ -48,13 +48,7 @@ impl<'a> Disk<'a> {
 
     /// What the engine holds on disk: its images and its build cache.
     fn image_bytes(engine: &FakeEngine) -> u64 {
-        engine
-            .inventory_now()
-            .images
-            .iter()
-            .map(|i| i.size_bytes)
-            .sum::<u64>()
-            + engine.cache_bytes()
+        engine.disk_bytes()
     }
 
     fn usage(&self) -> Vec<FsUsage> {

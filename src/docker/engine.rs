@@ -23,6 +23,7 @@ mod storage;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -46,6 +47,9 @@ pub struct DockerEngine {
     podman: bool,
     /// Where it keeps its bytes, as found when connecting.
     storage: Storage,
+    /// The layers of each image id seen (they never change for an id), so that a pass
+    /// inspects only the images it has not seen before.
+    layers: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl DockerEngine {
@@ -69,6 +73,7 @@ impl DockerEngine {
             timeout,
             podman: false,
             storage: Storage::default(),
+            layers: Arc::default(),
         };
         let docker = engine
             .call(

@@ -76,6 +76,9 @@ struct State {
     now_secs: i64,
     /// What `containerd_bytes` answers.
     containerd_bytes: Option<u64>,
+    /// Image id → the build-cache record holding its layers (BuildKit on the classic store):
+    /// removing the image frees nothing and leaves the record unshared.
+    held: HashMap<String, String>,
 }
 
 /// The in-memory engine. Cheap to share by reference; every method takes `&self`.
@@ -143,6 +146,42 @@ impl FakeEngine {
             cache.shared_are_copies = true;
         }
         self
+    }
+
+    /// The layers of image `id` are held by the build-cache record `record` (BuildKit on the
+    /// classic store): the record is shared with the image, removing the image frees nothing
+    /// and leaves the record unshared, which a prune then frees ([`FakeEngine::disk_bytes`]).
+    pub fn hold_layers(&self, id: &str, record: &str) {
+        let mut s = self.lock();
+        if let Some(r) = s
+            .build_cache
+            .as_mut()
+            .and_then(|c| c.records.iter_mut().find(|r| r.id == record))
+        {
+            r.shared = true;
+        }
+        s.held.insert(id.to_string(), record.to_string());
+    }
+
+    /// Bytes the engine takes on its disk: its images (but those whose layers a build-cache
+    /// record holds), and its build cache (the records holding an image's layers once).
+    pub fn disk_bytes(&self) -> u64 {
+        let s = self.lock();
+        let images: u64 = s
+            .inventory
+            .images
+            .iter()
+            .filter(|i| !s.held.contains_key(&i.id))
+            .map(|i| i.size_bytes)
+            .sum();
+        let cache = s.build_cache.as_ref().map_or(0, |c| {
+            c.records
+                .iter()
+                .filter(|r| !r.shared || c.shared_are_copies || s.held.values().any(|h| *h == r.id))
+                .map(|r| r.size_bytes)
+                .sum()
+        });
+        images + cache
     }
 
     /// Bytes the build cache holds now (0 without an endpoint).
@@ -288,7 +327,19 @@ impl Engine for FakeEngine {
             None => Ok(Removal::Gone),
             Some(i) => {
                 let image = s.inventory.images.remove(i);
-                s.freed_bytes = s.freed_bytes.saturating_add(image.size_bytes);
+                match s.held.remove(&image.id) {
+                    // Its layers stay with the record, which is no longer shared.
+                    Some(record) => {
+                        if let Some(r) = s
+                            .build_cache
+                            .as_mut()
+                            .and_then(|c| c.records.iter_mut().find(|r| r.id == record))
+                        {
+                            r.shared = false;
+                        }
+                    }
+                    None => s.freed_bytes = s.freed_bytes.saturating_add(image.size_bytes),
+                }
                 Ok(Removal::Removed)
             }
         }

@@ -22,6 +22,11 @@ pub struct Image {
     pub size_bytes: u64,
     /// Its labels (`LABEL` in the Dockerfile, `--label` of `docker build`).
     pub labels: BTreeMap<String, String>,
+    /// Its layers, bottom first (`RootFS.Layers`: diff ids); empty when unknown. An image
+    /// whose layers begin another's is that one's ancestor even without a `ParentId`
+    /// (BuildKit, loaded images, the containerd store, or a parent hidden between them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 impl Image {

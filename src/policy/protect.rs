@@ -11,24 +11,56 @@ use crate::config::KeepLabel;
 use crate::docker::{Image, Inventory};
 use crate::lastuse::LastUse;
 
-/// The image graph of one inventory: parents, by id.
+/// The image graph of one inventory: each image's parent, by id. The parent is the image its
+/// `ParentId` names when that one is listed; otherwise, when layers are known, the listed image
+/// with the most layers that begin this one's (BuildKit and loaded images have no `ParentId`,
+/// and a classic build of several steps names a hidden intermediate that the list leaves out);
+/// otherwise its `ParentId` as given (which ends the chain).
 pub(super) struct Graph<'a> {
-    by_id: HashMap<&'a str, &'a Image>,
+    parents: HashMap<&'a str, &'a str>,
 }
 
 impl<'a> Graph<'a> {
     pub(super) fn new(inventory: &'a Inventory) -> Self {
-        Graph {
-            by_id: inventory
-                .images
-                .iter()
-                .map(|i| (i.id.as_str(), i))
-                .collect(),
+        let listed: HashSet<&str> = inventory.images.iter().map(|i| i.id.as_str()).collect();
+        // Images by their first layer: an ancestor shares it.
+        let mut by_base: HashMap<&str, Vec<&Image>> = HashMap::new();
+        for image in &inventory.images {
+            if let Some(base) = image.layers.first() {
+                by_base.entry(base.as_str()).or_default().push(image);
+            }
         }
+        let mut parents = HashMap::new();
+        for image in &inventory.images {
+            let named = image.parent_id.as_deref();
+            let parent = match named {
+                Some(p) if listed.contains(p) => Some(p),
+                _ => image
+                    .layers
+                    .first()
+                    .and_then(|base| by_base.get(base.as_str()))
+                    .and_then(|same_base| {
+                        same_base
+                            .iter()
+                            .filter(|o| {
+                                o.id != image.id
+                                    && o.layers.len() < image.layers.len()
+                                    && image.layers.starts_with(&o.layers)
+                            })
+                            .max_by_key(|o| (o.layers.len(), o.id.as_str()))
+                            .map(|o| o.id.as_str())
+                    })
+                    .or(named),
+            };
+            if let Some(p) = parent {
+                parents.insert(image.id.as_str(), p);
+            }
+        }
+        Graph { parents }
     }
 
     pub(super) fn parent_of(&self, id: &str) -> Option<&'a str> {
-        self.by_id.get(id).and_then(|i| i.parent_id.as_deref())
+        self.parents.get(id).copied()
     }
 
     /// The ancestors of `id`, nearest first; stops at a cycle.
