@@ -22,9 +22,12 @@ struct Cli {
     /// Configuration file [default: $DOCKER_IMAGE_CLEANER_CONFIG, else /etc/docker-image-cleaner.toml]
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Where logs go.
+    /// Where logs go: the journal under systemd, else stderr (auto); or always one of these.
     #[arg(long, global = true, value_enum, default_value_t = logging::Target::Auto)]
     log: logging::Target,
+    /// How each log line is written: text, or one JSON object a line for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,7 +90,7 @@ fn main() -> ExitCode {
         print!("{}", loaded.render());
         return ExitCode::SUCCESS;
     }
-    logging::init(cli.log, loaded.config.log_level.filter());
+    logging::init(cli.log, cli.log_format, loaded.config.log_level.filter());
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
