@@ -156,8 +156,10 @@ sweep_stale() {
 readonly CACHE=${DIC_ROOTFS_CACHE:-/var/cache/dic-test-rootfs}
 readonly SUITE=bookworm
 # rpm: Debian's rpm installs the .rpm too, which runs its scriptlets (their fallback branch).
-# procps: the deb depends on it (/bin/kill for ExecReload=), and dpkg -i cannot fetch it.
-readonly INCLUDE=systemd,systemd-sysv,dbus,procps,rpm
+# Nothing the package needs is added: the deb goes in with dpkg -i, which fetches nothing, so a
+# dependency it forgets to declare fails the install test. No ca-certificates either: a
+# kubeconfig with its own CA must work without the system store.
+readonly INCLUDE=systemd,systemd-sysv,dbus,rpm
 
 # ensure_rootfs: sets $rootfs (a tarball of a debootstrapped tree, cached in $CACHE) and $key
 # (a hash of what went into it), running debootstrap into $work/rootfs when it is not cached.

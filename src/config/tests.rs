@@ -129,8 +129,11 @@ fn precedence_is_default_file_env_flag() {
         text.contains("interval_seconds = 20  # env DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS"),
         "{text}"
     );
-    // Four points below the high watermark of the file.
-    assert!(text.contains("threshold_low = 86  # default"), "{text}");
+    // Four points below the high watermark of the file: derived, not a default of its own.
+    assert!(
+        text.contains("threshold_low = 86  # derived: 4 points below threshold_high"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1036,3 +1039,80 @@ fn bad_fleet_values_name_the_key() {
 }
 
 mod reclaim;
+
+#[test]
+fn the_environment_file_is_read_under_the_process_environment_and_credited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("default");
+    std::fs::write(
+        &path,
+        "DOCKER_IMAGE_CLEANER_NODE_NAME=nc-node\nDOCKER_IMAGE_CLEANER_INTERVAL_SECONDS=60\nKUBECONFIG=/etc/k.conf\n",
+    )
+    .unwrap();
+    let file = || EnvFile::read(&path).unwrap();
+    // A shell: the process has none of them; the file gives them.
+    let l = load(None, &env(&[]).with_file(file()), Flags::default());
+    let l = l.unwrap();
+    assert_eq!(l.config.node_name.as_deref(), Some("nc-node"));
+    assert_eq!(
+        l.source("node_name"),
+        &Source::EnvFile {
+            path: path.clone(),
+            var: "DOCKER_IMAGE_CLEANER_NODE_NAME".into()
+        }
+    );
+    assert_eq!(
+        l.config.kubeconfig_env.as_deref(),
+        Some(std::ffi::OsStr::new("/etc/k.conf"))
+    );
+    assert!(
+        l.render().contains(&format!(
+            "node_name = \"nc-node\"  # file {} (DOCKER_IMAGE_CLEANER_NODE_NAME)",
+            path.display()
+        )),
+        "{}",
+        l.render()
+    );
+    // The process's own value wins over the file's.
+    let l = load(
+        None,
+        &env(&[("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "30")]).with_file(file()),
+        Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(l.config.interval, Duration::from_secs(30));
+    // Under systemd the unit put the file's values into the process: the same value is the
+    // file's, and a file edited since (a reload) is not hidden by the value the process started
+    // with.
+    let started = env(&[("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "60")])
+        .with_file(file())
+        .without_file();
+    std::fs::write(&path, "DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS=90\n").unwrap();
+    let l = load(None, &started.with_file(file()), Flags::default()).unwrap();
+    assert_eq!(l.config.interval, Duration::from_secs(90));
+    assert!(matches!(
+        l.source("interval_seconds"),
+        Source::EnvFile { .. }
+    ));
+    // A bad value there names the file and the variable.
+    std::fs::write(&path, "DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS=soon\n").unwrap();
+    let e = load(None, &env(&[]).with_file(file()), Flags::default()).unwrap_err();
+    let text = crate::error_chain(&e);
+    assert!(
+        text.contains(&format!("environment file {}", path.display()))
+            && text.contains("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS"),
+        "{text}"
+    );
+}
+
+#[test]
+fn derived_values_are_credited_to_what_they_come_from() {
+    let l = load_text("threshold_high = 97\n", &[]).unwrap();
+    assert_eq!(l.config.critical_pct, 97.0);
+    assert!(matches!(l.source("threshold_critical"), Source::Derived(_)));
+    assert!(matches!(l.source("threshold_low"), Source::Derived(_)));
+    assert!(matches!(l.source("engine"), Source::Derived(_)));
+    let l = load_text("threshold_high = 90\nthreshold_low = 70\n", &[]).unwrap();
+    assert_eq!(l.source("threshold_critical"), &Source::Default);
+    assert!(matches!(l.source("threshold_low"), Source::File(_)));
+}
