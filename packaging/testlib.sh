@@ -9,9 +9,11 @@
 # where <dir> is any directory below $work handed to start_dockerd. Nothing here touches the
 # machine's own Docker daemon, its containerd, /var/lib/docker or /var/run/docker.sock.
 
-readonly DOCKERD=/usr/sbin/dockerd
-readonly CONTAINERD=/usr/bin/containerd
-readonly DOCKER=/usr/bin/docker # the 20.10 client matching dockerd (/usr/local/bin/docker may be newer)
+# Debian's docker.io by default; a caller may name others before sourcing this file (the demo
+# uses whatever Docker Engine the machine has, docker-ce's /usr/bin/dockerd included).
+readonly DOCKERD=${DIC_DOCKERD:-/usr/sbin/dockerd}
+readonly CONTAINERD=${DIC_CONTAINERD:-/usr/bin/containerd}
+readonly DOCKER=${DIC_DOCKER:-/usr/bin/docker} # the 20.10 client matching dockerd (/usr/local/bin/docker may be newer)
 
 # --- results ------------------------------------------------------------------------------
 results=()
@@ -54,7 +56,8 @@ summary() {
 start_dockerd() {
     local dir=$1 data_root=$2
     mkdir -p "$dir/cli" "$dir/containerd"
-    echo '{}' >"$dir/daemon.json" # keeps /etc/docker/daemon.json out
+    # Keeps /etc/docker/daemon.json out; a caller may add settings (DIC_DAEMON_JSON).
+    echo "${DIC_DAEMON_JSON:-"{}"}" >"$dir/daemon.json"
     # Like the config dockerd writes for the containerd it manages: no CRI plugin, every path
     # under DIR (the opt plugin would otherwise create /var/lib/containerd/opt).
     cat >"$dir/containerd.toml" <<EOF

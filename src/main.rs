@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use docker_image_cleaner::config::{self, EXIT_CONFIG, Env, EnvFile, Flags};
 use docker_image_cleaner::notify::Notifier;
 use docker_image_cleaner::policy::Outcome;
-use docker_image_cleaner::{daemon, error_chain, logging, status};
+use docker_image_cleaner::{daemon, docs, error_chain, logging, status};
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::mpsc;
@@ -74,11 +74,37 @@ enum Command {
         #[arg(long)]
         pid: Option<i32>,
     },
+    /// The reference of every key and exit code, for the README (markdown) and the man page
+    /// (man: help2man include sections). For the build; reads no configuration.
+    #[command(hide = true)]
+    Docs {
+        /// What to print.
+        #[arg(value_enum)]
+        format: DocsFormat,
+    },
+}
+
+/// The forms of `docs`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DocsFormat {
+    /// The README's configuration and exit-code tables.
+    Markdown,
+    /// The man page's CONFIGURATION and EXIT STATUS sections.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run { dry_run: false });
+    if let Command::Docs { format } = command {
+        match format {
+            DocsFormat::Markdown => {
+                print!("{}\n{}", docs::markdown_keys(), docs::markdown_exit_codes())
+            }
+            DocsFormat::Man => print!("{}", docs::man_sections()),
+        }
+        return ExitCode::SUCCESS;
+    }
     let dry_run = matches!(
         command,
         Command::Run { dry_run: true } | Command::Once { dry_run: true }
@@ -203,7 +229,9 @@ fn main() -> ExitCode {
                     }
                 }
             },
-            Command::CheckConfig | Command::Reload { .. } => ExitCode::SUCCESS,
+            Command::CheckConfig | Command::Reload { .. } | Command::Docs { .. } => {
+                ExitCode::SUCCESS
+            }
         }
     });
     handle.close();

@@ -36,6 +36,14 @@ use regex::Regex;
 
 pub use checks::{DEFAULT_DOCKER_TCP_PORT, check_docker_host, check_node_name};
 pub use env::{CONFIG_ENV, Env};
+
+/// Every key of the file, in its order (what `check-config` prints).
+pub const KEYS: &[&str] = raw::Raw::KEYS;
+
+/// The environment variable that overrides `key` (`DOCKER_HOST` for `docker_host`).
+pub fn env_var(key: &str) -> String {
+    env::env_var(key)
+}
 pub use envfile::{DEFAULT_ENV_FILE, EnvFile};
 pub use file::MAX_FILE_BYTES;
 pub use load::{DEFAULT_PATH, Flags, Loaded, Source, load};
