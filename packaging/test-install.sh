@@ -302,6 +302,11 @@ kubeconfig http.kubeconfig http://127.0.0.1:8080 ""
 kubeconfig no-ca.kubeconfig https://127.0.0.1:6443 ""
 printf 'apiVersion: v1\nclusters: [not: a: list\n' >"$work/pkgs/broken.kubeconfig"
 env_file() { c sh -c "printf '$1' >/etc/default/$NAME"; }
+# record CMD: shows a command run in the container and what it printed, for the record.
+record() {
+    echo "  # $1"
+    c sh -c "$1" 2>&1 | sed 's/^/  | /' || true
+}
 use_kubeconfig() { c sh -c "mkdir -p /etc/$NAME && cp /pkgs/$1 /etc/$NAME/kubeconfig"; }
 # restart_is RESULT: `systemctl restart` (waiting for READY=1 or the failure) succeeds or fails.
 restart_ok() {
@@ -323,6 +328,7 @@ check "status in a shell reads the node name from /etc/default/$NAME" \
     c sh -c "$NAME status | grep -q '^cordon: *node dic-node'"
 check "check-config credits node_name to /etc/default/$NAME" \
     c sh -c "$NAME check-config | grep -q 'node_name = \"dic-node\"  # file /etc/default/$NAME (DOCKER_IMAGE_CLEANER_NODE_NAME)'"
+record "$NAME status | grep '^cordon'; $NAME check-config 2>&1 | grep -E 'node_name|threshold_low|^#   ok'"
 c rm -f /etc/$NAME/kubeconfig
 check "no kubeconfig yet (a baked image): start waits, active" restart_ok
 use_kubeconfig broken.kubeconfig
@@ -331,6 +337,7 @@ check "unusable kubeconfig: the journal names it" \
     c sh -c "journalctl -u $UNIT --no-pager -o cat -n 20 | grep -q '/etc/$NAME/kubeconfig'"
 check "unusable kubeconfig: check-config exits 78" \
     c sh -c "$NAME check-config >/dev/null 2>&1; [ \$? -eq 78 ]"
+record "systemctl restart $UNIT; echo exit \$?; journalctl -u $UNIT -o cat -n 2 --no-pager"
 use_kubeconfig own-ca.kubeconfig
 check "kubeconfig with its own CA, no ca-certificates: start active" restart_ok
 check "kubeconfig with its own CA: no CA error in the journal" \
@@ -341,6 +348,7 @@ use_kubeconfig no-ca.kubeconfig
 check "kubeconfig without a CA on a system without ca-certificates: start fails, 78" restart_fails_78
 check "kubeconfig without a CA: the journal names ca-certificates" \
     c sh -c "journalctl -u $UNIT --no-pager -o cat -n 20 | grep -q 'install ca-certificates'"
+record "journalctl -u $UNIT -o cat -n 1 --no-pager"
 c rm -f /etc/$NAME/kubeconfig
 c sh -c "mkdir -p /root/.kube && cp /pkgs/own-ca.kubeconfig /root/.kube/config"
 env_file 'DOCKER_IMAGE_CLEANER_DRY_RUN=true\nDOCKER_IMAGE_CLEANER_NODE_NAME=dic-node\nKUBECONFIG=/root/.kube/config\n'
@@ -349,6 +357,7 @@ check "kubeconfig under /root: journalctl -p warning names ProtectHome=yes" \
     c sh -c "journalctl -u $UNIT --no-pager -o cat -p warning -n 20 | grep -q 'ProtectHome=yes'"
 check "kubeconfig under /root: status in a shell warns too" \
     c sh -c "$NAME status 2>&1 >/dev/null | grep -q 'ProtectHome=yes'"
+record "journalctl -u $UNIT -p warning -o cat --no-pager | tail -n 2"
 c rm -rf /root/.kube
 env_file 'DOCKER_IMAGE_CLEANER_DRY_RUN=true\n'
 restart_ok >/dev/null || true
@@ -376,6 +385,10 @@ reload_refused() {
     c systemctl reload "$UNIT"
 }
 check "reload into an invalid file fails, the daemon is not signalled, a valid one applies" reload_refused
+c cp /etc/$NAME.toml /tmp/good.toml
+c sh -c "printf 'interval_secnds = 5\n' >>/etc/$NAME.toml"
+record "systemctl reload $UNIT; echo exit \$?"
+c cp /tmp/good.toml /etc/$NAME.toml
 
 echo "== deb: stop"
 check "stop: inactive, Result=success, exit status 0" stop_clean

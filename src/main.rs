@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use docker_image_cleaner::config::{self, EXIT_CONFIG, Env, EnvFile, Flags};
+use docker_image_cleaner::config::{self, EXIT_CONFIG, Env};
+use docker_image_cleaner::daemon::{Answers, Inputs, Reloader};
 use docker_image_cleaner::notify::Notifier;
 use docker_image_cleaner::policy::Outcome;
 use docker_image_cleaner::{daemon, docs, error_chain, logging, status};
@@ -109,7 +109,12 @@ fn main() -> ExitCode {
         command,
         Command::Run { dry_run: true } | Command::Once { dry_run: true }
     );
-    let inputs = match Inputs::read(cli.config.clone(), Path::new(&cli.env_file), dry_run) {
+    let env_file = Path::new(&cli.env_file);
+    let env_file = (!env_file.as_os_str().is_empty()).then(|| env_file.to_path_buf());
+    // vars_os: a variable that is not UTF-8 (a Latin-1 EnvironmentFile) must not panic here;
+    // the configuration refuses it only when it is one of ours.
+    let process: Env = std::env::vars_os().collect();
+    let inputs = match Inputs::new(cli.config.clone(), process, env_file, dry_run) {
         Ok(i) => i,
         Err(e) => {
             eprintln!(
@@ -162,12 +167,11 @@ fn main() -> ExitCode {
     };
     let handle = signals.handle();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
-    let reloader = Reloader {
+    let reloader = Reloader::new(
         inputs,
-        tx: reload_tx,
-        outcome: ReloadOutcome::from_env(),
-        seq: 0,
-    };
+        reload_tx,
+        Answers::from_env(std::env::var_os("RUNTIME_DIRECTORY").as_deref()),
+    );
     let code = runtime.block_on(async {
         tokio::spawn(on_signals(signals, shutdown.clone(), reloader));
         let failed = |e: daemon::Error| {
@@ -239,58 +243,6 @@ fn main() -> ExitCode {
     code
 }
 
-/// What the configuration is read from: the file named (if any), the process's own
-/// environment (without what came from the environment file), and the environment file's path.
-/// Kept by the daemon to read the same inputs again on SIGHUP.
-struct Inputs {
-    config: Option<PathBuf>,
-    /// The process's environment less the variables the unit took from the environment file
-    /// at start (see [`Env::with_file`]).
-    process: Env,
-    env_file: Option<PathBuf>,
-    dry_run: bool,
-}
-
-impl Inputs {
-    /// The inputs of this process.
-    fn read(
-        config: Option<PathBuf>,
-        env_file: &Path,
-        dry_run: bool,
-    ) -> Result<Self, config::Error> {
-        let env_file = (!env_file.as_os_str().is_empty()).then(|| env_file.to_path_buf());
-        // vars_os: a variable that is not UTF-8 (a Latin-1 EnvironmentFile) must not panic
-        // here; the configuration refuses it only when it is one of ours.
-        let process: Env = std::env::vars_os().collect();
-        let file = match &env_file {
-            Some(p) => EnvFile::read(p)?,
-            None => None,
-        };
-        Ok(Inputs {
-            config,
-            process: process.with_file(file).without_file(),
-            env_file,
-            dry_run,
-        })
-    }
-
-    /// Reads the environment file again and loads the configuration.
-    fn load(&self) -> Result<config::Loaded, config::Error> {
-        let file = match &self.env_file {
-            Some(p) => EnvFile::read(p)?,
-            None => None,
-        };
-        let env = self.process.clone().with_file(file);
-        config::load(
-            self.config.as_deref(),
-            &env,
-            Flags {
-                dry_run: self.dry_run,
-            },
-        )
-    }
-}
-
 /// The kubeconfig warnings a command run from a shell should repeat: one under /root or /home
 /// is seen here but hidden from the service.
 fn kubeconfig_warnings(config: &config::Config) -> Vec<String> {
@@ -343,174 +295,25 @@ async fn check_config(loaded: &config::Loaded) -> ExitCode {
     }
 }
 
-/// How long `reload` waits for the daemon's answer.
-const RELOAD_BOUND: Duration = Duration::from_secs(60);
-
 /// `reload`: check what the daemon will read, signal it, wait for its answer.
 async fn reload(loaded: &config::Loaded, pid: Option<i32>) -> ExitCode {
-    let checked = daemon::preflight(&loaded.config).await;
-    for w in loaded.warnings.iter().chain(&checked.warnings) {
-        eprintln!("warning: {w}");
-    }
-    if !checked.ok() {
-        eprintln!(
-            "docker-image-cleaner: not reloading, the running configuration stays: {}",
-            checked.fatal.join("; ")
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let pid = pid.or_else(|| std::env::var("MAINPID").ok().and_then(|p| p.parse().ok()));
-    let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) else {
-        eprintln!("docker-image-cleaner: reload needs --pid (or $MAINPID, as systemd sets it)");
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let outcome = ReloadOutcome::from_env();
-    let before = outcome.as_ref().map(ReloadOutcome::read);
-    if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::HUP) {
-        eprintln!(
-            "docker-image-cleaner: cannot signal process {}: {e}",
-            pid.as_raw_nonzero()
-        );
-        return ExitCode::FAILURE;
-    }
-    let Some(outcome) = outcome else {
-        println!(
-            "asked process {} to reload (SIGHUP); no RUNTIME_DIRECTORY to wait for its answer in",
-            pid.as_raw_nonzero()
-        );
-        return ExitCode::SUCCESS;
-    };
-    let deadline = tokio::time::Instant::now() + RELOAD_BOUND;
-    loop {
-        let now = outcome.read();
-        if Some(&now) != before.as_ref()
-            && let Some((ok, message)) = ReloadOutcome::parse(&now, pid.as_raw_nonzero().get())
-        {
-            return if ok {
-                println!("{message}");
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("docker-image-cleaner: {message}");
+    let answers = Answers::from_env(std::env::var_os("RUNTIME_DIRECTORY").as_deref());
+    match daemon::request_reload(loaded, pid, answers.as_ref()).await {
+        Ok(said) => {
+            for w in &said.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}", said.message);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("docker-image-cleaner: {e}");
+            if e.is_config() {
                 ExitCode::from(EXIT_CONFIG)
-            };
-        }
-        if tokio::time::Instant::now() >= deadline {
-            eprintln!(
-                "docker-image-cleaner: process {} did not answer the reload within {} s",
-                pid.as_raw_nonzero(),
-                RELOAD_BOUND.as_secs()
-            );
-            return ExitCode::FAILURE;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Where the daemon writes how its last reload went, for `reload` to wait on: the file
-/// `reload` in the unit's `RuntimeDirectory=` (systemd names it in `$RUNTIME_DIRECTORY`, for
-/// the daemon and its `ExecReload=` alike). One line: `PID SEQ ok|failed MESSAGE`.
-struct ReloadOutcome {
-    path: PathBuf,
-}
-
-impl ReloadOutcome {
-    fn from_env() -> Option<ReloadOutcome> {
-        let dirs = std::env::var_os("RUNTIME_DIRECTORY")?;
-        let dir = std::env::split_paths(&dirs).next()?;
-        (!dir.as_os_str().is_empty()).then(|| ReloadOutcome {
-            path: dir.join("reload"),
-        })
-    }
-
-    /// The file's text, empty when it is absent (bounded: one short line is expected).
-    fn read(&self) -> String {
-        use std::io::Read;
-        let mut text = String::new();
-        if let Ok(f) = std::fs::File::open(&self.path) {
-            let _ = f.take(64 * 1024).read_to_string(&mut text);
-        }
-        text
-    }
-
-    /// `(ok, message)` of a line written by process `pid`.
-    fn parse(text: &str, pid: i32) -> Option<(bool, String)> {
-        let mut parts = text.trim_end().splitn(4, ' ');
-        let by: i32 = parts.next()?.parse().ok()?;
-        let _seq = parts.next()?;
-        let ok = match parts.next()? {
-            "ok" => true,
-            "failed" => false,
-            _ => return None,
-        };
-        (by == pid).then(|| (ok, parts.next().unwrap_or_default().to_string()))
-    }
-
-    /// Writes the outcome of reload number `seq` (atomically: a temp file renamed over it).
-    fn write(&self, seq: u64, ok: bool, message: &str) {
-        let tmp = self.path.with_extension("tmp");
-        let line = format!(
-            "{} {seq} {} {}\n",
-            std::process::id(),
-            if ok { "ok" } else { "failed" },
-            message.replace('\n', " ")
-        );
-        if let Err(e) = std::fs::write(&tmp, line).and_then(|()| std::fs::rename(&tmp, &self.path))
-        {
-            log::warn!(
-                "cannot write the reload's outcome to {} for `reload` to read: {e}",
-                self.path.display()
-            );
-        }
-    }
-}
-
-/// Loads the configuration again on SIGHUP, the same way as at start, checks what it needs
-/// of the node, and tells `reload` how it went.
-struct Reloader {
-    inputs: Inputs,
-    tx: mpsc::UnboundedSender<config::Config>,
-    outcome: Option<ReloadOutcome>,
-    seq: u64,
-}
-
-impl Reloader {
-    async fn reload(&mut self) {
-        self.seq += 1;
-        let result = match self.inputs.load() {
-            Ok(loaded) => {
-                for w in &loaded.warnings {
-                    log::warn!("{w}");
-                }
-                let checked = daemon::preflight(&loaded.config).await;
-                for w in &checked.warnings {
-                    log::warn!("{w}");
-                }
-                if checked.ok() {
-                    Ok(loaded.config)
-                } else {
-                    Err(checked.fatal.join("; "))
-                }
+            } else {
+                ExitCode::FAILURE
             }
-            Err(e) => Err(error_chain(&e)),
-        };
-        let (ok, message) = match result {
-            Ok(config) => {
-                // The daemon is gone when this fails: nothing left to reload.
-                let _ = self.tx.send(config);
-                (
-                    true,
-                    "configuration reloaded (it applies once a pass in progress ends)".to_string(),
-                )
-            }
-            Err(why) => {
-                let message =
-                    format!("keeping the running configuration, the new one is invalid: {why}");
-                log::error!("SIGHUP: {message}");
-                (false, message)
-            }
-        };
-        if let Some(o) = &self.outcome {
-            o.write(self.seq, ok, &message);
         }
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! - `preflight`: what the configuration needs of the node, checked before `run` reports ready,
 //!   before a reload, and by `check-config`;
+//! - `reload`: the inputs read again on SIGHUP, the daemon's answer, and `reload` (the unit's
+//!   `ExecReload=`) that checks, signals and waits for it;
 //! - `startup`: the single-instance lock, the state, the cordon guard and its recovery, and
 //!   their release before exit;
 //! - `follow`: connecting to the engines, catching up with their events and following them;
@@ -12,6 +14,7 @@
 
 mod follow;
 mod preflight;
+mod reload;
 mod serve;
 mod startup;
 
@@ -34,6 +37,7 @@ use serve::{Daemon, describe, step_bound};
 use startup::Startup;
 
 pub use preflight::{Preflight, preflight};
+pub use reload::{Answers, Inputs, RELOAD_BOUND, ReloadError, Reloaded, Reloader, request_reload};
 
 /// Exit code when another instance holds the lock (EX_TEMPFAIL: try again later).
 pub const EXIT_LOCKED: u8 = 75;

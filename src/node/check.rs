@@ -47,7 +47,7 @@ pub fn check_kubeconfig(
             return Ok(out);
         }
     };
-    out.warnings.extend(hidden(&path));
+    out.warnings.extend(hidden_from_service(&path));
     let loaded = kubeconfig::load(&path)?;
     let user = &loaded.config.auth_info;
     // The credential's files: not there yet is waited for (TLS bootstrap writes the client
@@ -72,7 +72,7 @@ pub fn check_kubeconfig(
                 file.display()
             ));
         }
-        out.warnings.extend(hidden(file));
+        out.warnings.extend(hidden_from_service(file));
     }
     if let Some(plugin) = &user.exec
         && user.token.is_none()
@@ -120,6 +120,16 @@ pub fn hidden(path: &Path) -> Option<String> {
         kubeconfig::DEFAULT_KUBECONFIG,
         HIDDEN_BY_PROTECT_HOME.join(", ")
     ))
+}
+
+/// [`hidden`], unless this process is the service (systemd set `INVOCATION_ID`) and sees the
+/// file: then `ProtectHome` was relaxed for it. From a shell, a file there is always worth the
+/// warning, since the service may not see what the shell sees.
+fn hidden_from_service(path: &Path) -> Option<String> {
+    if std::env::var_os("INVOCATION_ID").is_some() && path.exists() {
+        return None;
+    }
+    hidden(path)
 }
 
 /// True when `program` names a file that exists: as given when it has a `/`, else on `PATH`.
