@@ -97,9 +97,10 @@ bin=target/release/$NAME
 
 # --- host-side unit checks ----------------------------------------------------------------
 echo "== systemd-analyze (host, systemd $(systemd-analyze --version | awk 'NR==1{print $2}'))"
-# verify needs ExecStart's binary to exist: a copy of the unit points at the built one.
+# verify needs ExecStart's and ExecReload's binary to exist: a copy of the unit points at the
+# built one.
 mkdir -p "$work/unit"
-sed "s|^ExecStart=/usr/bin/$NAME|ExecStart=$PWD/$bin|" systemd/$UNIT >"$work/unit/$UNIT"
+sed -E "s|^(ExecStart\|ExecReload)=/usr/bin/$NAME|\1=$PWD/$bin|" systemd/$UNIT >"$work/unit/$UNIT"
 check "systemd-analyze verify $UNIT" systemd-analyze verify --man=no "$work/unit/$UNIT"
 security=$(systemd-analyze security --offline=yes "$work/unit/$UNIT" 2>&1 || true)
 exposure=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' <<<"$security")
@@ -337,7 +338,7 @@ check "unusable kubeconfig: the journal names it" \
     c sh -c "journalctl -u $UNIT --no-pager -o cat -n 20 | grep -q '/etc/$NAME/kubeconfig'"
 check "unusable kubeconfig: check-config exits 78" \
     c sh -c "$NAME check-config >/dev/null 2>&1; [ \$? -eq 78 ]"
-record "systemctl restart $UNIT; echo exit \$?; journalctl -u $UNIT -o cat -n 2 --no-pager"
+record "systemctl restart $UNIT; echo exit \$?; systemctl show -p ExecMainStatus $UNIT; journalctl -u $UNIT -o cat -p err --no-pager | grep 'cannot work' | tail -n 1"
 use_kubeconfig own-ca.kubeconfig
 check "kubeconfig with its own CA, no ca-certificates: start active" restart_ok
 check "kubeconfig with its own CA: no CA error in the journal" \
@@ -348,7 +349,7 @@ use_kubeconfig no-ca.kubeconfig
 check "kubeconfig without a CA on a system without ca-certificates: start fails, 78" restart_fails_78
 check "kubeconfig without a CA: the journal names ca-certificates" \
     c sh -c "journalctl -u $UNIT --no-pager -o cat -n 20 | grep -q 'install ca-certificates'"
-record "journalctl -u $UNIT -o cat -n 1 --no-pager"
+record "journalctl -u $UNIT -o cat -p err --no-pager | grep ca-certificates | tail -n 1"
 c rm -f /etc/$NAME/kubeconfig
 c sh -c "mkdir -p /root/.kube && cp /pkgs/own-ca.kubeconfig /root/.kube/config"
 env_file 'DOCKER_IMAGE_CLEANER_DRY_RUN=true\nDOCKER_IMAGE_CLEANER_NODE_NAME=dic-node\nKUBECONFIG=/root/.kube/config\n'
@@ -357,7 +358,7 @@ check "kubeconfig under /root: journalctl -p warning names ProtectHome=yes" \
     c sh -c "journalctl -u $UNIT --no-pager -o cat -p warning -n 20 | grep -q 'ProtectHome=yes'"
 check "kubeconfig under /root: status in a shell warns too" \
     c sh -c "$NAME status 2>&1 >/dev/null | grep -q 'ProtectHome=yes'"
-record "journalctl -u $UNIT -p warning -o cat --no-pager | tail -n 2"
+record "journalctl -u $UNIT -p warning -o cat --no-pager | grep ProtectHome | tail -n 1; $NAME status 2>&1 >/dev/null | grep ProtectHome"
 c rm -rf /root/.kube
 env_file 'DOCKER_IMAGE_CLEANER_DRY_RUN=true\n'
 restart_ok >/dev/null || true
@@ -387,7 +388,7 @@ reload_refused() {
 check "reload into an invalid file fails, the daemon is not signalled, a valid one applies" reload_refused
 c cp /etc/$NAME.toml /tmp/good.toml
 c sh -c "printf 'interval_secnds = 5\n' >>/etc/$NAME.toml"
-record "systemctl reload $UNIT; echo exit \$?"
+record "systemctl reload $UNIT; echo exit \$?; journalctl -u $UNIT -o cat --no-pager | grep -E 'not reloading|status=78' | tail -n 2"
 c cp /tmp/good.toml /etc/$NAME.toml
 
 echo "== deb: stop"
