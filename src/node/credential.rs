@@ -98,9 +98,8 @@ pub fn is_header_value(token: &str) -> bool {
 /// Resolves the credential of `loaded`'s user entry; an exec plugin gets `plugin_limit`.
 pub async fn resolve(loaded: &Loaded, plugin_limit: Duration) -> Result<Credential, Error> {
     let user = &loaded.config.auth_info;
-    if let Some(why) = unsupported(user) {
-        return Err(loaded.refused(format!("user \"{}\": {why}", loaded.user)));
-    }
+    // What the entry says inline is refused first, as check-config refuses it.
+    check_inline(loaded)?;
     let failed = |source: CredentialError| Error::Credential {
         path: loaded.path.clone(),
         user: loaded.user.clone(),
@@ -108,13 +107,8 @@ pub async fn resolve(loaded: &Loaded, plugin_limit: Duration) -> Result<Credenti
     };
     let mut files = Vec::new();
     let token = if let Some(token) = &user.token {
-        // kubectl does not trim an inline token either: `token: |` is refused by both.
-        if !is_header_value(token.expose_secret()) {
-            return Err(loaded.refused(format!(
-                "user \"{}\": the token is not a valid HTTP header value (a line break or another control character; `token: |` keeps the line break after the token: write `token: |-`, or the token on the same line)",
-                loaded.user
-            )));
-        }
+        // A valid header value: check_inline refused it otherwise (kubectl does not trim an
+        // inline token either: `token: |` is refused by both).
         Some(token.clone())
     } else if let Some(path) = &user.token_file {
         let path = PathBuf::from(path);
