@@ -36,6 +36,8 @@
 //! - `slot`: taking, renewing (a small task, `slot/renew`) and releasing a slot; slots left by a
 //!   crash.
 //! - `kubeconfig`: which kubeconfig, and what it says.
+//! - `check`: what can be known of it before any request (files, TLS roots, visibility to the
+//!   service).
 //! - `credential`, `exec`, `redact`: the user's credential, exec plugins, and keeping secrets out
 //!   of logs.
 //! - `connection`: the client built from the kubeconfig and the credential, and its cache.
@@ -43,6 +45,7 @@
 //!   [`crate::error_chain`]).
 
 mod api;
+mod check;
 mod connection;
 mod credential;
 mod describe;
@@ -60,6 +63,7 @@ mod redact;
 mod slot;
 mod timing;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,6 +77,7 @@ use slot::Fleet;
 
 pub use crate::error_chain as chain;
 pub use api::is_subdomain;
+pub use check::{HIDDEN_BY_PROTECT_HOME, KubeconfigCheck, check_kubeconfig, hidden};
 pub use error::{CredentialError, Error, KubeError, Verb};
 pub use event::node_event;
 pub use exec::PluginError;
@@ -117,6 +122,8 @@ pub struct Cordoner {
     node: Option<String>,
     mode: CordonMode,
     setting: Option<PathBuf>,
+    /// `KUBECONFIG`, from the configuration's environment.
+    kubeconfig_env: Option<OsString>,
     max_cordon: Duration,
     on_failure: OnCordonFailure,
     dry_run: bool,
@@ -160,6 +167,7 @@ impl Cordoner {
             },
             mode: config.cordon_mode,
             setting: config.kubeconfig.clone(),
+            kubeconfig_env: config.kubeconfig_env.clone(),
             max_cordon: config.max_cordon,
             on_failure: config.on_cordon_failure,
             dry_run: config.dry_run,
@@ -266,7 +274,11 @@ impl Cordoner {
             Some(node) if !is_subdomain(node) => Err(Error::NodeName { node: node.clone() }),
             _ => {
                 self.link
-                    .client(self.setting.as_deref(), &self.timing)
+                    .client(
+                        self.setting.as_deref(),
+                        self.kubeconfig_env.as_deref(),
+                        &self.timing,
+                    )
                     .await
             }
         }

@@ -18,6 +18,29 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// Reads the configuration file `path`. `Ok(None)` when it does not exist and `required` is
 /// false (the default path may be absent).
 pub(crate) fn read(path: &Path, required: bool) -> Result<Option<String>, Error> {
+    let Some(bytes) = read_bytes(path, required)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes).map(Some).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        // The prefix is valid UTF-8 by definition of `valid_up_to`.
+        let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+        let (line, column) = line_column(prefix, valid);
+        Error::Parse {
+            path: path.to_path_buf(),
+            message: format!(
+                "not UTF-8 at line {line}, column {column} (byte 0x{:02x}): the file must be UTF-8 text",
+                bytes[valid]
+            ),
+        }
+    })
+}
+
+/// Reads `path` as bytes, the same way: a regular file (symlinks followed), opened without
+/// blocking, at most [`MAX_FILE_BYTES`]. `Ok(None)` when it does not exist and `required` is
+/// false.
+pub(crate) fn read_bytes(path: &Path, required: bool) -> Result<Option<Vec<u8>>, Error> {
     let read_error = |source: std::io::Error| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -73,20 +96,7 @@ pub(crate) fn read(path: &Path, required: bool) -> Result<Option<String>, Error>
             limit: MAX_FILE_BYTES,
         });
     }
-    String::from_utf8(bytes).map(Some).map_err(|e| {
-        let valid = e.utf8_error().valid_up_to();
-        let bytes = e.as_bytes();
-        // The prefix is valid UTF-8 by definition of `valid_up_to`.
-        let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
-        let (line, column) = line_column(prefix, valid);
-        Error::Parse {
-            path: path.to_path_buf(),
-            message: format!(
-                "not UTF-8 at line {line}, column {column} (byte 0x{:02x}): the file must be UTF-8 text",
-                bytes[valid]
-            ),
-        }
-    })
+    Ok(Some(bytes))
 }
 
 /// The 1-based line and column (in characters) of byte offset `at` of `text`.

@@ -595,7 +595,7 @@ async fn one_order_across_two_engines_on_one_disk() {
     assert!(
         report
             .summary()
-            .contains("a 0 containers, 2 images; b 0 containers, 1 images")
+            .contains("a 0 containers, 2 images; b 0 containers, 1 image")
     );
 }
 

@@ -9,6 +9,7 @@
 //!   the plugin runs again at the next;
 //! - the API server has not answered 401 with it.
 
+use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -69,15 +70,16 @@ pub struct Link {
 }
 
 impl Link {
-    /// A client for the kubeconfig found now (`setting`, else `KUBECONFIG`, else the defaults):
-    /// the cached one while it is fresh, else a new one with a newly resolved credential.
+    /// A client for the kubeconfig found now (`setting`, else `KUBECONFIG` as `env` gives it,
+    /// else the defaults): the cached one while it is fresh, else a new one with a newly
+    /// resolved credential.
     pub async fn client(
         &mut self,
         setting: Option<&Path>,
+        env: Option<&OsStr>,
         timing: &Timing,
     ) -> Result<kube::Client, Error> {
-        let env = std::env::var_os("KUBECONFIG");
-        let path = match locate(setting, env.as_deref(), Path::exists) {
+        let path = match locate(setting, env, Path::exists) {
             Located::Found(path) => path,
             Located::Missing(tried) => {
                 self.current = None;
@@ -128,6 +130,13 @@ impl Link {
     }
 }
 
+/// True when the system has CA certificates to check an API server's certificate with (the
+/// store kube falls back to when the kubeconfig names no CA; `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` as OpenSSL reads them).
+fn system_roots() -> bool {
+    !rustls_native_certs::load_native_certs().certs.is_empty()
+}
+
 /// Timeouts of one client.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -159,6 +168,19 @@ pub fn client(
     config.write_timeout = Some(timeouts.request);
     // A pass may keep a pooled connection idle for minutes: count from each request instead.
     config.reset_reader_on_write = true;
+    let plain_http = config.cluster_url.scheme_str() == Some("http");
+    if config.root_cert.is_none() {
+        if plain_http || config.accept_invalid_certs {
+            // No certificate is checked: spare kube the system's CA store, which it would
+            // otherwise load (and fail on, on a system without ca-certificates).
+            config.root_cert = Some(Vec::new());
+        } else if !system_roots() {
+            return Err(Error::NoCaStore {
+                path: loaded.path.clone(),
+                cluster: loaded.cluster.clone(),
+            });
+        }
+    }
     // kube 5 retries 429/503/504 by itself up to 15 times with backoff up to 1000 s (honouring
     // Retry-After): that would unbound a pass. Our own retries are bounded instead.
     config.default_retry = false;

@@ -32,6 +32,61 @@ pub struct Credential {
     pub files: Vec<PathBuf>,
 }
 
+impl Credential {
+    /// No credential: for a client built only to check what the kubeconfig's cluster entry
+    /// allows (TLS roots, proxy).
+    pub fn none() -> Self {
+        Credential {
+            token: None,
+            identity: None,
+            expires: None,
+            from_plugin: false,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// Checks what the user entry says inline, as [`resolve`] does, without reading a file or
+/// running a plugin: an auth method we refuse, an inline token that is not a header value,
+/// `client-*-data` that is not base64, a certificate without its key.
+pub fn check_inline(loaded: &Loaded) -> Result<(), Error> {
+    let user = &loaded.config.auth_info;
+    if let Some(why) = unsupported(user) {
+        return Err(loaded.refused(format!("user \"{}\": {why}", loaded.user)));
+    }
+    if let Some(token) = &user.token
+        && !is_header_value(token.expose_secret())
+    {
+        return Err(loaded.refused(format!(
+            "user \"{}\": the token is not a valid HTTP header value (a line break or another control character; `token: |` keeps the line break after the token: write `token: |-`, or the token on the same line)",
+            loaded.user
+        )));
+    }
+    let cert = user.client_certificate_data.is_some() || user.client_certificate.is_some();
+    let key = user.client_key_data.is_some() || user.client_key.is_some();
+    if cert != key {
+        return Err(loaded.refused(format!(
+            "user \"{}\": a client certificate needs its key, and a key its certificate",
+            loaded.user
+        )));
+    }
+    let key_data = user.client_key_data.as_ref().map(|k| k.expose_secret());
+    for (what, data) in [
+        ("certificate", user.client_certificate_data.as_deref()),
+        ("key", key_data),
+    ] {
+        if let Some(data) = data
+            && base64(data).is_none()
+        {
+            return Err(loaded.refused(format!(
+                "user \"{}\": client-{what}-data is not valid base64",
+                loaded.user
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// True when `token` can follow `Bearer ` in an HTTP header: no control character but tab (the
 /// rule of the `http` crate, and of Go's net/http that kubectl uses).
 pub fn is_header_value(token: &str) -> bool {
@@ -43,9 +98,8 @@ pub fn is_header_value(token: &str) -> bool {
 /// Resolves the credential of `loaded`'s user entry; an exec plugin gets `plugin_limit`.
 pub async fn resolve(loaded: &Loaded, plugin_limit: Duration) -> Result<Credential, Error> {
     let user = &loaded.config.auth_info;
-    if let Some(why) = unsupported(user) {
-        return Err(loaded.refused(format!("user \"{}\": {why}", loaded.user)));
-    }
+    // What the entry says inline is refused first, as check-config refuses it.
+    check_inline(loaded)?;
     let failed = |source: CredentialError| Error::Credential {
         path: loaded.path.clone(),
         user: loaded.user.clone(),
@@ -53,13 +107,8 @@ pub async fn resolve(loaded: &Loaded, plugin_limit: Duration) -> Result<Credenti
     };
     let mut files = Vec::new();
     let token = if let Some(token) = &user.token {
-        // kubectl does not trim an inline token either: `token: |` is refused by both.
-        if !is_header_value(token.expose_secret()) {
-            return Err(loaded.refused(format!(
-                "user \"{}\": the token is not a valid HTTP header value (a line break or another control character; `token: |` keeps the line break after the token: write `token: |-`, or the token on the same line)",
-                loaded.user
-            )));
-        }
+        // A valid header value: check_inline refused it otherwise (kubectl does not trim an
+        // inline token either: `token: |` is refused by both).
         Some(token.clone())
     } else if let Some(path) = &user.token_file {
         let path = PathBuf::from(path);

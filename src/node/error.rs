@@ -74,6 +74,18 @@ pub enum Error {
         #[source]
         source: KubeError,
     },
+    /// The kubeconfig names no CA for an https:// server, and the system has no CA
+    /// certificates to check the server's certificate with.
+    #[error(
+        "kubeconfig {}: cluster \"{cluster}\" names no certificate-authority, so the API server's certificate must be checked against the system's CA certificates, and this system has none: install ca-certificates, or add the cluster's CA to the kubeconfig (certificate-authority-data)",
+        path.display()
+    )]
+    NoCaStore {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// The cluster entry.
+        cluster: String,
+    },
     /// GET of the Node failed.
     #[error("failed to read node {node}")]
     Get {
@@ -162,6 +174,7 @@ impl Error {
             Error::Kubeconfig { .. }
                 | Error::Refused { .. }
                 | Error::Client { .. }
+                | Error::NoCaStore { .. }
                 | Error::NodeName { .. }
         )
     }
@@ -177,6 +190,7 @@ impl Error {
             Error::Kubeconfig { .. }
             | Error::Refused { .. }
             | Error::Client { .. }
+            | Error::NoCaStore { .. }
             | Error::NodeName { .. } => false,
             Error::Get { source, .. }
             | Error::Cordon { source, .. }

@@ -66,6 +66,8 @@ impl Setup {
             .arg(config)
             .arg("--log")
             .arg("stderr")
+            .arg("--env-file")
+            .arg("")
             .args(args);
         cmd
     }
@@ -197,7 +199,7 @@ fn an_environment_value_sets_its_own_key_and_nothing_else() {
             "state_dir = {:?}  # file {path}",
             s.dir.path().join("state").display().to_string()
         ),
-        "threshold_low = 86  # default".to_string(),
+        "threshold_low = 86  # derived: 4 points below threshold_high".to_string(),
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -12,6 +12,7 @@ mod kube_fake;
 mod kubectl;
 mod lifecycle;
 mod metrics;
+mod operator;
 mod podman;
 mod races;
 mod react;
