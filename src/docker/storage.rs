@@ -76,10 +76,7 @@ impl Storage {
             if let Some(content) = &c.content_root {
                 places.push(Place {
                     path: content.clone(),
-                    holds: format!(
-                        "containerd's content store (image blobs; namespace {})",
-                        c.namespace
-                    ),
+                    holds: format!("its content store (image blobs; namespace {})", c.namespace),
                     walked: false,
                 });
             }
@@ -87,7 +84,7 @@ impl Storage {
                 places.push(Place {
                     path: snapshots.clone(),
                     holds: format!(
-                        "containerd's {} snapshots (unpacked layers, writable layers; namespace {})",
+                        "its {} snapshots (unpacked and writable layers; namespace {})",
                         c.snapshotter, c.namespace
                     ),
                     walked: false,

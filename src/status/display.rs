@@ -301,8 +301,12 @@ impl fmt::Display for Status {
                 e.store.as_deref().unwrap_or("unknown")
             )?;
             for p in &e.places {
-                let how = if p.walked { "walked" } else { "containerd" };
-                writeln!(f, "    {}  [{how}] {}", p.path.display(), p.holds)?;
+                let how = if p.walked {
+                    "walked"
+                } else {
+                    "counted by containerd"
+                };
+                writeln!(f, "    {}\n      {how}: {}", p.path.display(), p.holds)?;
             }
             if let Some(why) = &e.containerd_error {
                 writeln!(f, "    containerd's roots are unknown: {why}")?;
@@ -411,6 +415,21 @@ mod tests {
             last_used_ms: now - hours * 3_600_000,
             aged: false,
         };
+        // Docker's containerd image store, the longest lines there are.
+        let storage = crate::docker::Storage {
+            root: Some("/var/lib/docker".into()),
+            driver: "overlayfs".into(),
+            containerd: Some(crate::docker::ContainerdStore {
+                address: "/run/containerd/containerd.sock".into(),
+                namespace: "moby".into(),
+                snapshotter: "overlayfs".into(),
+                content_root: Some("/var/lib/containerd/io.containerd.content.v1.content".into()),
+                snapshots_root: Some(
+                    "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs".into(),
+                ),
+                error: None,
+            }),
+        };
         Status {
             usage: Measurement::Relative(vec![fs]),
             level: 87.0,
@@ -438,6 +457,9 @@ mod tests {
                     would_go_records: 0,
                 }),
                 covered_secs: 3600,
+                store: Some(super::super::store_text(&storage)),
+                places: super::super::places(&["/var/lib/docker".into()], &storage),
+                containerd_error: None,
             }],
             filesystems: vec![FilesystemStatus {
                 path: "/var/lib/docker".into(),

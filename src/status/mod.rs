@@ -281,9 +281,8 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
 pub fn store_text(storage: &docker::Storage) -> String {
     match &storage.containerd {
         Some(c) => format!(
-            "containerd image store (namespace {}, snapshotter {}, at {})",
+            "containerd image store, namespace {}, at {}",
             c.namespace,
-            c.snapshotter,
             c.address.display()
         ),
         None if storage.driver.is_empty() => "unknown".to_string(),
