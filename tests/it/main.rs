@@ -18,5 +18,6 @@ mod races;
 mod react;
 mod reclaim;
 mod state;
+mod stores;
 mod usage;
 mod util;
