@@ -41,6 +41,8 @@ die() {
 
 step "tools"
 missing=()
+# The build generates containerd's gRPC client with protoc.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v help2man >/dev/null 2>&1 || missing+=(help2man)
 if [ -z "${NO_LINT:-}" ]; then
     command -v lintian >/dev/null 2>&1 || missing+=(lintian)

@@ -107,6 +107,8 @@ else
     { [ -x "$DOCKERD" ] && [ -x "$DOCKER" ] && [ -x "$CONTAINERD" ]; } || missing+=(docker.io)
 fi
 # The demo's images are FROM scratch around a statically linked busybox.
+# The build generates containerd's gRPC client with protoc.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
