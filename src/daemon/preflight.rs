@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::docker::DockerEngine;
+use crate::docker::{DockerEngine, Engine};
 use crate::error_chain;
 use crate::node;
 
@@ -134,11 +134,29 @@ async fn engines(config: &Config, p: &mut Preflight) {
         }
         let timeout = config.timeout.min(PING_BOUND);
         match DockerEngine::connect(Some(&host), timeout).await {
-            Ok(e) => p.notes.push(format!(
-                "engine {}: {host} answers{}",
-                engine.name,
-                if e.is_podman() { " (Podman)" } else { "" }
-            )),
+            Ok(e) => {
+                p.notes.push(format!(
+                    "engine {}: {host} answers{}: {}",
+                    engine.name,
+                    if e.is_podman() { " (Podman)" } else { "" },
+                    e.storage().describe()
+                ));
+                for place in e.storage().counted_in(&engine.paths) {
+                    p.notes.push(format!(
+                        "engine {}: bytes counted in {} ({}: {})",
+                        engine.name,
+                        place.path.display(),
+                        if place.walked {
+                            "walked"
+                        } else {
+                            "by containerd"
+                        },
+                        place.holds
+                    ));
+                }
+                p.warnings
+                    .extend(crate::cycle::storage_warnings(engine, e.storage()));
+            }
             Err(e) => p.warnings.push(format!(
                 "engine {}: not answering yet, waited for: {}",
                 engine.name,

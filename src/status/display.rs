@@ -457,8 +457,8 @@ mod tests {
                     would_go_records: 0,
                 }),
                 covered_secs: 3600,
-                store: Some(super::super::store_text(&storage)),
-                places: super::super::places(&["/var/lib/docker".into()], &storage),
+                store: Some(storage.describe()),
+                places: storage.counted_in(&["/var/lib/docker".into()]),
                 containerd_error: None,
             }],
             filesystems: vec![FilesystemStatus {

@@ -232,11 +232,11 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
                 store: connected
                     .iter()
                     .find(|(c, _)| c.name == e.name)
-                    .map(|(_, engine)| store_text(engine.storage())),
+                    .map(|(_, engine)| engine.storage().describe()),
                 places: connected
                     .iter()
                     .find(|(c, _)| c.name == e.name)
-                    .map(|(c, engine)| places(&c.paths, engine.storage()))
+                    .map(|(c, engine)| engine.storage().counted_in(&c.paths))
                     .unwrap_or_default(),
                 containerd_error: connected
                     .iter()
@@ -275,47 +275,6 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         taken_ms: now,
         critical_pct: config.critical_pct,
     })
-}
-
-/// An engine's image store in a few words.
-pub fn store_text(storage: &docker::Storage) -> String {
-    match &storage.containerd {
-        Some(c) => format!(
-            "containerd image store, namespace {}, at {}",
-            c.namespace,
-            c.address.display()
-        ),
-        None if storage.driver.is_empty() => "unknown".to_string(),
-        None => storage.driver.clone(),
-    }
-}
-
-/// Where an engine's bytes are counted: each configured path (walked), then each place the
-/// engine named that no configured path holds.
-pub fn places(configured: &[std::path::PathBuf], storage: &docker::Storage) -> Vec<Place> {
-    let named = storage.places();
-    let mut out: Vec<Place> = configured
-        .iter()
-        .map(|path| {
-            let holds = named
-                .iter()
-                .filter(|p| p.walked && p.path.starts_with(path))
-                .map(|p| p.holds.clone())
-                .next()
-                .unwrap_or_else(|| "configured; the engine names no data here".to_string());
-            Place {
-                path: path.clone(),
-                holds,
-                walked: true,
-            }
-        })
-        .collect();
-    out.extend(
-        named
-            .into_iter()
-            .filter(|p| !p.walked || !docker::Storage::covered_by(&p.path, configured)),
-    );
-    out
 }
 
 mod display;
