@@ -76,15 +76,16 @@ fn buildkit_images_free_their_bytes_through_the_build_cache() {
         // Only the records shared with the images are left: the layers' one copy.
         d.docker(&["builder", "prune", "--force"]);
     }
-    // With the containerd store BuildKit's prune without `all` may or may not take the shared
-    // copies (Docker 28.5 did both here): they are left for the pass.
+    // With the containerd store they are left for the pass: BuildKit there reports the step
+    // records sometimes shared with the image, sometimes not (both seen on Docker 28.5), and a
+    // prune without `all` may take them or not; either way they are copies of their own.
     let shared = d
         .build_cache()
         .iter()
         .filter(|(_, _, shared)| *shared)
         .count();
     assert!(
-        shared >= 3,
+        containerd || shared >= 3,
         "a shared record per image: {:?}",
         d.build_cache()
     );
