@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::{Delay, EngineConfig, Floor};
 use crate::docker::fake::{Answer, Call, FakeEngine};
-use crate::docker::{Container, Image};
+use crate::docker::{Container, ContainerState, Image};
 use crate::lastuse::LastUse;
 use crate::policy::Step;
 use crate::usage::FsUsage;
@@ -385,7 +385,7 @@ async fn the_delay_separates_image_removals_only() {
         id: "old".into(),
         name: "old".into(),
         image_id: "gone".into(),
-        running: false,
+        state: ContainerState::Exited,
         created: 0,
         finished: None,
     });

@@ -9,11 +9,13 @@
 //! - `events`: the event stream and which events mean "used", with Podman's quirks;
 //! - `cache`: the build cache's `/system/df` and `/build/prune`, through bollard's request hooks;
 //! - `images`: the image list, read as text and parsed leniently (bollard's model refuses an
-//!   answer that leaves out a field it requires).
+//!   answer that leaves out a field it requires); `containers`: the container list likewise,
+//!   each container with the state its engine names.
 //!
 //! None of them decides what to delete.
 
 mod cache;
+mod containers;
 mod events;
 mod images;
 mod remove;
@@ -23,15 +25,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::ContainerSummaryStateEnum;
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, PruneContainersOptionsBuilder, PruneImagesOptionsBuilder,
-    RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{PruneImagesOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
 use futures_util::Stream;
 
-use super::{BuildCache, Container, Engine, Error, Inventory, Pruned, Removal, UseEvent};
+use super::{BuildCache, Engine, Error, Inventory, Pruned, Removal, UseEvent};
 
 /// The Docker Engine (or a compatible one, such as `podman system service`) over its HTTP API.
 #[derive(Debug, Clone)]
@@ -201,36 +199,18 @@ impl Engine for DockerEngine {
         let images = self.list_images().await?;
 
         // `containers` in the image list is -1 (crates.md G2): "in use" comes from here.
-        let list = self
-            .call(
-                "list containers",
-                self.docker.list_containers(Some(
-                    ListContainersOptionsBuilder::default().all(true).build(),
-                )),
-            )
-            .await?;
-        let mut containers = Vec::with_capacity(list.len());
-        for c in list {
-            let Some(id) = c.id else { continue };
-            let running = !matches!(
-                c.state,
-                Some(
-                    ContainerSummaryStateEnum::CREATED
-                        | ContainerSummaryStateEnum::EXITED
-                        | ContainerSummaryStateEnum::DEAD
-                )
-            );
-            let mut finished = None;
-            if finished_times && !running {
+        let mut containers = Vec::new();
+        for mut c in self.list_containers().await? {
+            if finished_times && c.is_stopped() {
                 match self
                     .call(
-                        format!("inspect container {id}"),
-                        self.docker.inspect_container(&id, None),
+                        format!("inspect container {}", c.id),
+                        self.docker.inspect_container(&c.id, None),
                     )
                     .await
                 {
                     Ok(inspect) => {
-                        finished = inspect
+                        c.finished = inspect
                             .state
                             .and_then(|s| s.finished_at)
                             .and_then(|s| rfc3339_secs(&s));
@@ -240,18 +220,7 @@ impl Engine for DockerEngine {
                     Err(e) => return Err(e),
                 }
             }
-            containers.push(Container {
-                name: c
-                    .names
-                    .and_then(|n| n.into_iter().next())
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .unwrap_or_default(),
-                image_id: c.image_id.unwrap_or_default(),
-                running,
-                created: c.created.unwrap_or_default(),
-                finished,
-                id,
-            });
+            containers.push(c);
         }
         Ok(Inventory { images, containers })
     }
@@ -275,20 +244,7 @@ impl Engine for DockerEngine {
     }
 
     async fn prune_containers(&self) -> Result<Pruned, Error> {
-        let r = self
-            .call(
-                "prune containers",
-                self.docker
-                    .prune_containers(Some(PruneContainersOptionsBuilder::default().build())),
-            )
-            .await?;
-        Ok(Pruned {
-            deleted: r.containers_deleted.unwrap_or_default(),
-            reclaimed_bytes: r
-                .space_reclaimed
-                .and_then(|b| u64::try_from(b).ok())
-                .unwrap_or(0),
-        })
+        self.prune_stopped_containers().await
     }
 
     async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt, stream};
 
 use super::{
-    BuildCache, CacheRecord, Container, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent,
+    BuildCache, CacheRecord, Container, ContainerState, Engine, Error, Image, Inventory, Pruned,
+    Removal, UseEvent,
 };
 
 /// One call made to the fake, in order.
@@ -218,9 +219,19 @@ impl Engine for FakeEngine {
         let containers = &mut s.inventory.containers;
         match containers.iter().position(|c| c.id == id) {
             None => Ok(Removal::Gone),
-            Some(i) if containers[i].running => Ok(Removal::Conflict(format!(
-                "cannot remove running container {id}"
-            ))),
+            // Docker removes a created container without force; it refuses a running, paused or
+            // restarting one.
+            Some(i)
+                if matches!(
+                    containers[i].state,
+                    ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+                ) =>
+            {
+                Ok(Removal::Conflict(format!(
+                    "cannot remove {} container {id}",
+                    containers[i].state
+                )))
+            }
             Some(i) => {
                 containers.remove(i);
                 Ok(Removal::Removed)
@@ -258,8 +269,11 @@ impl Engine for FakeEngine {
 
     async fn prune_containers(&self) -> Result<Pruned, Error> {
         let mut s = self.enter(Call::PruneContainers).await;
-        let (gone, kept): (Vec<Container>, Vec<Container>) =
-            s.inventory.containers.drain(..).partition(|c| !c.running);
+        let (gone, kept): (Vec<Container>, Vec<Container>) = s
+            .inventory
+            .containers
+            .drain(..)
+            .partition(Container::is_stopped);
         s.inventory.containers = kept;
         Ok(Pruned {
             deleted: gone.into_iter().map(|c| c.id).collect(),

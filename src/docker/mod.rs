@@ -20,7 +20,9 @@ use std::time::Duration;
 use futures_util::Stream;
 
 pub use engine::DockerEngine;
-pub use model::{BuildCache, CacheRecord, Container, Image, Inventory, Pruned, Removal, UseEvent};
+pub use model::{
+    BuildCache, CacheRecord, Container, ContainerState, Image, Inventory, Pruned, Removal, UseEvent,
+};
 
 /// Errors talking to an engine.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,8 @@ pub trait Engine: Sync {
         tags: &[String],
     ) -> impl Future<Output = Result<Removal, Error>> + Send;
 
-    /// `docker container prune`.
+    /// What `docker container prune` is meant for, safely: every exited or dead container,
+    /// removed without force (never a created one, which Docker's own prune removes).
     fn prune_containers(&self) -> impl Future<Output = Result<Pruned, Error>> + Send;
 
     /// `docker image prune` (`all = false`: dangling only) or `docker image prune -a`.

@@ -117,7 +117,9 @@ impl fmt::Display for Kept {
             on(&self.engine)
         )?;
         match &self.reason {
-            Reason::InUse { container } => write!(f, "in use by container {container}"),
+            Reason::InUse { container, state } => {
+                write!(f, "in use by container {container} ({state})")
+            }
             Reason::KeepRule { pattern } => write!(f, "matches keep rule {pattern:?}"),
             Reason::KeepLabel { rule, label } => {
                 write!(f, "has label {label}, matches keep_labels rule {rule:?}")

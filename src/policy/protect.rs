@@ -81,7 +81,7 @@ pub(super) struct Rules<'a> {
     /// The engine's name.
     pub engine: &'a str,
     /// Image id → a container that stays and uses it.
-    pub users: &'a HashMap<&'a str, &'a str>,
+    pub users: &'a super::containers::Users<'a>,
     /// Keep patterns matched against tags.
     pub keep: &'a [Regex],
     /// Keep rules matched against labels.
@@ -104,9 +104,10 @@ pub(super) fn protect<'a>(
     let mut kept = Vec::new();
     let mut unprotected = Vec::new();
     for image in &inventory.images {
-        let reason = if let Some(container) = rules.users.get(image.id.as_str()) {
+        let reason = if let Some((container, state)) = rules.users.get(image.id.as_str()) {
             Some(Reason::InUse {
                 container: container.to_string(),
+                state: *state,
             })
         } else if let Some(pattern) = rules
             .keep

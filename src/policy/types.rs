@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::docker::{BuildCache, Inventory};
+use crate::docker::{BuildCache, ContainerState, Inventory};
 use crate::lastuse::LastUse;
 
 /// One action of a pass, on one engine.
@@ -98,6 +98,8 @@ pub enum Reason {
     InUse {
         /// The container's name.
         container: String,
+        /// Its state (a created container counts: it is about to start).
+        state: ContainerState,
     },
     /// A `keep` pattern matches one of its tags.
     KeepRule {

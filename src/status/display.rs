@@ -65,7 +65,9 @@ fn names(names: &[String]) -> String {
 /// Why something stays, in words, with ages counted from now.
 fn why(reason: &Reason) -> String {
     match reason {
-        Reason::InUse { container } => format!("in use by container {container}"),
+        Reason::InUse { container, state } => {
+            format!("in use by container {container} ({state})")
+        }
         Reason::KeepRule { pattern } => format!("keep rule {pattern:?}"),
         Reason::KeepLabel { rule, label } => format!("label {label} (keep_labels {rule:?})"),
         Reason::TooYoung { age_secs } => format!(

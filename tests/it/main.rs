@@ -1,5 +1,6 @@
 //! One integration-test binary; shared helpers live in `util`.
 
+mod busy;
 mod clean;
 mod config;
 mod cordon;
