@@ -208,6 +208,7 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
             guard: &mut *self.guard,
             progress: self.progress,
             shutdown: self.shutdown,
+            now_ms: self.now_ms,
         }
         .run(&plan, &stock.views(), &before, &mut tallies)
         .await;

@@ -1050,3 +1050,40 @@ async fn shutdown_while_waiting_for_a_slot_removes_nothing() {
 }
 
 mod reclaim;
+
+/// Strategy `prune` spares the newest step of a build in progress, as a plan does, and prunes
+/// everything else it would.
+#[tokio::test(start_paused = true)]
+async fn prune_strategy_spares_a_build_in_progress() {
+    let now_secs = NOW_MS / 1000;
+    let step = Image {
+        tags: Vec::new(),
+        parent_id: Some("base".into()),
+        created: now_secs - 5,
+        ..image("step", 10)
+    };
+    let dangling = Image {
+        tags: Vec::new(),
+        created: now_secs - 5,
+        ..image("dangling", 10)
+    };
+    let engine = FakeEngine::new(vec![image("base", 10), step, dangling], Vec::new());
+    let mut last_use = LastUse::new();
+    let disk = Disk::new(&engine, 99);
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let config = Config {
+        strategy: crate::config::Strategy::Prune,
+        ..config()
+    };
+    pass(&config, &engine, &disk, &mut last_use, &guard, &token)
+        .await
+        .unwrap();
+    let left: Vec<String> = engine
+        .inventory_now()
+        .images
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, vec!["step".to_string()]);
+}

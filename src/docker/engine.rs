@@ -4,8 +4,8 @@
 //!
 //! This file owns connecting, the bounded call and its error mapping, the inventory, and the
 //! [`Engine`] implementation, which hands the larger concerns to:
-//! - `remove`: the all-or-nothing image removal (untag, remove, put the tags back) and Podman's
-//!   prune one image at a time;
+//! - `remove`: the all-or-nothing image removal (untag, remove, put the tags back) and the image
+//!   prunes, one image at a time;
 //! - `events`: the event stream and which events mean "used", with Podman's quirks;
 //! - `cache`: the build cache's `/system/df` and `/build/prune`, through bollard's request hooks;
 //! - `images`: the image list, read as text and parsed leniently (bollard's model refuses an
@@ -20,16 +20,15 @@ mod events;
 mod images;
 mod remove;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::{PruneImagesOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
 use futures_util::Stream;
 
-use super::{BuildCache, Engine, Error, Inventory, Pruned, Removal, UseEvent};
+use super::{BuildCache, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent};
 
 /// The Docker Engine (or a compatible one, such as `podman system service`) over its HTTP API.
 #[derive(Debug, Clone)]
@@ -247,40 +246,12 @@ impl Engine for DockerEngine {
         self.prune_stopped_containers().await
     }
 
-    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
-        if all && self.podman {
-            return self.prune_all_one_by_one().await;
-        }
-        let filters = HashMap::from([(
-            "dangling".to_string(),
-            vec![if all { "false" } else { "true" }.to_string()],
-        )]);
-        let r = self
-            .call(
-                if all {
-                    "prune all unused images"
-                } else {
-                    "prune dangling images"
-                },
-                self.docker.prune_images(Some(
-                    PruneImagesOptionsBuilder::default()
-                        .filters(&filters)
-                        .build(),
-                )),
-            )
-            .await?;
-        Ok(Pruned {
-            deleted: r
-                .images_deleted
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|i| i.deleted)
-                .collect(),
-            reclaimed_bytes: r
-                .space_reclaimed
-                .and_then(|b| u64::try_from(b).ok())
-                .unwrap_or(0),
-        })
+    async fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
+        self.prune_one_by_one(all, spare).await
     }
 
     async fn build_cache(&self) -> Result<Option<BuildCache>, Error> {

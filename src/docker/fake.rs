@@ -281,7 +281,11 @@ impl Engine for FakeEngine {
         })
     }
 
-    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
+    async fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
         let mut s = self.enter(Call::PruneImages { all }).await;
         let used: Vec<String> = s
             .inventory
@@ -293,7 +297,7 @@ impl Engine for FakeEngine {
             .inventory
             .images
             .drain(..)
-            .partition(|i| !used.contains(&i.id) && (all || i.is_dangling()));
+            .partition(|i| !used.contains(&i.id) && (all || i.is_dangling()) && !spare(i));
         s.inventory.images = kept;
         let reclaimed_bytes = gone.iter().map(|i| i.size_bytes).sum();
         s.freed_bytes = s.freed_bytes.saturating_add(reclaimed_bytes);

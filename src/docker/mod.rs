@@ -111,8 +111,15 @@ pub trait Engine: Sync {
     /// removed without force (never a created one, which Docker's own prune removes).
     fn prune_containers(&self) -> impl Future<Output = Result<Pruned, Error>> + Send;
 
-    /// `docker image prune` (`all = false`: dangling only) or `docker image prune -a`.
-    fn prune_images(&self, all: bool) -> impl Future<Output = Result<Pruned, Error>> + Send;
+    /// `docker image prune` (`all = false`: dangling only) or `docker image prune -a`, the
+    /// images for which `spare` holds excepted (the newest step of a build in progress): every
+    /// such image that no container uses, removed one by one without force as
+    /// [`Engine::remove_image`] does.
+    fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> impl Future<Output = Result<Pruned, Error>> + Send;
 
     /// The build cache's records (`GET /system/df`, which can be slow on a large node: call it
     /// once a pass, and only when the cache may be reclaimed or shown); `None` when the engine

@@ -68,6 +68,14 @@ fn why(reason: &Reason) -> String {
         Reason::InUse { container, state } => {
             format!("in use by container {container} ({state})")
         }
+        Reason::Building { age_secs } => format!(
+            "untagged step image made {} ago: a build may use it next",
+            age(age_secs.saturating_mul(1000))
+        ),
+        Reason::BuildStep { image_age_secs } => format!(
+            "stopped step of a build (its image made {} ago): the build commits it next",
+            age(image_age_secs.saturating_mul(1000))
+        ),
         Reason::KeepRule { pattern } => format!("keep rule {pattern:?}"),
         Reason::KeepLabel { rule, label } => format!("label {label} (keep_labels {rule:?})"),
         Reason::TooYoung { age_secs } => format!(

@@ -4,9 +4,22 @@
 //! asserts what a user sees: the container starts after the pass, the build succeeds, and what
 //! was not in use did go (so the pass really ran).
 
+use std::fs;
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use crate::util::cleaner::Cleaner;
 use crate::util::cli::EngineCli;
-use crate::util::dockerd::PrivateDockerd;
+use crate::util::daemon::Daemon;
+use crate::util::dockerd::{BUSYBOX, PrivateDockerd};
+use crate::util::wait_until;
+
+/// Numbers the build contexts of this test process.
+static NEXT_CONTEXT: AtomicU64 = AtomicU64::new(0);
+/// Bound of a daemon's start and stop.
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// A cleaner for `d` whose high watermark is under the current usage (so a pass cleans) and whose
 /// low one is out of reach (so it tries everything it may), with `extra` TOML lines.
@@ -84,4 +97,183 @@ fn status_names_the_created_container_that_keeps_an_image() {
             .any(|l| l.contains("app:1") && l.contains("in use by container pod1 (created)")),
         "{out}"
     );
+}
+
+/// A build context in `d`'s temp dir (not on its loop filesystem): `Dockerfile`, `/busybox`, and
+/// `payload`, `payload_kib` KiB that differ from every other context's.
+fn context(d: &PrivateDockerd, dockerfile: &str, payload_kib: usize) -> PathBuf {
+    let n = NEXT_CONTEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = d.dir().join(format!("legacy-{n}"));
+    fs::create_dir_all(&dir).expect("context dir");
+    fs::copy(BUSYBOX, dir.join("busybox")).expect("busybox into the context");
+    let mut payload = format!("context {n} of process {}\n", std::process::id()).into_bytes();
+    payload.resize(payload_kib * 1024, b'x');
+    fs::write(dir.join("payload"), payload).expect("payload");
+    fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    dir
+}
+
+/// `docker build` with the classic (legacy) builder, `DOCKER_BUILDKIT=0`, and `args` before the
+/// context; whatever happened.
+fn legacy_build(d: &PrivateDockerd, ctx: &std::path::Path, args: &[&str]) -> Output {
+    let ctx = ctx.display().to_string();
+    let mut all = vec!["build", "--network=none"];
+    all.extend_from_slice(args);
+    all.push(&ctx);
+    d.try_docker_env(&all, &[("DOCKER_BUILDKIT", "0")])
+}
+
+/// A classic build stopped between two of its steps, as a pass finds it: the last step's image
+/// is untagged, has the previous step as its parent, was made a moment ago, and no container
+/// uses it yet (the next step's is about to be created from it). Built here as a build of one
+/// step without a tag, then a pass with `min_age_seconds = 0`: the image stays and the next
+/// step's container can be created from it; an imported dangling image and an unused image go.
+fn build_step_survives(strategy: &str) {
+    let Some(d) = PrivateDockerd::start(&format!("build-step-{strategy}"), 512, None) else {
+        return;
+    };
+    d.image("base:1", 1);
+    let ctx = context(
+        &d,
+        "FROM base:1\nRUN [\"/busybox\", \"sh\", \"-c\", \"echo 1 > /step\"]\n",
+        1,
+    );
+    let iid = ctx.join("iid");
+    let iid_arg = iid.display().to_string();
+    let out = legacy_build(&d, &ctx, &["--iidfile", &iid_arg]);
+    assert!(
+        out.status.success(),
+        "legacy build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let step = fs::read_to_string(&iid)
+        .expect("iidfile")
+        .trim()
+        .to_string();
+    assert!(step.starts_with("sha256:"), "{step}");
+    let imported = d.dangling_image(5);
+    let old = d.image("old:1", 10);
+    let cleaner = cleaner_above_high(&d, &format!("strategy = {strategy:?}\n"));
+    let (out, err) = cleaner.run_ok(&["once"]);
+    let text = format!("stdout:\n{out}\nstderr:\n{err}");
+
+    assert!(
+        d.image_ids().contains(&step),
+        "the build's step is gone:\n{text}"
+    );
+    let next = d.try_docker(&["create", "--network=none", &step, "/busybox", "true"]);
+    assert!(
+        next.status.success(),
+        "the next step's container: {}\n{text}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    let left = d.image_ids();
+    assert!(!left.contains(&imported) && !left.contains(&old), "{text}");
+}
+
+#[test]
+fn the_newest_step_of_a_build_in_progress_survives_a_pass() {
+    build_step_survives("lru");
+}
+
+#[test]
+fn the_prune_strategy_spares_a_build_in_progress_too() {
+    build_step_survives("prune");
+}
+
+/// A burst of classic builds (`DOCKER_BUILDKIT=0`) on a disk above the high watermark, with the
+/// daemon running (`min_age_seconds = 0`, a pass at every tick and at every build and container
+/// create): no build fails, and the passes kept removing what nothing uses meanwhile (the
+/// unused images at once, each finished build's image afterwards).
+#[test]
+fn a_burst_of_legacy_builds_above_high_all_succeed() {
+    const BUILDERS: usize = 6;
+    const ROUNDS: usize = 3;
+    let Some(d) = PrivateDockerd::start("build-burst", 2048, None) else {
+        return;
+    };
+    d.image("base:1", 1);
+    let unused: Vec<String> = (0..6)
+        .map(|i| d.image(&format!("unused-{i}:1"), 5))
+        .collect();
+    // Well above high for the whole burst: every pass removes all it may.
+    d.fill_to(55.0);
+    let cleaner = Cleaner::new(
+        &d,
+        // The builds' base is kept by a rule: a pass may remove it before a build starts.
+        "threshold_high = 50\nthreshold_low = 1\ninterval_seconds = 1\nkeep = [\"^base:\"]\n",
+    );
+    // As from a shell: a notify socket nobody reads while the builds run would fill up.
+    let mut daemon = Daemon::plain(cleaner.command(&["run"]));
+    let gone = |ids: &[String]| {
+        let left = d.image_ids();
+        ids.iter().all(|u| !left.contains(u))
+    };
+    assert!(
+        wait_until(MINUTE, || gone(&unused)),
+        "the first pass did not remove the unused images:\n{}",
+        daemon.context()
+    );
+
+    let dockerfile = "FROM base:1\nENV STEP=1\n\
+        RUN [\"/busybox\", \"sh\", \"-c\", \"echo a > /a\"]\n\
+        COPY payload /payload\n\
+        LABEL step=4\n\
+        RUN [\"/busybox\", \"sh\", \"-c\", \"echo b > /b\"]\n\
+        COPY Dockerfile /Dockerfile\n\
+        RUN [\"/busybox\", \"true\"]\n";
+    let results: Vec<(String, Result<String, String>)> = std::thread::scope(|s| {
+        let builders: Vec<_> = (0..BUILDERS)
+            .map(|b| {
+                let d = &d;
+                s.spawn(move || {
+                    let mut results = Vec::new();
+                    for r in 0..ROUNDS {
+                        let ctx = context(d, dockerfile, 32 * 1024);
+                        let iid = ctx.join("iid");
+                        let iid_arg = iid.display().to_string();
+                        let tag = format!("built-{b}-{r}:1");
+                        let out = legacy_build(d, &ctx, &["--tag", &tag, "--iidfile", &iid_arg]);
+                        let result = if out.status.success() {
+                            Ok(fs::read_to_string(&iid)
+                                .unwrap_or_default()
+                                .trim()
+                                .to_string())
+                        } else {
+                            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+                        };
+                        results.push((tag, result));
+                        let _ = fs::remove_dir_all(&ctx);
+                    }
+                    results
+                })
+            })
+            .collect();
+        builders
+            .into_iter()
+            .flat_map(|b| b.join().expect("a builder thread panicked"))
+            .collect()
+    });
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(tag, r)| r.as_ref().err().map(|e| format!("{tag}: {e}")))
+        .collect();
+    let built: Vec<String> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
+    // Nothing uses the finished builds' images: the passes go on removing them.
+    let cleaned = wait_until(MINUTE, || gone(&built));
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(MINUTE);
+    assert!(
+        failures.is_empty(),
+        "{} of {} builds failed:\n{}\n{}",
+        failures.len(),
+        BUILDERS * ROUNDS,
+        failures.join("\n"),
+        daemon.context()
+    );
+    assert!(cleaned, "the built images stayed:\n{}", daemon.context());
+    assert_eq!(status.code(), Some(0), "{}", daemon.context());
 }

@@ -1,12 +1,13 @@
 //! Removing an image all or nothing as a user sees it ([`DockerEngine::remove_all_or_nothing`]):
 //! untag the extra tags one by one while each still names the image, remove it by id, and put
-//! the tags back when the removal is refused; and `docker image prune -a` for Podman, one image
-//! at a time through that same removal. Decides nothing about what to remove: the plan does.
+//! the tags back when the removal is refused; and the image prunes of strategy `prune`, one
+//! image at a time through that same removal (sparing what the caller says: a build's newest
+//! step). Decides nothing about what to remove: the plan does.
 
 use bollard::query_parameters::{RemoveImageOptionsBuilder, TagImageOptionsBuilder};
 
 use super::{DockerEngine, removal};
-use crate::docker::{Engine, Error, Pruned, Removal};
+use crate::docker::{Engine, Error, Image, Pruned, Removal};
 
 impl DockerEngine {
     /// `DELETE /images/{name}` without force: how it ended and, when it did, the ids of the
@@ -165,13 +166,22 @@ impl DockerEngine {
         }
     }
 
-    /// `docker image prune -a` for Podman, whose compatible API refuses `dangling=false` (500):
-    /// every image no container uses, removed one by one as any planned removal.
-    pub(super) async fn prune_all_one_by_one(&self) -> Result<Pruned, Error> {
+    /// `docker image prune` (dangling only) or `docker image prune -a`, one image at a time:
+    /// every image (dangling, unless `all`) that no container uses, whatever its state, and for
+    /// which `spare` does not hold, removed as any planned removal. Docker's own prune would
+    /// take the newest step of a build in progress; Podman's refuses `dangling=false` (500).
+    pub(super) async fn prune_one_by_one(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
         let inventory = self.inventory(false).await?;
         let mut pruned = Pruned::default();
         for image in &inventory.images {
-            if inventory.containers.iter().any(|c| c.image_id == image.id) {
+            if !(all || image.is_dangling())
+                || spare(image)
+                || inventory.containers.iter().any(|c| c.image_id == image.id)
+            {
                 continue;
             }
             if self.remove_all_or_nothing(&image.id, &image.tags).await? == Removal::Removed {

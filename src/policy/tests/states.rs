@@ -119,3 +119,91 @@ fn a_created_container_never_goes_however_old() {
     let p = plan(&inv, &table(&[]), &cfg, shortfall(u64::MAX), NOW_MS);
     assert!(p.steps.is_empty(), "{p}");
 }
+
+fn made(id: &str, tags: &[&str], parent: Option<&str>, secs_ago: i64) -> Image {
+    Image {
+        parent_id: parent.map(String::from),
+        created: NOW - secs_ago,
+        ..image(id, tags, 10)
+    }
+}
+
+/// The newest step of a classic build (untagged, with a parent, made moments ago) stays with
+/// `min_age` 0, and so do its parents; an untagged image without a parent (an import, a pull
+/// that lost its tag) or made longer ago than the grace, and a tagged one, do not.
+#[test]
+fn the_newest_step_of_a_build_stays_whatever_the_min_age() {
+    let grace = BUILD_GRACE.as_secs() as i64;
+    let inv = Inventory {
+        images: vec![
+            made("base", &["base:1"], None, 100 * HOUR),
+            made("step", &[], Some("base"), 2),
+            made("other-step", &[], Some("base"), 3),
+            made("future", &[], Some("elsewhere"), -30),
+            made("imported", &[], None, 2),
+            made("finished", &[], Some("base"), grace + 1),
+            made("tagged", &["app:1"], Some("base"), 2),
+        ],
+        containers: vec![
+            // A `RUN` step that just exited, about to be committed by its build.
+            in_state("run-step", "step", ContainerState::Exited, NOW - 1),
+            in_state("ran", "imported", ContainerState::Exited, NOW - 1),
+        ],
+    };
+    let mut cfg = config();
+    cfg.min_age = Duration::ZERO;
+    let p = plan(&inv, &table(&[]), &cfg, shortfall(u64::MAX), NOW_MS);
+    assert_eq!(
+        reason_of(&p, "other-step"),
+        Some(&Reason::Building { age_secs: 3 }),
+        "{p}"
+    );
+    assert_eq!(
+        reason_of(&p, "step"),
+        Some(&Reason::InUse {
+            container: "name-run-step".into(),
+            state: ContainerState::Exited
+        }),
+        "{p}"
+    );
+    assert_eq!(
+        reason_of(&p, "future"),
+        Some(&Reason::Building { age_secs: 0 })
+    );
+    assert!(
+        matches!(reason_of(&p, "base"), Some(Reason::Parent { .. })),
+        "{:?}\n{p}",
+        reason_of(&p, "base")
+    );
+    let mut gone = removed_images(&p);
+    gone.sort_unstable();
+    assert_eq!(gone, vec!["finished", "imported", "tagged"]);
+    assert_eq!(removed_containers(&p), vec!["ran"]);
+    assert_eq!(
+        reason_of(&p, "run-step"),
+        Some(&Reason::BuildStep { image_age_secs: 2 })
+    );
+    assert!(
+        p.to_string()
+            .contains("untagged step image made 3 s ago: a build in progress may use it next"),
+        "{p}"
+    );
+    assert!(is_build_step(&inv.images[1], NOW_MS));
+    assert!(!is_build_step(&inv.images[4], NOW_MS), "imported");
+
+    // At the critical watermark too: a full disk does not make a build's step disposable.
+    let critical = super::super::plan(
+        &[Holding {
+            name: "default",
+            inventory: &inv,
+            last_use: &table(&[]),
+            floor: None,
+            build_cache: None,
+        }],
+        &cfg,
+        shortfall(u64::MAX),
+        NOW_MS,
+        true,
+    );
+    assert!(!removed_images(&critical).contains(&"step"), "{critical}");
+}
