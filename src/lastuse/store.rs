@@ -190,11 +190,23 @@ impl Store {
         };
         match parse(&bytes, now_ms, now_nanos) {
             Ok((engines, clamped)) => {
-                if clamped > 0 {
+                if clamped.times > 0 {
                     log::warn!(
-                        "state file {}: {clamped} time(s) out of range (before 1970, in the \
+                        "state file {}: {} time(s) out of range (before 1970, in the \
                          future, or first seen after last used) clamped",
-                        self.path.display()
+                        self.path.display(),
+                        clamped.times
+                    );
+                }
+                for (engine, ahead) in &clamped.cursors_ahead {
+                    log::warn!(
+                        "state file {}: engine {engine}'s event cursor is {} s ahead of the \
+                         clock (it was saved while the clock was ahead): replaying the engine's \
+                         events from {} h back instead, so that no use made while the cleaner \
+                         was down is lost",
+                        self.path.display(),
+                        ahead.div_euclid(1_000_000_000),
+                        format::AHEAD_CURSOR_REPLAY_NANOS / 3_600_000_000_000
                     );
                 }
                 Tables {

@@ -1,6 +1,6 @@
 use std::os::unix::fs::{MetadataExt, symlink};
 
-use super::format::{clamp_cursor, clamp_entry};
+use super::format::{AHEAD_CURSOR_REPLAY_NANOS, clamp_cursor, clamp_entry};
 use super::*;
 use crate::lastuse::Entry;
 use crate::lastuse::InstanceLock;
@@ -277,8 +277,17 @@ fn times_out_of_range_are_clamped_at_load() {
         (None, None),
         (Some(5), Some(5)),
         (Some(NOW_NANOS), Some(NOW_NANOS)),
-        (Some(NOW_NANOS + 1), Some(NOW_NANOS)),
-        (Some(i64::MAX), Some(NOW_NANOS)),
+        // Ahead of the clock: replayed from a day back, not from now (which would lose every
+        // use made since the real last event).
+        (
+            Some(NOW_NANOS + 1),
+            Some(NOW_NANOS - AHEAD_CURSOR_REPLAY_NANOS),
+        ),
+        (
+            Some(NOW_NANOS + 300_000_000_000),
+            Some(NOW_NANOS - AHEAD_CURSOR_REPLAY_NANOS),
+        ),
+        (Some(i64::MAX), Some(NOW_NANOS - AHEAD_CURSOR_REPLAY_NANOS)),
         (Some(-1), Some(0)),
         (Some(i64::MIN), Some(0)),
     ];
@@ -305,7 +314,10 @@ fn a_file_with_nonsense_times_loads_clamped_and_is_rewritten() {
     let (_lock, mut store) = writable(dir.path());
     let mut t = store.load(NOW_MS, NOW_NANOS);
     let table = t.default_engine();
-    assert_eq!(table.cursor_nanos(), Some(NOW_NANOS));
+    assert_eq!(
+        table.cursor_nanos(),
+        Some(NOW_NANOS - AHEAD_CURSOR_REPLAY_NANOS)
+    );
     assert_eq!(
         table.get("sha256:future"),
         Some(Entry {
