@@ -20,15 +20,16 @@
 //! seen not after last used. The clock is read by the callers and passed in.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use self::format::{EngineState, StateFile, Unusable, VERSION, parse};
 use super::dir::{self, Opened, StateDir};
 use super::{DEFAULT_ENGINE, Error, LastUse};
+use crate::bounded::{self, ReadError};
 use crate::error_chain;
 
 /// The file in the state directory.
@@ -357,19 +358,20 @@ fn read(dir: &StateDir) -> Result<Option<Vec<u8>>, Unreadable> {
         Err(e) => return Err(Unreadable::Io(e.into())),
     };
     let stat = rustix::fs::fstat(&fd).map_err(|e| Unreadable::Io(e.into()))?;
-    let kind = FileType::from_raw_mode(stat.st_mode);
-    if kind != FileType::RegularFile {
-        return Err(Unreadable::Odd(format!("not a regular file ({kind:?})")));
+    // The checks and the read are the program's one bounded read (crate::bounded); only the
+    // open is this directory's own (`openat`, `O_NOFOLLOW`).
+    let path = dir.path().join(FILE_NAME);
+    match bounded::read_opened("state file", &path, std::fs::File::from(fd), MAX_BYTES) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadError::NotRegular { kind, .. }) => {
+            Err(Unreadable::Odd(kind.trim_start_matches("is ").to_string()))
+        }
+        Err(ReadError::TooLarge { .. }) => Err(Unreadable::TooLarge(stat.st_size)),
+        Err(ReadError::Open { source, .. } | ReadError::Read { source, .. }) => {
+            Err(Unreadable::Io(source))
+        }
+        Err(e @ ReadError::TimedOut { .. }) => Err(Unreadable::Io(std::io::Error::other(e))),
     }
-    if u64::try_from(stat.st_size).is_ok_and(|n| n > MAX_BYTES) {
-        return Err(Unreadable::TooLarge(stat.st_size));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::from(fd)
-        .take(MAX_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(Unreadable::Io)?;
-    Ok(Some(bytes))
 }
 
 /// Writes `body` to the temporary file and renames it over the state file (module docs).

@@ -92,7 +92,7 @@ impl Link {
         self.current = None;
         // Stamps are taken before the files are read: a change while reading shows next time.
         let mut inputs = vec![(path.clone(), stamp(&path))];
-        let loaded = kubeconfig::load(&path)?;
+        let loaded = kubeconfig::load(&path).await?;
         inputs.extend(loaded.files.iter().map(|f| (f.clone(), stamp(f))));
         let credential = credential::resolve(&loaded, timing.exec_timeout).await?;
         inputs.extend(credential.files.iter().map(|f| (f.clone(), stamp(f))));

@@ -319,6 +319,127 @@ fn insecure_skip_tls_verify_is_honoured_with_a_warning() {
     );
 }
 
+/// Pings `WATCHDOG=1` at least four times in 3 s, no gap as long as `watchdog`.
+fn keeps_pinging(d: &mut Daemon, watchdog: Duration) {
+    let window = d.notify.collect_for(Duration::from_secs(3));
+    let pings: Vec<Instant> = window
+        .iter()
+        .filter(|m| m.is_ping())
+        .map(|m| m.at)
+        .collect();
+    let worst = pings
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(Duration::MAX);
+    assert!(
+        pings.len() >= 4 && worst < watchdog,
+        "{} pings in 3 s, worst gap {worst:?}:\n{}",
+        pings.len(),
+        d.context()
+    );
+}
+
+/// A token file that is a FIFO (it once stopped the pings and outlived SIGTERM by 30 s and
+/// more): each try is refused at once, naming the file; the daemon keeps pinging and stops at
+/// once.
+#[test]
+fn a_token_file_that_is_a_fifo_neither_starves_the_watchdog_nor_delays_sigterm() {
+    let fake = FakeKube::start();
+    fake.add_node(NODE, json!({}));
+    let token = fake.dir().join("token.fifo");
+    host::run_ok("mkfifo", &[token.to_str().expect("utf-8 temp path")], SOON);
+    let kubeconfig = fake.dir().join("fifo-token.kubeconfig");
+    fake.write_kubeconfig_user(
+        &kubeconfig,
+        &format!("    tokenFile: {}\n", token.display()),
+    );
+    let watchdog = Duration::from_secs(1);
+    let mut d = Daemon::start(&fake, &kubeconfig, "", watchdog);
+    d.ready();
+    keeps_pinging(&mut d, watchdog);
+    d.terminate(SOON);
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "token file {} is a FIFO, not a regular file",
+            token.display()
+        )),
+        "{log}"
+    );
+}
+
+/// A kubeconfig that is a FIFO: `run` fails at start with EX_CONFIG, naming it, instead of
+/// hanging before `READY=1`.
+#[test]
+fn a_kubeconfig_that_is_a_fifo_fails_the_start() {
+    let fake = FakeKube::start();
+    let kubeconfig = fake.dir().join("kubeconfig.fifo");
+    host::run_ok(
+        "mkfifo",
+        &[kubeconfig.to_str().expect("utf-8 temp path")],
+        SOON,
+    );
+    let mut d = Daemon::start(&fake, &kubeconfig, "", Duration::from_secs(2));
+    assert!(
+        eventually(SOON, || !d.running()),
+        "still running with a FIFO for a kubeconfig:\n{}",
+        d.context()
+    );
+    let status = d.child.wait().expect("wait");
+    if let Some(reader) = d.reader.take() {
+        let _ = reader.join();
+    }
+    assert_eq!(status.code(), Some(78), "{}", d.context());
+    let log = d.log();
+    assert!(
+        log.contains(&format!("kubeconfig {} is a FIFO", kubeconfig.display())),
+        "{log}"
+    );
+}
+
+/// A plugin that succeeds and also prints its token on stderr, plainly (letters only, which no
+/// pattern takes for a secret): the token never reaches the log, at debug level either.
+#[test]
+fn a_succeeding_plugin_that_prints_its_token_on_stderr_never_gets_it_logged() {
+    let fake = FakeKube::start();
+    fake.add_node(NODE, json!({}));
+    let token = "plainlettersonlytokenvalue";
+    fake.set_token(token);
+    let runs = fake.dir().join("runs");
+    let plugin = fake.write_script(
+        "chatty.sh",
+        &format!(
+            "echo run >> '{}'\n\
+             echo 'using {token}' >&2\n\
+             echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{token}\"}}}}'\n",
+            runs.display()
+        ),
+    );
+    let kubeconfig = fake.dir().join("chatty.kubeconfig");
+    fake.write_kubeconfig_user(&kubeconfig, &exec_user(&plugin));
+    let mut d = Daemon::start(
+        &fake,
+        &kubeconfig,
+        "log_level = \"debug\"\n",
+        Duration::from_secs(2),
+    );
+    d.ready();
+    assert!(
+        eventually(SOON, || !fake.requests().is_empty()),
+        "the plugin's token is used:\n{}",
+        d.context()
+    );
+    d.terminate(SOON);
+    let log = d.log();
+    assert!(!log.contains(token), "the token reached the log:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("chatty.sh") && l.contains("on stderr (not shown")),
+        "{log}"
+    );
+}
+
 /// With a private dockerd: passes that clean while the credential plugin fails.
 mod with_dockerd {
     use super::*;

@@ -8,6 +8,7 @@ mod credentials;
 mod docker_harness;
 mod engines;
 mod fleet;
+mod inputs;
 mod kube_daemon;
 mod kube_fake;
 mod kubectl;
