@@ -4,9 +4,12 @@
 //!
 //! This file owns connecting, the bounded call and its error mapping, the inventory, and the
 //! [`Engine`] implementation, which hands the larger concerns to:
+//! - `transport`: the connections, ours rather than bollard's: each answer bounded in size, each
+//!   failure naming the endpoint (and, for a permission denied, who may connect);
 //! - `remove`: the all-or-nothing image removal (untag, remove, put the tags back) and the image
 //!   prunes, one image at a time;
-//! - `events`: the event stream and which events mean "used", with Podman's quirks;
+//! - `events`: the event stream and which events mean "used", with Podman's quirks; `stream`:
+//!   reading it, each line bounded;
 //! - `cache`: the build cache's `/system/df` and `/build/prune`, through bollard's request hooks;
 //! - `images`: the image list, read as text and parsed leniently (bollard's model refuses an
 //!   answer that leaves out a field it requires); `containers`: the container list likewise,
@@ -19,21 +22,27 @@ mod containers;
 mod events;
 mod images;
 mod remove;
+mod stream;
+mod transport;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
-use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
+use bollard::{BollardRequest, Docker};
 use futures_util::Stream;
 
 use super::{BuildCache, Engine, Error, Image, Inventory, Pruned, Removal, UseEvent};
+use transport::Endpoint;
 
 /// The Docker Engine (or a compatible one, such as `podman system service`) over its HTTP API.
 #[derive(Debug, Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    /// Where the engine is; every request goes through it.
+    endpoint: Arc<Endpoint>,
     timeout: Duration,
     /// Podman's Docker-compatible service rather than Docker (it has no build cache endpoint,
     /// and names images in its events differently).
@@ -47,17 +56,18 @@ impl DockerEngine {
         let host = host.unwrap_or("unix:///var/run/docker.sock").to_string();
         // bollard counts whole seconds; never let a sub-second setting become "no timeout".
         let secs = timeout.as_secs().max(1);
-        let connected = if host.starts_with("unix://") {
-            Docker::connect_with_unix(&host, secs, API_DEFAULT_VERSION)
-        } else {
-            Docker::connect_with_http(&host, secs, API_DEFAULT_VERSION)
-        };
-        let docker = connected.map_err(|source| Error::Connect {
+        let endpoint = Endpoint::parse(&host).map_err(|uri| Error::Connect {
+            host: host.clone(),
+            source: BollardError::UnsupportedURISchemeError { uri },
+        })?;
+        let endpoint = Arc::new(endpoint);
+        let docker = endpoint.client(secs).map_err(|source| Error::Connect {
             host: host.clone(),
             source,
         })?;
         let engine = DockerEngine {
             docker,
+            endpoint,
             timeout,
             podman: false,
         };

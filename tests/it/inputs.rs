@@ -183,3 +183,5 @@ async fn an_exec_plugin_printing_without_end_is_stopped() {
         .await
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
 }
+
+mod docker;
