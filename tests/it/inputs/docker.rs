@@ -272,3 +272,57 @@ fn an_endless_answer_fails_the_request_at_its_bound() {
         fake.most_sent() / MIB
     );
 }
+
+/// A socket the cleaner's user may not connect to (root:root, mode 0660, the cleaner run as
+/// nobody): the error names the socket, its owner, group and mode, and who may connect.
+#[test]
+fn a_socket_without_permission_names_who_may_connect() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    if !crate::util::require::require(crate::util::require::Service::Root) {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("dic-eacces-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    mode(dir.path(), 0o755);
+    let socket = dir.path().join("docker.sock");
+    let _listener = UnixListener::bind(&socket).expect("bind");
+    mode(&socket, 0o660);
+    let own = dir.path().join("nobody");
+    std::fs::create_dir(&own).expect("mkdir");
+    chown(&own, Some(65534), Some(65534)).expect("chown");
+    mode(&own, 0o700);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "docker_host = \"unix://{}\"\nstate_dir = \"{}\"\npath_to_check = \"{}\"\n",
+            socket.display(),
+            own.join("state").display(),
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    mode(&config, 0o644);
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(crate::util::cleaner::BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["--log", "stderr", "once"])
+        .env_clear();
+    let out = Daemon::plain(cmd).output(Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot connect to unix://{}", socket.display()))
+            && err.contains("Permission denied")
+            && err.contains("owned by root:root with mode 0660, and uid 65534 runs the cleaner")
+            && err.contains("or as a member of group root"),
+        "{err}"
+    );
+}

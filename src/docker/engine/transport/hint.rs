@@ -42,10 +42,15 @@ fn permission(path: &Path) -> String {
     let (uid, gid, mode) = (meta.uid(), meta.gid(), meta.mode() & 0o777);
     let owner = name_of(Path::new("/etc/passwd"), uid).unwrap_or_else(|| uid.to_string());
     let group = name_of(Path::new("/etc/group"), gid).unwrap_or_else(|| gid.to_string());
-    let who = if mode & 0o020 != 0 {
-        format!("run it as root or as {owner}, or as a member of group {group}")
+    let users = if uid == 0 {
+        "root".to_string()
     } else {
-        format!("only root and {owner} may connect: run it as one of them")
+        format!("root or {owner}")
+    };
+    let who = if mode & 0o020 != 0 {
+        format!("run it as {users}, or as a member of group {group}")
+    } else {
+        format!("only {users} may connect")
     };
     format!(
         "; the socket is owned by {owner}:{group} with mode {mode:04o}, and uid {me} runs the \
