@@ -184,4 +184,67 @@ async fn an_exec_plugin_printing_without_end_is_stopped() {
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
 }
 
+/// An API server that answers every request with a body that never ends: the call fails at the
+/// bound, saying so; and one nobody listens on: the error names it.
+#[tokio::test]
+async fn an_endless_answer_of_the_api_server_is_cut_and_an_unreachable_one_named() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let fake = FakeKube::start();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&sent);
+    std::thread::spawn(move || {
+        let Ok((conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                break;
+            }
+        }
+        let mut out = conn;
+        let _ = out.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4294967296\r\n\r\n{",
+        );
+        let block = vec![b' '; 64 * 1024];
+        while counter.load(Ordering::Relaxed) < 1 << 30 {
+            if out.write_all(&block).is_err() {
+                break;
+            }
+            counter.fetch_add(block.len() as u64, Ordering::Relaxed);
+        }
+    });
+    for (server, says) in [
+        (format!("http://127.0.0.1:{port}"), "larger than 16 MiB"),
+        (
+            "http://127.0.0.1:1".to_string(),
+            "API server http://127.0.0.1:1",
+        ),
+    ] {
+        let kubeconfig = fake.dir().join(format!("{}.kubeconfig", server.len()));
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
+            ),
+        )
+        .expect("kubeconfig");
+        let mut c = cordoner(&fake, &kubeconfig);
+        let err = no_hang(&server, c.recover()).await.expect_err("fails");
+        let text = chain(&err);
+        assert!(text.contains(says), "{server}: {text}");
+    }
+    assert!(
+        sent.load(Ordering::Relaxed) < 64 << 20,
+        "read {} MiB of one answer",
+        sent.load(Ordering::Relaxed) >> 20
+    );
+}
+
 mod docker;
