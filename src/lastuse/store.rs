@@ -178,7 +178,7 @@ impl Store {
             }
             Err(Unreadable::TooLarge(bytes)) => {
                 let why = format!("unusable ({bytes} bytes, more than {MAX_BYTES})");
-                self.move_aside(CORRUPT_NAME, &why);
+                self.set_aside(CORRUPT_NAME, &why, now_ms);
                 return Tables::lost();
             }
             Err(Unreadable::Io(e)) => {
@@ -218,48 +218,57 @@ impl Store {
             Err(Unusable::Newer(version)) => {
                 let aside = format!("{FILE_NAME}.v{version}");
                 let why = format!("written by a newer version (format {version}, ours {VERSION})");
-                if !self.move_aside(&aside, &why) {
-                    // Its contents are not ours to overwrite: keep the tables in memory.
-                    self.dir = None;
-                    self.failing = true;
-                }
+                self.set_aside(&aside, &why, now_ms);
                 Tables::lost()
             }
             Err(Unusable::Corrupt(why)) => {
-                self.move_aside(CORRUPT_NAME, &format!("unusable ({why})"));
+                self.set_aside(CORRUPT_NAME, &format!("unusable ({why})"), now_ms);
                 Tables::lost()
             }
         }
     }
 
-    /// Moves the state file to `aside` in the state directory, with a warning; false when it
-    /// stays where it is (read-only, or the rename failed).
-    fn move_aside(&self, aside: &str, why: &str) -> bool {
+    /// Moves the state file to `aside` in the state directory, with a warning. When that name
+    /// cannot take it (a directory is there), to `<aside>.<now_ms>` (never replacing anything
+    /// there). When it stays where it is (read-only, or both renames failed), this store writes
+    /// nothing more: the file is not ours to overwrite, and the tables live in memory.
+    fn set_aside(&mut self, aside: &str, why: &str, now_ms: i64) {
         let Some(dir) = self.dir.as_ref().filter(|_| self.writable) else {
             log::warn!(
                 "state file {} is {why}; left in place, starting new tables",
                 self.path.display()
             );
-            return false;
+            return;
         };
-        let aside_path = dir.path().join(aside);
-        match rustix::fs::renameat(dir.fd(), FILE_NAME, dir.fd(), aside) {
-            Ok(()) => {
-                log::warn!(
-                    "state file {} is {why}; moved to {} and starting new tables",
-                    self.path.display(),
-                    aside_path.display()
-                );
-                true
-            }
+        let unique = format!("{aside}.{now_ms}");
+        let first = rustix::fs::renameat(dir.fd(), FILE_NAME, dir.fd(), aside);
+        let moved = first.as_ref().map(|()| aside).or_else(|_| {
+            rustix::fs::renameat_with(
+                dir.fd(),
+                FILE_NAME,
+                dir.fd(),
+                unique.as_str(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map(|()| unique.as_str())
+        });
+        match moved {
+            Ok(to) => log::warn!(
+                "state file {} is {why}; moved to {} and starting new tables",
+                self.path.display(),
+                dir.path().join(to).display()
+            ),
             Err(e) => {
                 log::warn!(
-                    "state file {} is {why}; cannot move it to {} ({e}): last use is kept in \
-                     memory",
+                    "state file {} is {why}; cannot move it to {} ({}) nor to {unique} ({e}): \
+                     it is left as it is and never overwritten; last use is kept in memory \
+                     until it is moved away by hand",
                     self.path.display(),
-                    aside_path.display()
+                    dir.path().join(aside).display(),
+                    first.err().map(|e| e.to_string()).unwrap_or_default()
                 );
-                false
+                self.dir = None;
+                self.failing = true;
             }
         }
     }

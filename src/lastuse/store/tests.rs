@@ -45,6 +45,41 @@ fn corrupt_file_is_moved_aside_not_fatal() {
     assert_eq!(names(dir.path()), vec![CORRUPT_NAME]);
 }
 
+/// A directory where the corrupt file would go: the file goes to a name of its own instead;
+/// and when that cannot be had either, it is never overwritten by a save (it once was).
+#[test]
+fn a_corrupt_file_is_never_overwritten_when_its_usual_place_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = "{not json, but someone's data";
+    std::fs::write(dir.path().join(FILE_NAME), bad).unwrap();
+    let corrupt = dir.path().join(CORRUPT_NAME);
+    std::fs::create_dir(&corrupt).unwrap();
+    std::fs::write(corrupt.join("keep"), "").unwrap();
+    let (lock, mut store) = writable(dir.path());
+    let mut t = store.load(NOW_MS, NOW_NANOS);
+    let unique = format!("{CORRUPT_NAME}.{NOW_MS}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&unique)).unwrap(),
+        bad
+    );
+    t.default_engine().touch("a", 5);
+    store.save(&mut t).unwrap();
+    drop((lock, store));
+
+    // Both names taken: left in place, and no save replaces it.
+    std::fs::write(dir.path().join(FILE_NAME), bad).unwrap();
+    let (_lock, mut store) = writable(dir.path());
+    let mut t = store.load(NOW_MS, NOW_NANOS);
+    t.default_engine().touch("b", 5);
+    assert!(store.save(&mut t).is_err());
+    store.save_or_warn(&mut t);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
+        bad,
+        "the bad file was overwritten"
+    );
+}
+
 #[test]
 fn save_is_atomic_leaves_no_temp_file_and_writes_0600() {
     let dir = tempfile::tempdir().unwrap();
