@@ -443,7 +443,96 @@ fn a_succeeding_plugin_that_prints_its_token_on_stderr_never_gets_it_logged() {
 /// With a private dockerd: passes that clean while the credential plugin fails.
 mod with_dockerd {
     use super::*;
+    use crate::kube_fake::Fault;
     use crate::util::dockerd::PrivateDockerd;
+
+    /// `once` whose uncordon keeps failing: no tick follows a `once`, so no message promises a
+    /// retry at every tick; the log says the node stays cordoned until the next start.
+    #[test]
+    fn once_that_cannot_uncordon_promises_no_retry_at_every_tick() {
+        let Some(dockerd) = PrivateDockerd::start("kd-held", 512, None) else {
+            return;
+        };
+        for i in 0..2 {
+            dockerd.image(&format!("img-{i}:1"), 10);
+        }
+        let fake = FakeKube::start();
+        fake.add_node(NODE, json!({}));
+        // The recovery's GET, the cordon's GET and PATCH go through; everything after fails.
+        fake.fail_next(3, Fault::Pass);
+        fake.fail_next(1000, Fault::Status(500));
+        let (used, _) = dockerd.used_pct();
+        let high = (used - 1.0).floor();
+        let cleaner = Cleaner::new(
+            &dockerd,
+            &format!(
+                "threshold_high = {high}\nthreshold_low = 0\nnode_name = {NODE:?}\nkubeconfig = {:?}\n",
+                fake.kubeconfig().display().to_string()
+            ),
+        );
+        let out = cleaner.run(&["once"]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            fake.node(NODE).pointer("/spec/unschedulable") == Some(&json!(true)),
+            "setup: the node was cordoned and stays so:\n{log}"
+        );
+        assert!(!log.contains("every tick"), "{log}");
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with("ERROR") && l.ends_with("; still held")),
+            "{log}"
+        );
+        assert!(
+            log.contains("exiting while the node is still cordoned by us; the next start lifts it"),
+            "{log}"
+        );
+    }
+
+    /// `run` whose uncordon keeps failing, stopped by SIGTERM: from then on no message
+    /// promises a retry at every tick (there is none).
+    #[test]
+    fn a_daemon_exiting_while_cordoned_promises_no_retry_at_every_tick() {
+        let Some(dockerd) = PrivateDockerd::start("kd-held-run", 512, None) else {
+            return;
+        };
+        for i in 0..2 {
+            dockerd.image(&format!("img-{i}:1"), 10);
+        }
+        let fake = FakeKube::start();
+        fake.add_node(NODE, json!({}));
+        fake.fail_next(3, Fault::Pass);
+        fake.fail_next(1000, Fault::Status(500));
+        let (used, _) = dockerd.used_pct();
+        let high = (used - 1.0).floor();
+        let cleaner = Cleaner::new(
+            &dockerd,
+            &format!(
+                "threshold_high = {high}\nthreshold_low = 0\nnode_name = {NODE:?}\nkubeconfig = {:?}\ninterval_seconds = 3600\n",
+                fake.kubeconfig().display().to_string()
+            ),
+        );
+        let mut d = Daemon::run(cleaner, Duration::from_secs(30));
+        d.ready();
+        d.notify
+            .try_wait_for(Duration::from_secs(60), |m| {
+                NotifySocket::status_starts(m, "idle: ")
+            })
+            .unwrap_or_else(|| panic!("no pass ended:\n{}", d.context()));
+        d.terminate(Duration::from_secs(60));
+        let log = d.log();
+        let (before, after) = log
+            .split_once("SIGTERM received")
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            before.contains("still held, retrying every tick"),
+            "setup: the release failed while ticks still followed:\n{log}"
+        );
+        assert!(!after.contains("every tick"), "{log}");
+        assert!(
+            after.contains("exiting while the node is still cordoned"),
+            "{log}"
+        );
+    }
 
     #[test]
     fn a_failing_plugin_leaves_passes_to_on_cordon_failure_and_says_so() {
