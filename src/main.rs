@@ -225,11 +225,26 @@ async fn on_signals(
     shutdown: CancellationToken,
     reloader: Reloader,
 ) {
+    let (reloads, requested) = std::sync::mpsc::channel::<()>();
+    // Ends when this loop does (the sender dropped), or with the process.
+    let spawned = std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            while requested.recv().is_ok() {
+                reloader.reload();
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the reload thread: {e}; SIGHUP will not reload");
+    }
     while let Some(signal) = signals.next().await {
         match signal {
             SIGHUP => {
                 log::info!("SIGHUP received: reloading the configuration");
-                reloader.reload();
+                // Not here: reading the file (bounded, but up to a few seconds on a hung
+                // filesystem) must not hold up a SIGTERM. One thread, in order: the last
+                // SIGHUP's file is the one that counts.
+                let _ = reloads.send(());
             }
             _ if shutdown.is_cancelled() => {
                 log::warn!(
