@@ -5,9 +5,12 @@
 //! never decides what to delete.
 //!
 //! - `model`: images, containers, inventories, the build cache, removal results, use events.
-//! - `engine`: [`DockerEngine`], the Engine API through bollard, every call bounded; with
-//!   `engine/remove` (the all-or-nothing image removal), `engine/events` (which events mean
-//!   "used") and `engine/cache` (the build cache's df and prune).
+//! - `engine`: [`DockerEngine`], the Engine API through bollard over a transport of our own
+//!   (`engine/transport`: each answer bounded, failures naming the endpoint), every call bounded
+//!   in time; with `engine/remove` (the all-or-nothing image removal and the prunes),
+//!   `engine/containers` (the container list, each with its state), `engine/events` (which
+//!   events mean "used") read by `engine/stream` (each line bounded), and `engine/cache` (the
+//!   build cache's df and prune).
 //! - [`fake`]: a recording in-memory engine with scripted answers.
 
 mod engine;
