@@ -261,7 +261,12 @@ impl fmt::Display for Status {
                     vec![
                         e.name.clone(),
                         e.docker_host.clone(),
-                        format!("{} images, {} containers", e.images, e.containers),
+                        format!(
+                            "{} images, {} containers{}",
+                            e.images,
+                            e.containers,
+                            states(&e.container_states)
+                        ),
                         e.footprint_bytes.map_or("?".into(), size),
                         if e.floor_bytes == 0 {
                             "none".into()
@@ -344,6 +349,17 @@ impl fmt::Display for Status {
     }
 }
 
+/// ` (2 running, 1 created)`: the containers by state, most first; empty without containers.
+fn states(by_state: &std::collections::BTreeMap<&'static str, usize>) -> String {
+    let mut counts: Vec<(&str, usize)> = by_state.iter().map(|(s, n)| (*s, *n)).collect();
+    if counts.is_empty() {
+        return String::new();
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(" ({})", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +380,12 @@ mod tests {
             assert_eq!(age(ms), want, "{ms}");
         }
         assert_eq!(ago(10_000_000, 10_000_000 - 10_800_000), "3 h ago");
+    }
+
+    #[test]
+    fn containers_are_counted_by_state_most_first() {
+        let by_state = std::collections::BTreeMap::from([("created", 1), ("running", 2)]);
+        assert_eq!(states(&by_state), " (2 running, 1 created)");
+        assert_eq!(states(&std::collections::BTreeMap::new()), "");
     }
 }
