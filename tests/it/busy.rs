@@ -13,7 +13,8 @@ use std::time::Duration;
 use crate::util::cleaner::Cleaner;
 use crate::util::cli::EngineCli;
 use crate::util::daemon::Daemon;
-use crate::util::dockerd::{BUSYBOX, PrivateDockerd};
+use crate::util::dockerd::{BUSYBOX, DOCKER_CLI, PrivateDockerd};
+use crate::util::interpose::{Interposer, Trap};
 use crate::util::wait_until;
 
 /// Numbers the build contexts of this test process.
@@ -277,4 +278,102 @@ fn a_burst_of_legacy_builds_above_high_all_succeed() {
     );
     assert!(cleaned, "the built images stayed:\n{}", daemon.context());
     assert_eq!(status.code(), Some(0), "{}", daemon.context());
+}
+
+/// A classic build takes a step from the build cache, an untagged image whose only child is
+/// the last build's result (tagged `app:1`), and copies a large file on top of it. A pass
+/// removes `app:1` meanwhile: the cached step must stay (Docker would delete it with `app:1`
+/// as a parent left without children), and the build succeeds. The removal is made to happen
+/// while the copy runs: the interposer holds the cleaner's `DELETE` of `app:1` until the
+/// build has said it is at that step.
+#[test]
+fn a_cached_step_in_use_by_a_build_survives_the_removal_of_its_child() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::Mutex;
+
+    let Some(d) = PrivateDockerd::start("build-cache-hit", 1024, None) else {
+        return;
+    };
+    d.image("base:1", 1);
+    let first =
+        "FROM base:1\nRUN [\"/busybox\", \"sh\", \"-c\", \"echo a > /a\"]\nCOPY payload /payload\n";
+    let ctx = context(&d, first, 1);
+    let out = legacy_build(&d, &ctx, &["--tag", "app:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = String::from_utf8_lossy(
+        &d.docker(&["image", "inspect", "--format", "{{.Id}}", "app:1"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    // The same first steps (taken from the cache), then a copy that takes a moment.
+    let second =
+        "FROM base:1\nRUN [\"/busybox\", \"sh\", \"-c\", \"echo a > /a\"]\nCOPY payload /big\n";
+    let big = context(&d, second, 192 * 1024);
+
+    let proxy = Interposer::new(&d);
+    let (used, _) = d.used_pct();
+    let high = (used - 1.0).floor();
+    let cleaner = Cleaner::for_host(
+        &proxy.host(),
+        d.data_root(),
+        &format!("threshold_high = {high}\nthreshold_low = 1\nkeep = [\"^base:\"]\n"),
+    );
+    let build = Mutex::new(None);
+    let served = proxy
+        .trap(Trap::new(
+            "build at its copy",
+            |r| r.image_delete().as_deref() == Some(app.as_str()),
+            |d| {
+                let mut child = Command::new(DOCKER_CLI)
+                    .arg("--config")
+                    .arg(d.dir().join("cli"))
+                    .arg("--host")
+                    .arg(d.host())
+                    .args(["build", "--network=none", "--tag", "app:2"])
+                    .arg(&big)
+                    .env("DOCKER_BUILDKIT", "0")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("docker build");
+                let stdout = child.stdout.take().expect("stdout");
+                let mut lines = BufReader::new(stdout).lines();
+                let mut seen = Vec::new();
+                for line in lines.by_ref() {
+                    let line = line.expect("build output");
+                    let at_copy = line.starts_with("Step 3/3 : COPY");
+                    seen.push(line);
+                    if at_copy {
+                        break;
+                    }
+                }
+                assert!(
+                    seen.iter().any(|l| l.contains("Using cache")),
+                    "the second build took its step from the cache: {seen:?}"
+                );
+                *build.lock().expect("lock") = Some((child, lines, seen));
+            },
+        ))
+        .serve(|| cleaner.run_ok(&["once"]));
+    served.assert_fired("build at its copy");
+    let (mut child, lines, mut seen) = build.into_inner().expect("lock").expect("the build ran");
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().expect("wait for the build");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let (out, log) = &served.value;
+    assert!(
+        status.success(),
+        "the build failed: {err}\n{}\nstdout:\n{out}\nstderr:\n{log}",
+        seen.join("\n")
+    );
+    assert!(!d.image_ids().contains(&app), "app:1 was removed:\n{log}");
 }
