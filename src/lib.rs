@@ -20,9 +20,12 @@
 //!
 //! Leaves, imported by anyone, importing nothing of the crate:
 //! - [`clock`]: the wall clock, read only by `daemon` and `status`.
+//! - [`bounded`]: the one way a file or a stream from outside is read: type-checked, bounded in
+//!   size and in time.
 //! - [`notify`]: systemd `READY`/`STATUS`/`STOPPING` and the watchdog.
 //! - [`logging`]: the `log` backend chosen at start (journal, syslog or stderr).
 
+pub mod bounded;
 pub mod clock;
 pub mod config;
 pub mod cycle;

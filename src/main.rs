@@ -218,7 +218,7 @@ fn main() -> ExitCode {
                     }
                 },
                 Ok(s) => {
-                    for w in kubeconfig_warnings(&config) {
+                    for w in kubeconfig_warnings(&config).await {
                         log::warn!("{w}");
                     }
                     print!("{s}");
@@ -245,14 +245,16 @@ fn main() -> ExitCode {
 
 /// The kubeconfig warnings a command run from a shell should repeat: one under /root or /home
 /// is seen here but hidden from the service.
-fn kubeconfig_warnings(config: &config::Config) -> Vec<String> {
+async fn kubeconfig_warnings(config: &config::Config) -> Vec<String> {
     if config.node_name.is_none() {
         return Vec::new();
     }
     match docker_image_cleaner::node::check_kubeconfig(
         config.kubeconfig.as_deref(),
         config.kubeconfig_env.as_deref(),
-    ) {
+    )
+    .await
+    {
         Ok(check) => check.warnings,
         Err(e) => vec![error_chain(&e)],
     }
@@ -325,11 +327,21 @@ async fn on_signals(
     shutdown: CancellationToken,
     mut reloader: Reloader,
 ) {
+    // Reloads run in a task of their own, in order (the last SIGHUP's file is the one that
+    // counts): reading the files and checking the engines (bounded, but up to a few seconds on
+    // a hung filesystem) must not hold up a SIGTERM.
+    let (reloads, mut requested) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while requested.recv().await.is_some() {
+            reloader.reload().await;
+        }
+    });
     while let Some(signal) = signals.next().await {
         match signal {
             SIGHUP => {
                 log::info!("SIGHUP received: reloading the configuration");
-                reloader.reload().await;
+                // Not here: see the reload task above.
+                let _ = reloads.send(());
             }
             _ if shutdown.is_cancelled() => {
                 log::warn!(

@@ -140,6 +140,9 @@ pub struct Cordoner {
     clock: CordonClock,
     /// The fleet slots, when `fleet_max_cordoned` > 0 and this node cordons.
     fleet: Option<Fleet>,
+    /// No tick follows (`once`), or not once this is cancelled (the daemon's shutdown): a
+    /// release that fails is not "retried every tick" then.
+    exit: (bool, Option<tokio_util::sync::CancellationToken>),
 }
 
 impl std::fmt::Debug for Cordoner {
@@ -178,7 +181,25 @@ impl Cordoner {
             clock: CordonClock::default(),
             fleet: Fleet::new(config, node.as_deref()),
             node,
+            exit: (false, None),
         }
+    }
+
+    /// Says when no tick will retry a release that failed: never (`one_pass`, for `once`), or
+    /// once `shutdown` is cancelled. Messages then promise no retry at every tick.
+    pub fn with_exit(
+        mut self,
+        one_pass: bool,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        self.exit = (one_pass, Some(shutdown));
+        self
+    }
+
+    /// Whether a later tick retries a release that fails now.
+    fn ticks_follow(&self) -> bool {
+        let (one_pass, shutdown) = &self.exit;
+        !one_pass && !shutdown.as_ref().is_some_and(|s| s.is_cancelled())
     }
 
     /// Keeps counting on `clock` (the previous guard's, when the configuration is reloaded).

@@ -121,8 +121,18 @@ pub fn load(explicit: Option<&Path>, env: &Env, flags: Flags) -> Result<Loaded, 
             values.push((*key, value, source));
         }
     }
-    let named = env.get(CONFIG_ENV)?.map(PathBuf::from);
-    let named = explicit.map(Path::to_path_buf).or(named);
+    let named = env.get(CONFIG_ENV)?;
+    if explicit.is_none() && named == Some("") {
+        return Err(Error::EmptyPath {
+            origin: format!("environment variable {CONFIG_ENV}"),
+        });
+    }
+    if explicit.is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(Error::EmptyPath {
+            origin: "flag --config".into(),
+        });
+    }
+    let named = explicit.map(Path::to_path_buf).or(named.map(PathBuf::from));
     let (path, required) = match named {
         Some(p) => (p, true),
         None => (PathBuf::from(DEFAULT_PATH), false),

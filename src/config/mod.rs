@@ -266,6 +266,15 @@ pub enum Error {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The file is named by an empty string (`DOCKER_IMAGE_CLEANER_CONFIG=` set to nothing).
+    #[error(
+        "{origin} is empty: it must name the configuration file (unset it to read {})",
+        load::DEFAULT_PATH
+    )]
+    EmptyPath {
+        /// Where the empty name came from: "environment variable …" or "flag --config".
+        origin: String,
+    },
     /// One of our environment variables is not UTF-8.
     #[error("environment variable {var} = {value}: not valid UTF-8 (bytes shown as \\x escapes)")]
     NotUtf8 {

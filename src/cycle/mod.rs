@@ -276,6 +276,7 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 progress: self.progress,
                 shutdown: self.shutdown,
                 restock: restocks < MAX_RESTOCKS,
+                now_ms: self.now_ms,
             }
             .run(&stock.plan, &stock.views(), &from, tallies)
             .await?;

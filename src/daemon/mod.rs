@@ -127,7 +127,7 @@ pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Repor
     // A dry run may run beside the daemon: it leaves the daemon's textfile alone.
     let mut exporter = (!config.dry_run).then(|| Exporter::one_pass(config));
     let clock = exporter.as_ref().map(Exporter::clock).unwrap_or_default();
-    let mut s = Startup::begin(config, lock, shutdown, None, clock).await?;
+    let mut s = Startup::begin(config, lock, shutdown, None, clock, true).await?;
     let connected = connect_all(config, shutdown).await?;
     for (i, engine) in &connected {
         let last_use = s.tables.engine_mut(&config.engines[*i].name);
@@ -187,8 +187,15 @@ pub async fn run(config: Config, mut control: Control, notifier: &Notifier) -> R
     notifier.ready("starting");
     let shutdown = control.shutdown.clone();
     let work = async {
-        let start =
-            Startup::begin(&config, lock, &shutdown, Some(notifier), metrics.clock()).await?;
+        let start = Startup::begin(
+            &config,
+            lock,
+            &shutdown,
+            Some(notifier),
+            metrics.clock(),
+            false,
+        )
+        .await?;
         let mut daemon = Daemon::new(config, notifier, shutdown.clone(), start, metrics);
         daemon.serve(&mut control.reload).await;
         Ok::<_, Error>(daemon)

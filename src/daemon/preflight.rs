@@ -47,13 +47,13 @@ impl Preflight {
 /// endpoint.
 pub async fn preflight(config: &Config) -> Preflight {
     let mut p = Preflight::default();
-    kubeconfig(config, &mut p);
+    kubeconfig(config, &mut p).await;
     paths(config, &mut p);
     engines(config, &mut p).await;
     p
 }
 
-fn kubeconfig(config: &Config, p: &mut Preflight) {
+async fn kubeconfig(config: &Config, p: &mut Preflight) {
     let Some(node) = &config.node_name else {
         p.notes
             .push("cordoning off: no node_name, nothing touches Kubernetes".into());
@@ -62,7 +62,9 @@ fn kubeconfig(config: &Config, p: &mut Preflight) {
     match node::check_kubeconfig(
         config.kubeconfig.as_deref(),
         config.kubeconfig_env.as_deref(),
-    ) {
+    )
+    .await
+    {
         Ok(check) => {
             p.notes.push(format!("node {node}: {}", check.describe()));
             p.warnings.extend(check.warnings);

@@ -362,7 +362,9 @@ impl Daemon<'_> {
         if self.start.cordoner.holds_cordon() || self.start.cordoner.holds_slot() {
             log::warn!("keeping the cordon settings until the node is released");
         } else {
-            self.start.cordoner = Cordoner::new(&new).with_clock(self.start.cordoner.clock());
+            self.start.cordoner = Cordoner::new(&new)
+                .with_clock(self.start.cordoner.clock())
+                .with_exit(false, self.shutdown.clone());
         }
         self.metrics.reload(&new);
         *config = new;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt, stream};
 
 use super::{
-    BuildCache, CacheRecord, Container, Engine, Error, Image, Inventory, Pruned, Removal, Storage,
-    UseEvent,
+    BuildCache, CacheRecord, Container, ContainerState, Engine, Error, Image, Inventory, Pruned,
+    Removal, Storage, UseEvent,
 };
 
 /// One call made to the fake, in order.
@@ -295,9 +295,19 @@ impl Engine for FakeEngine {
         let containers = &mut s.inventory.containers;
         match containers.iter().position(|c| c.id == id) {
             None => Ok(Removal::Gone),
-            Some(i) if containers[i].running => Ok(Removal::Conflict(format!(
-                "cannot remove running container {id}"
-            ))),
+            // Docker removes a created container without force; it refuses a running, paused or
+            // restarting one.
+            Some(i)
+                if matches!(
+                    containers[i].state,
+                    ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+                ) =>
+            {
+                Ok(Removal::Conflict(format!(
+                    "cannot remove {} container {id}",
+                    containers[i].state
+                )))
+            }
             Some(i) => {
                 containers.remove(i);
                 Ok(Removal::Removed)
@@ -347,8 +357,11 @@ impl Engine for FakeEngine {
 
     async fn prune_containers(&self) -> Result<Pruned, Error> {
         let mut s = self.enter(Call::PruneContainers).await;
-        let (gone, kept): (Vec<Container>, Vec<Container>) =
-            s.inventory.containers.drain(..).partition(|c| !c.running);
+        let (gone, kept): (Vec<Container>, Vec<Container>) = s
+            .inventory
+            .containers
+            .drain(..)
+            .partition(Container::is_stopped);
         s.inventory.containers = kept;
         Ok(Pruned {
             deleted: gone.into_iter().map(|c| c.id).collect(),
@@ -356,7 +369,11 @@ impl Engine for FakeEngine {
         })
     }
 
-    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
+    async fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
         let mut s = self.enter(Call::PruneImages { all }).await;
         let used: Vec<String> = s
             .inventory
@@ -368,7 +385,7 @@ impl Engine for FakeEngine {
             .inventory
             .images
             .drain(..)
-            .partition(|i| !used.contains(&i.id) && (all || i.is_dangling()));
+            .partition(|i| !used.contains(&i.id) && (all || i.is_dangling()) && !spare(i));
         s.inventory.images = kept;
         let reclaimed_bytes = gone.iter().map(|i| i.size_bytes).sum();
         s.freed_bytes = s.freed_bytes.saturating_add(reclaimed_bytes);

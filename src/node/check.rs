@@ -14,6 +14,7 @@ use super::error::{Error, list};
 use super::exec;
 use super::kubeconfig::{self, Located, locate};
 use super::timing::Timing;
+use crate::bounded::{self, Limit};
 
 /// The directories the shipped unit's `ProtectHome=yes` hides from the service: it sees them
 /// empty.
@@ -31,10 +32,13 @@ pub struct KubeconfigCheck {
     pub warnings: Vec<String>,
 }
 
+/// The largest credential file the check reads (a token, a certificate, a key).
+const CREDENTIAL_FILE_BYTES: u64 = 1 << 20;
+
 /// Checks the kubeconfig `setting` (else `KUBECONFIG` as `env` gives it, else the defaults)
 /// would select. `Err` when it exists and cannot be used as it is ([`Error::is_config`]); a
 /// kubeconfig not there yet is not an error (a node image baked before it joins a cluster).
-pub fn check_kubeconfig(
+pub async fn check_kubeconfig(
     setting: Option<&Path>,
     env: Option<&OsStr>,
 ) -> Result<KubeconfigCheck, Error> {
@@ -48,7 +52,7 @@ pub fn check_kubeconfig(
         }
     };
     out.warnings.extend(hidden_from_service(&path));
-    let loaded = kubeconfig::load(&path)?;
+    let loaded = kubeconfig::load(&path).await?;
     let user = &loaded.config.auth_info;
     // The credential's files: not there yet is waited for (TLS bootstrap writes the client
     // certificate after the kubelet joins), as at every call.
@@ -64,7 +68,10 @@ pub fn check_kubeconfig(
         .chain(user.client_key.iter().map(|f| ("client key", f)));
     for (what, file) in files {
         let file = Path::new(file);
-        if let Err(e) = std::fs::File::open(file) {
+        // Bounded as every read: a FIFO or a device named by mistake neither hangs nor grows us.
+        if let Err(e) =
+            bounded::read_file_async(what, file, Limit::bytes(CREDENTIAL_FILE_BYTES)).await
+        {
             out.warnings.push(format!(
                 "kubeconfig {}: user \"{}\": cannot read its {what} {} ({e}): cordoning waits for it, tried again every pass",
                 path.display(),

@@ -15,9 +15,15 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use http::Response;
+use http_body_util::combinators::MapErr;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::client::DynBody;
 use kube::config::AuthInfo;
 use secrecy::{ExposeSecret, SecretString};
+use tower::BoxError;
+use tower::util::{MapErrLayer, MapResponseLayer};
 
 use super::credential::{self, Credential, to_base64};
 use super::error::{Error, KubeError};
@@ -94,7 +100,7 @@ impl Link {
         self.current = None;
         // Stamps are taken before the files are read: a change while reading shows next time.
         let mut inputs = vec![(path.clone(), stamp(&path))];
-        let loaded = kubeconfig::load(&path)?;
+        let loaded = kubeconfig::load(&path).await?;
         inputs.extend(loaded.files.iter().map(|f| (f.clone(), stamp(f))));
         let credential = credential::resolve(&loaded, timing.exec_timeout).await?;
         inputs.extend(credential.files.iter().map(|f| (f.clone(), stamp(f))));
@@ -191,8 +197,65 @@ pub fn client(
             loaded.cluster
         );
     }
-    kube::Client::try_from(config).map_err(|source| Error::Client {
-        path: loaded.path.clone(),
-        source: KubeError(source),
-    })
+    let url = config.cluster_url.to_string();
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|source| Error::Client {
+            path: loaded.path.clone(),
+            source: KubeError(source),
+        })?;
+    Ok(builder
+        // Every answer's body bounded (kube collects it whole).
+        .with_layer(&MapResponseLayer::new(|r: Response<Box<DynBody>>| {
+            r.map(bounded_body)
+        }))
+        // A failure to reach the server names it.
+        .with_layer(&MapErrLayer::new(move |source: BoxError| -> BoxError {
+            Box::new(Unreachable {
+                url: url.clone(),
+                source,
+            })
+        }))
+        .build())
+}
+
+/// The largest answer body read from the API server: a Node (its images listed) is some tens
+/// of KiB.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// An answer's body as read: through a limit, its error reworded.
+type BoundedBody = MapErr<Limited<Box<DynBody>>, fn(BoxError) -> BoxError>;
+
+/// An answer's body, failing once past [`MAX_ANSWER_BYTES`] with an error that says so.
+fn bounded_body(body: Box<DynBody>) -> BoundedBody {
+    let too_large: fn(BoxError) -> BoxError = |e| {
+        if e.is::<LengthLimitError>() {
+            format!(
+                "the API server's answer is larger than {} MiB",
+                MAX_ANSWER_BYTES >> 20
+            )
+            .into()
+        } else {
+            e
+        }
+    };
+    Limited::new(body, MAX_ANSWER_BYTES).map_err(too_large)
+}
+
+/// A request that got no answer, naming the server.
+#[derive(Debug)]
+struct Unreachable {
+    url: String,
+    source: BoxError,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "API server {}", self.url.trim_end_matches('/'))
+    }
+}
+
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
 }

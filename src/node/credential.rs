@@ -17,6 +17,12 @@ use secrecy::{ExposeSecret, SecretString};
 use super::error::{CredentialError, Error};
 use super::exec;
 use super::kubeconfig::Loaded;
+use crate::bounded::{self, Limit};
+
+/// The largest token file read: a service account token is about 1 KiB.
+const MAX_TOKEN_BYTES: u64 = 64 * 1024;
+/// The largest client certificate or key file read (a PEM chain of a few certificates).
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// A credential kube can use as it is.
 pub struct Credential {
@@ -185,13 +191,9 @@ fn unsupported(user: &AuthInfo) -> Option<&'static str> {
 
 /// client-go's token file: whitespace trimmed, empty refused.
 async fn read_token_file(path: &Path) -> Result<SecretString, CredentialError> {
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|source| CredentialError::TokenFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let text = String::from_utf8_lossy(&bytes);
+    let bytes = bounded::read_file_async("token file", path, Limit::bytes(MAX_TOKEN_BYTES)).await?;
+    let bytes = secrecy::SecretSlice::from(bytes);
+    let text = String::from_utf8_lossy(bytes.expose_secret());
     let token = text.trim();
     if token.is_empty() {
         return Err(CredentialError::EmptyTokenFile {
@@ -214,14 +216,21 @@ async fn identity(
     let user = &loaded.config.auth_info;
     let cert = tls_part(
         loaded,
-        "certificate",
+        "client certificate",
         user.client_certificate_data.as_deref(),
         user.client_certificate.as_deref(),
         files,
     )
     .await?;
     let key_data = user.client_key_data.as_ref().map(|k| k.expose_secret());
-    let key = tls_part(loaded, "key", key_data, user.client_key.as_deref(), files).await?;
+    let key = tls_part(
+        loaded,
+        "client key",
+        key_data,
+        user.client_key.as_deref(),
+        files,
+    )
+    .await?;
     match (cert, key) {
         (None, None) => Ok(None),
         (Some(cert), Some(key)) => {
@@ -250,8 +259,9 @@ async fn tls_part(
     if let Some(data) = data {
         return base64(data).map(Some).ok_or_else(|| {
             loaded.refused(format!(
-                "user \"{}\": client-{what}-data is not valid base64",
-                loaded.user
+                "user \"{}\": {}-data is not valid base64",
+                loaded.user,
+                what.replace(' ', "-")
             ))
         });
     }
@@ -260,13 +270,13 @@ async fn tls_part(
     };
     let path = PathBuf::from(path);
     files.push(path.clone());
-    match tokio::fs::read(&path).await {
+    match bounded::read_file_async(what, &path, Limit::bytes(MAX_PEM_BYTES)).await {
         Ok(bytes) => Ok(Some(bytes)),
         // Not there yet (TLS bootstrap), or mid-rotation: tried again later.
         Err(source) => Err(Error::Credential {
             path: loaded.path.clone(),
             user: loaded.user.clone(),
-            source: CredentialError::TlsFile { what, path, source },
+            source: CredentialError::File(source),
         }),
     }
 }

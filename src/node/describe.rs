@@ -46,8 +46,13 @@ impl Cordoner {
                 );
             }
             Lifecycle::ReleaseFailed { hold, since, error } => {
+                let retry = if self.ticks_follow() {
+                    ", retrying every tick"
+                } else {
+                    ""
+                };
                 return format!(
-                    "node {node}: {hold} held for {} s, release failed, retrying every tick: {error}",
+                    "node {node}: {hold} held for {} s, release failed{retry}: {error}",
                     since.elapsed().as_secs()
                 );
             }

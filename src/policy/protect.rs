@@ -1,12 +1,20 @@
 //! Stage 2 of a plan: each image's effective last use (a parent counts as used when any child
-//! is) and what protects an image (in use, a keep rule, a keep label, too young, parent of a
-//! protected image). What is left is a candidate.
+//! is) and what protects an image (in use, the newest step of a build in progress, a keep rule,
+//! a keep label, too young, parent of a protected image). What is left is a candidate.
+//!
+//! A classic (legacy) build meets a pass in three ways, and each is covered here whatever
+//! `min_age` says: while a step runs, its container (created or running) uses the previous
+//! step's image (in use); between two steps, and for as long as a `COPY` or `ADD` step copies
+//! (it makes no container), the newest step's image is untagged, has the previous step as
+//! parent and was created moments ago, and nothing else shows that the next step needs it
+//! ([`building`]); the older steps are its parents (kept as parents, and the engine refuses to
+//! remove an image with children anyway).
 
 use std::collections::{HashMap, HashSet};
 
 use regex::Regex;
 
-use super::{Kept, Reason};
+use super::{BUILD_GRACE, Kept, Reason, millis};
 use crate::config::KeepLabel;
 use crate::docker::{Image, Inventory};
 use crate::lastuse::LastUse;
@@ -100,6 +108,18 @@ pub(super) fn effective_last_use<'a>(
     last_used
 }
 
+/// When `image` may be the newest step of a classic build in progress, its age in seconds:
+/// untagged, with a parent (only the classic builder and `docker commit` make such images; a
+/// pull, an import and a BuildKit build leave the parent empty), and created less than
+/// [`BUILD_GRACE`] before `now_ms` (or after it: a clock that was wrong).
+pub(super) fn building(image: &Image, now_ms: i64) -> Option<i64> {
+    if !image.tags.is_empty() || image.parent_id.is_none() {
+        return None;
+    }
+    let age_ms = now_ms.saturating_sub(image.created.saturating_mul(1000));
+    (age_ms < millis(BUILD_GRACE)).then_some(age_ms.max(0).div_euclid(1000))
+}
+
 /// What the protection stage decided.
 pub(super) struct Protection<'a> {
     /// Images that may go, in inventory order.
@@ -113,7 +133,7 @@ pub(super) struct Rules<'a> {
     /// The engine's name.
     pub engine: &'a str,
     /// Image id → a container that stays and uses it.
-    pub users: &'a HashMap<&'a str, &'a str>,
+    pub users: &'a super::containers::Users<'a>,
     /// Keep patterns matched against tags.
     pub keep: &'a [Regex],
     /// Keep rules matched against labels.
@@ -136,10 +156,13 @@ pub(super) fn protect<'a>(
     let mut kept = Vec::new();
     let mut unprotected = Vec::new();
     for image in &inventory.images {
-        let reason = if let Some(container) = rules.users.get(image.id.as_str()) {
+        let reason = if let Some((container, state)) = rules.users.get(image.id.as_str()) {
             Some(Reason::InUse {
                 container: container.to_string(),
+                state: *state,
             })
+        } else if let Some(age_secs) = building(image, rules.now_ms) {
+            Some(Reason::Building { age_secs })
         } else if let Some(pattern) = rules
             .keep
             .iter()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
-use crate::docker::{Container, Image, Inventory};
+use crate::docker::{Container, ContainerState, Image, Inventory};
 use crate::lastuse::LastUse;
 use crate::usage::{FsUsage, TreeUsage};
 
@@ -25,11 +25,16 @@ fn image(id: &str, tags: &[&str], size_mib: u64) -> Image {
 }
 
 fn container(id: &str, image_id: &str, running: bool, finished: i64) -> Container {
+    let state = if running {
+        ContainerState::Running
+    } else {
+        ContainerState::Exited
+    };
     Container {
         id: id.into(),
         name: format!("name-{id}"),
         image_id: image_id.into(),
-        running,
+        state,
         created: finished - 10,
         finished: Some(finished),
     }
@@ -568,3 +573,4 @@ fn critical_lowers_the_min_age_to_critical_min_age() {
 }
 
 mod reclaim;
+mod states;

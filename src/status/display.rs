@@ -65,7 +65,17 @@ fn names(names: &[String]) -> String {
 /// Why something stays, in words, with ages counted from now.
 fn why(reason: &Reason) -> String {
     match reason {
-        Reason::InUse { container } => format!("in use by container {container}"),
+        Reason::InUse { container, state } => {
+            format!("in use by container {container} ({state})")
+        }
+        Reason::Building { age_secs } => format!(
+            "untagged step image made {} ago: a build may use it next",
+            age(age_secs.saturating_mul(1000))
+        ),
+        Reason::BuildStep { image_age_secs } => format!(
+            "stopped step of a build (its image made {} ago): the build commits it next",
+            age(image_age_secs.saturating_mul(1000))
+        ),
         Reason::KeepRule { pattern } => format!("keep rule {pattern:?}"),
         Reason::KeepLabel { rule, label } => format!("label {label} (keep_labels {rule:?})"),
         Reason::TooYoung { age_secs } => format!(
@@ -292,6 +302,16 @@ impl fmt::Display for Status {
             &rows,
         )?;
 
+        // Containers by state: only exited and dead ones may be removed.
+        for e in self.engines.iter().filter(|e| !e.container_states.is_empty()) {
+            writeln!(
+                f,
+                "  {}: containers{}",
+                e.name,
+                states(&e.container_states)
+            )?;
+        }
+
         writeln!(f, "\nwhere the engines' bytes are counted")?;
         for e in self.engines.iter().filter(|e| e.error.is_none()) {
             writeln!(
@@ -367,6 +387,17 @@ impl fmt::Display for Status {
         }
         Ok(())
     }
+}
+
+/// ` (2 running, 1 created)`: the containers by state, most first; empty without containers.
+fn states(by_state: &std::collections::BTreeMap<&'static str, usize>) -> String {
+    let mut counts: Vec<(&str, usize)> = by_state.iter().map(|(s, n)| (*s, *n)).collect();
+    if counts.is_empty() {
+        return String::new();
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(" ({})", parts.join(", "))
 }
 
 #[cfg(test)]
@@ -457,6 +488,7 @@ mod tests {
                     would_go_records: 0,
                 }),
                 covered_secs: 3600,
+                container_states: std::collections::BTreeMap::from([("exited", 1), ("running", 1)]),
                 store: Some(storage.describe()),
                 places: storage.counted_in(&["/var/lib/docker".into()]),
                 containerd_error: None,
@@ -515,5 +547,12 @@ mod tests {
             "{text}"
         );
         eprintln!("{text}");
+    }
+
+    #[test]
+    fn containers_are_counted_by_state_most_first() {
+        let by_state = std::collections::BTreeMap::from([("created", 1), ("running", 2)]);
+        assert_eq!(states(&by_state), " (2 running, 1 created)");
+        assert_eq!(states(&std::collections::BTreeMap::new()), "");
     }
 }

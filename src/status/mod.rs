@@ -46,6 +46,9 @@ pub struct EngineStatus {
     pub images: usize,
     /// Containers it holds.
     pub containers: usize,
+    /// How many of them are in each state (`created`, `running`, `exited`, ...): only exited
+    /// and dead ones may be removed.
+    pub container_states: std::collections::BTreeMap<&'static str, usize>,
     /// Its build cache; `None` when it has none that can be read (Podman, strategy `prune`).
     pub build_cache: Option<CacheStatus>,
     /// How long its last-use table has covered it, seconds (`max_unused_age` acts once it is
@@ -227,6 +230,15 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
                 floor_bytes: found.map_or(0, |s| s.floor_bytes),
                 images: inventory.map_or(0, |i| i.images.len()),
                 containers: inventory.map_or(0, |i| i.containers.len()),
+                container_states: inventory
+                    .map(|i| {
+                        let mut states = std::collections::BTreeMap::new();
+                        for c in &i.containers {
+                            *states.entry(c.state.name()).or_insert(0) += 1;
+                        }
+                        states
+                    })
+                    .unwrap_or_default(),
                 build_cache,
                 covered_secs: found.map_or(0, |s| s.covered_ms.div_euclid(1000)),
                 store: connected

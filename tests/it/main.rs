@@ -1,5 +1,6 @@
 //! One integration-test binary; shared helpers live in `util`.
 
+mod busy;
 mod clean;
 mod config;
 mod cordon;
@@ -7,6 +8,7 @@ mod credentials;
 mod docker_harness;
 mod engines;
 mod fleet;
+mod inputs;
 mod kube_daemon;
 mod kube_fake;
 mod kubectl;
