@@ -303,13 +303,12 @@ impl fmt::Display for Status {
         )?;
 
         // Containers by state: only exited and dead ones may be removed.
-        for e in self.engines.iter().filter(|e| !e.container_states.is_empty()) {
-            writeln!(
-                f,
-                "  {}: containers{}",
-                e.name,
-                states(&e.container_states)
-            )?;
+        for e in self
+            .engines
+            .iter()
+            .filter(|e| !e.container_states.is_empty())
+        {
+            writeln!(f, "  {}: containers{}", e.name, states(&e.container_states))?;
         }
 
         writeln!(f, "\nwhere the engines' bytes are counted")?;
