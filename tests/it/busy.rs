@@ -98,7 +98,7 @@ fn status_names_the_created_container_that_keeps_an_image() {
             .any(|l| l.contains("app:1") && l.contains("in use by container pod1 (created)")),
         "{out}"
     );
-    assert!(out.contains("1 containers (1 created)"), "{out}");
+    assert!(out.contains("default: containers (1 created)"), "{out}");
 }
 
 /// A build context in `d`'s temp dir (not on its loop filesystem): `Dockerfile`, `/busybox`, and
