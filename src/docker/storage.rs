@@ -76,10 +76,7 @@ impl Storage {
             if let Some(content) = &c.content_root {
                 places.push(Place {
                     path: content.clone(),
-                    holds: format!(
-                        "containerd's content store (image blobs; namespace {})",
-                        c.namespace
-                    ),
+                    holds: format!("its content store (image blobs; namespace {})", c.namespace),
                     walked: false,
                 });
             }
@@ -87,7 +84,7 @@ impl Storage {
                 places.push(Place {
                     path: snapshots.clone(),
                     holds: format!(
-                        "containerd's {} snapshots (unpacked layers, writable layers; namespace {})",
+                        "its {} snapshots (unpacked and writable layers; namespace {})",
                         c.snapshotter, c.namespace
                     ),
                     walked: false,
@@ -105,6 +102,49 @@ impl Storage {
             .filter(|p| !p.walked)
             .map(|p| p.path)
             .collect()
+    }
+
+    /// The image store in a few words: the driver, or the containerd image store with its
+    /// namespace and socket.
+    pub fn describe(&self) -> String {
+        match &self.containerd {
+            Some(c) => format!(
+                "containerd image store, namespace {}, at {}",
+                c.namespace,
+                c.address.display()
+            ),
+            None if self.driver.is_empty() => "unknown".to_string(),
+            None => self.driver.clone(),
+        }
+    }
+
+    /// Where an engine configured with `configured` paths has its bytes counted: each
+    /// configured path (walked), then each place the engine named that no configured path
+    /// holds.
+    pub fn counted_in(&self, configured: &[PathBuf]) -> Vec<Place> {
+        let named = self.places();
+        let mut out: Vec<Place> = configured
+            .iter()
+            .map(|path| {
+                let holds = named
+                    .iter()
+                    .filter(|p| p.walked && p.path.starts_with(path))
+                    .map(|p| p.holds.clone())
+                    .next()
+                    .unwrap_or_else(|| "configured; the engine names no data here".to_string());
+                Place {
+                    path: path.clone(),
+                    holds,
+                    walked: true,
+                }
+            })
+            .collect();
+        out.extend(
+            named
+                .into_iter()
+                .filter(|p| !p.walked || !Storage::covered_by(&p.path, configured)),
+        );
+        out
     }
 
     /// Whether `paths` (an engine's configured paths) hold the place `place`.

@@ -64,7 +64,7 @@ fn both_watermarks_are_auto_by_default_and_a_number_fixes_each() {
         "{text}"
     );
     assert!(
-        text.contains("threshold_low = \"auto\"  # default"),
+        text.contains("threshold_low = \"auto\"  # derived: at most 4 points below threshold_high"),
         "{text}"
     );
 }

@@ -328,6 +328,26 @@ pub fn check(
     Err(why)
 }
 
+/// Records that the running test, which has already passed [`require`] for `service`, does not
+/// apply to the engine of this run, and why (`na` in the ledger; `scripts/test.sh` lists each
+/// with its reason). The test must return at once. Only for something the engine does not have
+/// (a containerd of its own, a build cache endpoint), never to hide a fault of ours.
+pub fn not_applicable(service: Service, why: &str) {
+    let test = current_test();
+    Ledger::current().record(&Entry {
+        outcome: Outcome::NotApplicable,
+        service: service.name().to_string(),
+        engine: service.engine().to_string(),
+        test: test.clone(),
+        reason: why.to_string(),
+    });
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** N/A {test} on {}: {why} ***",
+        service.engine()
+    );
+}
+
 /// The running test's name: libtest names each test's thread after it (`clean::lru_order…`).
 fn current_test() -> String {
     match std::thread::current().name() {
