@@ -19,6 +19,10 @@ pub enum Who {
     /// Ours as it was before this benchmark (`ours main-defaults` in the CSV): fixed watermarks
     /// 82/78, a check at once after an event.
     OursBefore,
+    /// Ours with both watermarks fixed, high/low percent (`ours 82/78` in the CSV).
+    OursBand(u8, u8),
+    /// Ours at the defaults but `delay_seconds = "adaptive"` (`ours adaptive…` in the CSV).
+    OursAdaptive,
     /// docuum at this threshold, percent.
     Docuum(u64),
     /// The original tool.
@@ -30,6 +34,10 @@ impl Who {
     pub fn from_label(label: &str) -> Option<Who> {
         if label.starts_with("ours main") {
             Some(Who::OursBefore)
+        } else if let Some(band) = label.strip_prefix("ours ").and_then(band) {
+            Some(band)
+        } else if label.starts_with("ours") && label.contains("adaptive") {
+            Some(Who::OursAdaptive)
         } else if label.starts_with("ours") {
             Some(Who::Ours)
         } else if let Some(rest) = label.strip_prefix("docuum") {
@@ -49,6 +57,8 @@ impl Who {
         match self {
             Who::Ours => "ours (defaults)".into(),
             Who::OursBefore => "ours (before)".into(),
+            Who::OursBand(h, l) => format!("ours {h}/{l}"),
+            Who::OursAdaptive => "ours adaptive".into(),
             Who::Docuum(p) => format!("docuum {p}%"),
             Who::Original => "original (prune)".into(),
         }
@@ -86,6 +96,25 @@ impl Who {
                 )
                 .at_once(),
             ),
+            Who::OursBand(h, l) => {
+                let d = docker_image_cleaner::config::Config::default();
+                sim::run(
+                    trace,
+                    &mut ours::Ours::new(
+                        d.strategy,
+                        (f64::from(h), f64::from(l)),
+                        d.min_age,
+                        true,
+                        Sizes::Reported,
+                        trace.scale,
+                    ),
+                )
+            }
+            Who::OursAdaptive => sim::run(
+                trace,
+                &mut ours::Ours::defaults(Sizes::Reported, trace.scale)
+                    .with_delay(docker_image_cleaner::config::Delay::Adaptive),
+            ),
             Who::Docuum(p) => sim::run(trace, &mut peers::Docuum::new(p)),
             Who::Original => sim::run(
                 trace,
@@ -101,6 +130,13 @@ impl Who {
         };
         node.stats
     }
+}
+
+/// `82/78` (the rest of an `ours …` label may follow): both watermarks fixed.
+fn band(rest: &str) -> Option<Who> {
+    let word = rest.split_whitespace().next()?;
+    let (h, l) = word.split_once('/')?;
+    Some(Who::OursBand(h.parse().ok()?, l.parse().ok()?))
 }
 
 /// One real run, as the benchmark's CSV has it.
@@ -256,5 +292,21 @@ fn pct(model: f64, real: f64) -> String {
         }
     } else {
         format!("{:+.0} %", 100.0 * (model - real) / real)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Who;
+
+    #[test]
+    fn labels_of_the_csv_name_their_models() {
+        assert_eq!(Who::from_label("ours"), Some(Who::Ours));
+        assert_eq!(Who::from_label("ours main-defaults"), Some(Who::OursBefore));
+        assert_eq!(Who::from_label("ours 82/78"), Some(Who::OursBand(82, 78)));
+        assert_eq!(Who::from_label("ours adaptive"), Some(Who::OursAdaptive));
+        assert_eq!(Who::from_label("docuum 80%"), Some(Who::Docuum(80)));
+        assert_eq!(Who::from_label("original 1.0.0b3"), Some(Who::Original));
+        assert_eq!(Who::from_label("kubelet"), None);
     }
 }

@@ -114,6 +114,12 @@ impl Ours {
         }
     }
 
+    /// With this pause between two removals instead of the default.
+    pub fn with_delay(mut self, delay: docker_image_cleaner::config::Delay) -> Self {
+        self.config.delay = delay;
+        self
+    }
+
     /// Checks at once after an event, as the daemon did before it waited for a load's
     /// tarball to go (the real-binary benchmark's baseline).
     pub fn at_once(mut self) -> Self {
