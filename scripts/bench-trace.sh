@@ -127,13 +127,16 @@ command -v cargo >/dev/null 2>&1 || [ -n "${SUDO_USER:-}" ] || die "cargo not fo
 t=$SECONDS
 as_owner cargo build --release --locked --quiet --bin docker-image-cleaner --example replay --example trace_bench ||
     die "cargo build failed"
-if [ ! -x "$tools/docuum/bin/docuum" ] || ! "$tools/docuum/bin/docuum" --version 2>/dev/null | grep -qF "$DOCUUM_VERSION"; then
+# Outputs are read whole before grep: with pipefail, `grep -q` closing the pipe early makes the
+# writer die of SIGPIPE and the check fail, which reinstalled the venv on every run.
+if [ ! -x "$tools/docuum/bin/docuum" ] ||
+    ! grep -qF "$DOCUUM_VERSION" <<<"$("$tools/docuum/bin/docuum" --version 2>/dev/null || true)"; then
     say "installing docuum $DOCUUM_VERSION from crates.io into $tools/docuum"
     as_owner cargo install --quiet --locked docuum --version "$DOCUUM_VERSION" --root "$tools/docuum" ||
         die "cargo install docuum failed"
 fi
 venv=$tools/original-venv
-if ! "$venv/bin/pip" show docker-image-cleaner 2>/dev/null | grep -qx "Version: $ORIGINAL_VERSION"; then
+if ! grep -qx "Version: $ORIGINAL_VERSION" <<<"$("$venv/bin/pip" show docker-image-cleaner 2>/dev/null || true)"; then
     say "installing docker-image-cleaner $ORIGINAL_VERSION from PyPI into $venv"
     rm -rf "$venv"
     as_owner python3 -m venv "$venv"
