@@ -369,7 +369,14 @@ async fn count_set(docker: &DockerEngine) -> anyhow::Result<usize> {
     Ok(inventory
         .images
         .iter()
-        .filter(|i| i.tags.iter().any(|t| t.starts_with(SET_PREFIX)))
+        // Podman names a loaded `bench/x` `localhost/bench/x`.
+        .filter(|i| {
+            i.tags.iter().any(|t| {
+                t.strip_prefix("localhost/")
+                    .unwrap_or(t)
+                    .starts_with(SET_PREFIX)
+            })
+        })
         .count())
 }
 
