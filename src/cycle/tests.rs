@@ -1084,9 +1084,11 @@ async fn prune_strategy_spares_a_build_in_progress() {
         created: now_secs - 5,
         ..image("step", 10)
     };
+    // An import made a minute ago (within the commit window it could be a step whose parent
+    // Docker has not named yet, and would stay too).
     let dangling = Image {
         tags: Vec::new(),
-        created: now_secs - 5,
+        created: now_secs - 60,
         ..image("dangling", 10)
     };
     let engine = FakeEngine::new(vec![image("base", 10), step, dangling], Vec::new());
