@@ -32,7 +32,7 @@ struct Entry {
 impl DockerEngine {
     /// The engine's images (`docker image ls`, dangling ones included), each with its layers.
     pub(super) async fn list_images(&self) -> Result<Vec<Image>, Error> {
-        let body = self.get_text("list images", IMAGES).await?;
+        let body = self.get_list("list images", IMAGES).await?;
         let mut images = parse_images(&body).map_err(|err| Error::Request {
             op: "list images (GET /images/json)".into(),
             source: BollardError::JsonSerdeError { err },
