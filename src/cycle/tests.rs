@@ -416,6 +416,7 @@ async fn the_delay_separates_image_removals_only() {
         running: false,
         created: 0,
         finished: None,
+        managed: false,
     });
     let disk = Disk::new(&engine, 59);
     let guard = Recorder::new(PassStart::Proceed);

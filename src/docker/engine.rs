@@ -278,6 +278,7 @@ impl Engine for DockerEngine {
                 running,
                 created: c.created.unwrap_or_default(),
                 finished,
+                managed: false,
                 id,
             });
         }

@@ -23,6 +23,7 @@ fn container(image_id: &str) -> Container {
         running: false,
         created: 0,
         finished: None,
+        managed: false,
     }
 }
 

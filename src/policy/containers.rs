@@ -17,7 +17,8 @@ pub(super) struct Containers<'a> {
 }
 
 /// Every stopped container that finished at least `min_age_ms` before `now_ms` goes; running
-/// and recently stopped ones stay and keep their images.
+/// and recently stopped ones stay and keep their images. A container the kubelet manages
+/// (CRI) never goes and keeps its image, whatever its state.
 pub(super) fn containers<'a>(
     engine: &str,
     inventory: &'a Inventory,
@@ -30,7 +31,7 @@ pub(super) fn containers<'a>(
     for c in &inventory.containers {
         let when = c.finished.unwrap_or(c.created);
         let age_ms = now_ms.saturating_sub(when.saturating_mul(1000));
-        if c.running {
+        if c.running || c.managed {
             users.insert(&c.image_id, &c.name);
         } else if age_ms < min_age_ms {
             users.insert(&c.image_id, &c.name);

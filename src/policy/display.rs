@@ -123,6 +123,7 @@ impl fmt::Display for Kept {
             on(&self.engine)
         )?;
         match &self.reason {
+            Reason::Pinned { why } => f.write_str(why),
             Reason::InUse { container } => write!(f, "in use by container {container}"),
             Reason::KeepRule { pattern } => write!(f, "matches keep rule {pattern:?}"),
             Reason::KeepLabel { rule, label } => {

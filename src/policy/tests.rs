@@ -32,6 +32,7 @@ fn container(id: &str, image_id: &str, running: bool, finished: i64) -> Containe
         running,
         created: finished - 10,
         finished: Some(finished),
+        managed: false,
     }
 }
 
@@ -504,4 +505,5 @@ fn critical_lowers_the_min_age_to_critical_min_age() {
     assert_eq!(removed_images(&p), vec!["a"], "b is younger than 120 s");
 }
 
+mod cri;
 mod reclaim;

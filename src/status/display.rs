@@ -65,6 +65,7 @@ fn names(names: &[String]) -> String {
 /// Why something stays, in words, with ages counted from now.
 fn why(reason: &Reason) -> String {
     match reason {
+        Reason::Pinned { why } => why.clone(),
         Reason::InUse { container } => format!("in use by container {container}"),
         Reason::KeepRule { pattern } => format!("keep rule {pattern:?}"),
         Reason::KeepLabel { rule, label } => format!("label {label} (keep_labels {rule:?})"),
