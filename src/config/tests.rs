@@ -1035,4 +1035,5 @@ fn bad_fleet_values_name_the_key() {
     );
 }
 
+mod cri;
 mod reclaim;

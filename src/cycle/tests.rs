@@ -185,6 +185,7 @@ fn engine_config(name: &str, path: &str, floor: Floor) -> EngineConfig {
     EngineConfig {
         name: name.into(),
         docker_host: None,
+        cri_endpoint: None,
         paths: vec![path.into()],
         floor,
     }

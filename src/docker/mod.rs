@@ -13,7 +13,9 @@
 //!   for Docker's containerd image store; the only file that names tonic types.
 //! - [`fake`]: a recording in-memory engine with scripted answers.
 
+mod any;
 mod containerd;
+mod cri;
 mod engine;
 pub mod fake;
 mod model;
@@ -24,9 +26,11 @@ use std::time::Duration;
 
 use futures_util::Stream;
 
+pub use any::AnyEngine;
+pub use cri::CriEngine;
 pub use engine::DockerEngine;
 pub use model::{BuildCache, CacheRecord, Container, Image, Inventory, Pruned, Removal, UseEvent};
-pub use storage::{ContainerdStore, Place, Storage};
+pub use storage::{ContainerdStore, CriStore, Place, Storage};
 
 /// Errors talking to an engine.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,16 @@ pub enum Error {
         /// It answered "not found".
         not_found: bool,
     },
+    /// The CRI runtime (the kubelet's containerd or CRI-O) refused or failed a call.
+    #[error("CRI runtime: {op}: {message}")]
+    Cri {
+        /// What we asked, and where.
+        op: String,
+        /// Its status and message.
+        message: String,
+        /// It answered "not found".
+        not_found: bool,
+    },
     /// A request got no answer in time.
     #[error("request timed out after {}s: {op}", .after.as_secs())]
     Timeout {
@@ -87,7 +101,8 @@ impl Error {
             Error::Timeout { .. }
             | Error::Connect { .. }
             | Error::Request { .. }
-            | Error::Containerd { .. } => true,
+            | Error::Containerd { .. }
+            | Error::Cri { .. } => true,
             Error::Status { status, .. } => *status >= 500,
         }
     }

@@ -223,11 +223,7 @@ impl fmt::Display for Status {
             .engines
             .iter()
             .map(|e| match &e.error {
-                Some(why) => vec![
-                    e.name.clone(),
-                    e.docker_host.clone(),
-                    format!("down: {why}"),
-                ],
+                Some(why) => vec![e.name.clone(), e.endpoint.clone(), format!("down: {why}")],
                 None => {
                     let cache = match &e.build_cache {
                         Some(c) => format!(
@@ -251,7 +247,7 @@ impl fmt::Display for Status {
                     };
                     vec![
                         e.name.clone(),
-                        e.docker_host.clone(),
+                        e.endpoint.clone(),
                         format!("{} images, {} containers", e.images, e.containers),
                         e.footprint_bytes.map_or("?".into(), size),
                         if e.floor_bytes == 0 {
