@@ -176,6 +176,8 @@ impl Follower {
     /// Waits for the next event or poll, and queues what it tells.
     async fn wait(&mut self) -> Result<(), Error> {
         let Some(poll) = self.poll.as_mut() else {
+            // Not subscribed (a replay): nothing more to wait for.
+            self.done = true;
             return Ok(());
         };
         let seen = tokio::select! {
