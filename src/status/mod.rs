@@ -318,12 +318,21 @@ pub fn places(configured: &[std::path::PathBuf], storage: &docker::Storage) -> V
     let mut out: Vec<Place> = configured
         .iter()
         .map(|path| {
+            let counted_below = named
+                .iter()
+                .any(|p| !p.walked && p.path.starts_with(path));
             let holds = named
                 .iter()
                 .filter(|p| p.walked && p.path.starts_with(path))
                 .map(|p| p.holds.clone())
                 .next()
-                .unwrap_or_else(|| "configured; the engine names no data here".to_string());
+                .unwrap_or_else(|| {
+                    if counted_below {
+                        "configured; walked but for containerd's roots below, which containerd counts per namespace".to_string()
+                    } else {
+                        "configured; the engine names no data here".to_string()
+                    }
+                });
             Place {
                 path: path.clone(),
                 holds,
