@@ -13,7 +13,7 @@ use crate::util::cri::{CriKind, PrivateCri, SANDBOX_IMAGE};
 use crate::util::daemon::Daemon;
 use crate::util::dockerd::PrivateDockerd;
 use crate::util::loopfs::SharedFs;
-use crate::util::require::Service;
+use crate::util::require::{Service, not_applicable};
 use crate::util::wait_until;
 
 /// Bound of anything a running daemon should do "soon".
@@ -432,4 +432,74 @@ fn an_image_a_container_takes_up_during_the_pass_stays() {
         c.container_state(&container),
         Some(k8s_cri::v1::ContainerState::ContainerRunning)
     );
+}
+
+/// Docker 29's default, the containerd image store, on the kubelet's own containerd: one
+/// containerd, Docker's images in `moby`, the kubelet's in `k8s.io`, both engines of one
+/// cleaner.
+#[test]
+fn docker_s_containerd_store_and_the_kubelet_share_one_containerd_told_apart() {
+    if CriKind::current() != CriKind::Bed {
+        not_applicable(
+            Service::Cri,
+            "Docker 28's containerd image store needs containerd 2.x; this flavour's is 1.6",
+        );
+        return;
+    }
+    let Some(c) = PrivateCri::start("cri-moby", 1024) else {
+        return;
+    };
+    const MIB: u64 = 1 << 20;
+    let d = c.dockerd("docker");
+    // Never used: they go in the order they were built, whichever engine holds them.
+    d.image_at("d1:1", 40, 1_600_000_000);
+    c.image_at("dic.test/k1:1", 40, 1_600_001_000, &[]);
+    d.image_at("d2:1", 40, 1_600_002_000);
+    c.image_at("dic.test/k2:1", 40, 1_600_003_000, &[]);
+    let tables = format!(
+        "[[engine]]\nname = \"docker\"\ndocker_host = {:?}\npaths = [{:?}]\n\n{}",
+        d.host(),
+        d.data_root().display().to_string(),
+        cri_table("kubelet", &c, "0")
+    );
+    let cleaner = Cleaner::with_tables(&tables, "");
+    let status = status_json(&cleaner, &[]);
+    let engine = |name: &str| {
+        status["engines"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("engine {name}: {status}"))
+    };
+    // Each image is on the disk twice (blob and snapshot): 160 MiB in each namespace.
+    for name in ["docker", "kubelet"] {
+        let footprint = engine(name)["footprint_bytes"].as_u64().unwrap_or(0);
+        assert!(
+            (160 * MIB..230 * MIB).contains(&footprint),
+            "{name} counts its own namespace only ({} MiB): {status}",
+            footprint / MIB
+        );
+    }
+    assert!(
+        engine("docker")["store"]
+            .as_str()
+            .is_some_and(|s| s.contains("namespace moby")),
+        "{status}"
+    );
+    assert!(
+        engine("kubelet")["store"]
+            .as_str()
+            .is_some_and(|s| s.contains("namespace k8s.io")),
+        "{status}"
+    );
+
+    let (used, _) = c.fs().used_pct();
+    let (out, err) = cleaner.run_ok_at(&["once"], (used - 1.0).floor(), Some(1.0));
+    assert_eq!(
+        removal_order(&err),
+        vec!["d1:1", "dic.test/k1:1", "d2:1", "dic.test/k2:1"],
+        "one order across both namespaces:\n{err}"
+    );
+    assert_eq!(d.tags(), Vec::<String>::new(), "{out}\n{err}");
+    assert_eq!(c.tags(), vec![SANDBOX_IMAGE.to_string()], "{out}\n{err}");
 }

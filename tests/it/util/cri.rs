@@ -611,6 +611,26 @@ impl PrivateCri {
         self.remove_pod(&pod);
     }
 
+    /// Starts a dockerd from the bed (Docker 28) with the containerd image store on this
+    /// containerd (`--containerd`), as on a node where Docker 29 and the kubelet share one
+    /// containerd: its images go to namespace `moby`, the kubelet's are in `k8s.io`. Its data
+    /// root is `<fs mount>/<name>`; it runs in this containerd's namespace (containerd must see
+    /// its mounts) and goes with it. Only the bed's containerd (2.1) can serve it.
+    pub fn dockerd(&self, name: &str) -> DockerOnCri {
+        assert_eq!(
+            self.kind,
+            CriKind::Bed,
+            "Docker 28's containerd store needs containerd 2.x"
+        );
+        let data_root = self.fs.engine_root(name);
+        let d = DockerOnCri {
+            dir: self.dir.clone(),
+            data_root,
+            child: None,
+        };
+        d.spawn(self)
+    }
+
     /// Stops containerd (SIGTERM, SIGKILL after a bound) and starts it again on the same root
     /// and socket; its shims and their containers keep running meanwhile, as on a node.
     pub fn restart(&mut self) {
@@ -699,6 +719,133 @@ impl PrivateCri {
             out.push(dir);
         }
         out
+    }
+}
+
+/// A dockerd 28 whose images are in a [`PrivateCri`]'s containerd (see [`PrivateCri::dockerd`]).
+pub struct DockerOnCri {
+    dir: PathBuf,
+    data_root: PathBuf,
+    child: Option<Child>,
+}
+
+impl DockerOnCri {
+    fn spawn(mut self, c: &PrivateCri) -> DockerOnCri {
+        fs::write(
+            self.dir.join("daemon.json"),
+            "{\"features\": {\"containerd-snapshotter\": true}}\n",
+        )
+        .unwrap_or_else(|e| panic!("writing daemon.json: {e}"));
+        let log = fs::File::create(self.dir.join("dockerd.log"))
+            .unwrap_or_else(|e| panic!("creating dockerd.log: {e}"));
+        let err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("dup of dockerd.log: {e}"));
+        let mut cmd = bed::command_in(&self.dir, "/usr/sbin/dockerd");
+        cmd.arg(format!("--containerd={}", c.socket().display()))
+            .arg(format!("--data-root={}", self.data_root.display()))
+            .arg(format!(
+                "--exec-root={}",
+                self.dir.join("docker-exec").display()
+            ))
+            .arg(format!(
+                "--pidfile={}",
+                self.dir.join("docker.pid").display()
+            ))
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("daemon.json").display()
+            ))
+            .arg(format!("--host={}", self.host()))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("spawning dockerd: {e}")),
+        );
+        let socket = self.socket();
+        if let Err(why) = api::wait_for_ping(&mut self.child, &socket, READY_BOUND) {
+            let text = fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+            panic!("dockerd {why}\n{text}");
+        }
+        self
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    /// `unix://…/docker.sock`, for `docker_host`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Its `--data-root`: what the cleaner's `paths` name for it.
+    pub fn data_root(&self) -> &Path {
+        &self.data_root
+    }
+
+    /// The bed's Docker CLI against this daemon; panics unless it succeeds.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bed::in_root("/usr/bin/docker"));
+        cmd.arg("--host").arg(self.host()).args(args);
+        for var in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("DOCKER_CONFIG", self.dir.join("docker-cli"));
+        let out = host::run(cmd, COMMAND_BOUND);
+        assert!(
+            out.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        out
+    }
+
+    /// Loads an image tagged `tag` of `payload_mib` MiB, created at `created_secs`; returns
+    /// its id.
+    pub fn image_at(&self, tag: &str, payload_mib: u64, created_secs: i64) -> String {
+        let archive = ImageArchive::build(&self.dir, tag, payload_mib, created_secs);
+        self.docker(&["load", "--input", archive.path()]);
+        let out = self.docker(&["image", "inspect", "--format", "{{.Id}}", tag]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Its images' tags, sorted.
+    pub fn tags(&self) -> Vec<String> {
+        let out = self.docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let mut tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.contains("<none>"))
+            .map(str::to_string)
+            .collect();
+        tags.sort();
+        tags
+    }
+}
+
+impl Drop for DockerOnCri {
+    fn drop(&mut self) {
+        // Nothing here may panic. Its containerd's teardown sweeps what is left of it.
+        if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                host::signal("TERM", &[child.id()]);
+                if !wait_until(STOP_BOUND, || !matches!(child.try_wait(), Ok(None))) {
+                    let _ = child.kill();
+                }
+            }
+            let _ = child.wait();
+        }
+        host::unmount_under(&self.data_root);
     }
 }
 

@@ -334,6 +334,19 @@ pub fn require(service: Service) -> bool {
     false
 }
 
+/// Records in the ledger that the current test does not apply to `service`'s engine of this
+/// run, and why; the test then returns. Use only where the engine cannot do what the test is
+/// about (not for a missing service: that is [`require`]'s).
+pub fn not_applicable(service: Service, why: &str) {
+    Ledger::current().record(&Entry {
+        outcome: Outcome::NotApplicable,
+        service: service.name().to_string(),
+        engine: service.engine().to_string(),
+        test: current_test(),
+        reason: why.to_string(),
+    });
+}
+
 /// [`require`] with everything explicit and no note on stderr, for the harness's own tests:
 /// records the outcome in `ledger`; `Err(why)` when something is missing, a panic then if `ci`.
 pub fn check(
