@@ -10,9 +10,9 @@
 //!   report it: there the label `io.cri-containerd.pinned=pinned` is read from containerd
 //!   itself; the runtime's sandbox (pause) image is pinned too ([`Image::pinned`](super::Image));
 //! - the runtime removes an image in use, or pinned, when asked (containerd 1.6 and 2.1 do):
-//!   [`remove`] checks both again just before it asks;
+//!   `remove` checks both again just before it asks;
 //! - no build cache, no prune endpoints (strategy `prune` removes one image at a time);
-//! - last use comes from the runtime's container events, or a poll ([`events`]).
+//! - last use comes from the runtime's container events, or a poll (`events`).
 //!
 //! Split by concern: `list` the inventory and what is cached of it, `remove` the guarded
 //! removal, `events` the event follower and the poll, `storage` where the bytes are. Decides

@@ -1,16 +1,22 @@
-//! The container engines: the only module that names bollard types. The rest of the program sees
-//! the plain data of [`model`] and the [`Engine`] trait, implemented over the Docker Engine API
-//! by [`DockerEngine`] (Docker, docker-in-docker, and Podman's Docker-compatible service) and in
-//! memory by [`fake::FakeEngine`] for tests and simulations. It performs what it is asked to and
-//! never decides what to delete.
+//! The container engines: the only module that names bollard and tonic types. The rest of the
+//! program sees the plain data of [`model`] and the [`Engine`] trait, implemented over the
+//! Docker Engine API by [`DockerEngine`] (Docker, docker-in-docker, and Podman's
+//! Docker-compatible service), over the Kubernetes CRI by [`CriEngine`] (the kubelet's
+//! containerd or CRI-O), for either by [`AnyEngine`] (what the daemon, a pass and `status` hold),
+//! and in memory by [`fake::FakeEngine`] for tests and simulations. It performs what it is asked
+//! to and never decides what to delete.
 //!
 //! - `model`: images, containers, inventories, the build cache, removal results, use events.
 //! - `engine`: [`DockerEngine`], the Engine API through bollard, every call bounded; with
 //!   `engine/remove` (the all-or-nothing image removal), `engine/events` (which events mean
 //!   "used") and `engine/cache` (the build cache's df and prune).
 //! - `storage`: where an engine keeps its bytes ([`Storage`], [`Place`]), as plain data;
-//! - `containerd`: containerd's own API (introspection, a namespace's content and snapshots),
-//!   for Docker's containerd image store; the only file that names tonic types.
+//! - `containerd`: containerd's own API (introspection, a namespace's content and snapshots,
+//!   pinned labels, task events), for Docker's containerd image store and the kubelet's
+//!   containerd;
+//! - `cri`: [`CriEngine`], the CRI through k8s-cri (`cri/list`, `cri/remove`, `cri/events`,
+//!   `cri/storage`); with `containerd`, the only files that name tonic types;
+//! - `any`: [`AnyEngine`], an engine of either kind, so that one pass holds both.
 //! - [`fake`]: a recording in-memory engine with scripted answers.
 
 mod any;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::kube_fake::FakeKube;
 use crate::util::cleaner::{Cleaner, plan_steps};
 use crate::util::cli::EngineCli;
 use crate::util::cri::{CriKind, PrivateCri, SANDBOX_IMAGE};
@@ -170,9 +171,17 @@ fn a_node_without_docker_is_cleaned_by_lru_and_every_protection_holds() {
     let job = c.pod("job");
     let done = c.run(&job, "job", "dic.test/exited:1", &["/busybox", "true"]);
     c.wait_exited(&done);
+    // The node is cordoned while the pass removes, and the metrics count per engine.
+    let fake = FakeKube::start();
+    fake.add_node("node-1", serde_json::json!({}));
+    let textfile = c.fs().dir().join("metrics.prom");
     let cleaner = Cleaner::with_tables(
         &cri_table("kubelet", &c, "0"),
-        "keep = [\"^registry\\\\.local/\"]\nkeep_labels = [\"tier=gold\"]\n",
+        &format!(
+            "keep = [\"^registry\\\\.local/\"]\nkeep_labels = [\"tier=gold\"]\nnode_name = \"node-1\"\nkubeconfig = {:?}\nmetrics_textfile = {:?}\n",
+            fake.kubeconfig().display().to_string(),
+            textfile.display().to_string()
+        ),
     );
 
     // status: every image that stays says why.
@@ -216,6 +225,23 @@ fn a_node_without_docker_is_cleaned_by_lru_and_every_protection_holds() {
         "four images of 15 MiB (30 on the disk) freed their bytes: {before} → {after}\n{out}"
     );
     assert!(out.contains("removed 0 containers and 4 images"), "{out}");
+    let cordons: Vec<Value> = fake
+        .patches("node-1")
+        .iter()
+        .map(|p| p["spec"]["unschedulable"].clone())
+        .collect();
+    assert_eq!(
+        cordons,
+        vec![Value::Bool(true), Value::Null],
+        "cordoned for the removals, then released:\n{err}"
+    );
+    let metrics = std::fs::read_to_string(&textfile).expect("the textfile");
+    assert!(
+        metrics.contains(
+            "docker_image_cleaner_removals_total{engine=\"kubelet\",kind=\"image\",reason=\"space\"} 4"
+        ),
+        "{metrics}"
+    );
 }
 
 /// A cleaner run with `extra` and the `status --json` it prints.
