@@ -860,9 +860,55 @@ fn host_network() -> cri::NamespaceOption {
     }
 }
 
+impl PrivateCri {
+    /// Stops and removes every pod, best effort and bounded: a shim that exits by itself
+    /// removes its socket (containerd 1.6 keeps them in the host's `/run/containerd/s`,
+    /// whatever its state dir), a SIGKILLed one leaves it behind. Never panics.
+    fn remove_pods_quietly(&self) {
+        let socket = self.socket();
+        if self.child.is_none() || !api::socket_answers(&socket) {
+            return;
+        }
+        self.tokio.block_on(async move {
+            let bound = Duration::from_secs(20);
+            let Ok(Ok(channel)) =
+                tokio::time::timeout(bound, containerd_client::connect(&socket)).await
+            else {
+                return;
+            };
+            let mut rt = RuntimeServiceClient::new(channel);
+            let Ok(Ok(pods)) = tokio::time::timeout(
+                bound,
+                rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }),
+            )
+            .await
+            else {
+                return;
+            };
+            for pod in pods.into_inner().items {
+                let _ = tokio::time::timeout(
+                    bound,
+                    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                    }),
+                )
+                .await;
+                let _ = tokio::time::timeout(
+                    bound,
+                    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.id,
+                    }),
+                )
+                .await;
+            }
+        });
+    }
+}
+
 impl Drop for PrivateCri {
     fn drop(&mut self) {
         // Nothing here may panic: this runs while a failed test unwinds.
+        self.remove_pods_quietly();
         self.stop_containerd();
         host::kill_processes_under(&self.dir);
         host::remove_cgroups(&self.cgroups());
