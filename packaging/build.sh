@@ -41,6 +41,8 @@ die() {
 
 step "tools"
 missing=()
+# The build generates containerd's gRPC client with protoc.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v help2man >/dev/null 2>&1 || missing+=(help2man)
 if [ -z "${NO_LINT:-}" ]; then
     command -v lintian >/dev/null 2>&1 || missing+=(lintian)
@@ -90,9 +92,11 @@ export SOURCE_DATE_EPOCH
 h2m=$MAN_DIR/$NAME.h2m
 {
     cat packaging/$NAME.h2m
+    # Every key and exit code, from the same source as the README's tables (src/docs.rs).
+    "$bin" docs man
     # One subsection per subcommand, from the binary itself, so the page cannot drift from the CLI.
     echo "[COMMANDS]"
-    for sub in run once status check-config; do
+    for sub in run once status check-config reload; do
         echo ".SS \"$sub\""
         echo ".nf"
         "$bin" help "$sub" | sed -e 's/\\/\\e/g' -e 's/^\([.'"'"']\)/\\\&\1/'

@@ -97,9 +97,10 @@ bin=target/release/$NAME
 
 # --- host-side unit checks ----------------------------------------------------------------
 echo "== systemd-analyze (host, systemd $(systemd-analyze --version | awk 'NR==1{print $2}'))"
-# verify needs ExecStart's binary to exist: a copy of the unit points at the built one.
+# verify needs ExecStart's and ExecReload's binary to exist: a copy of the unit points at the
+# built one.
 mkdir -p "$work/unit"
-sed "s|^ExecStart=/usr/bin/$NAME|ExecStart=$PWD/$bin|" systemd/$UNIT >"$work/unit/$UNIT"
+sed -E "s|^(ExecStart\|ExecReload)=/usr/bin/$NAME|\1=$PWD/$bin|" systemd/$UNIT >"$work/unit/$UNIT"
 check "systemd-analyze verify $UNIT" systemd-analyze verify --man=no "$work/unit/$UNIT"
 security=$(systemd-analyze security --offline=yes "$work/unit/$UNIT" 2>&1 || true)
 exposure=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' <<<"$security")
@@ -208,7 +209,18 @@ c sh -c "printf 'DOCKER_IMAGE_CLEANER_DRY_RUN=true\n' >/etc/default/$NAME"
 
 # --- deb ----------------------------------------------------------------------------------
 echo "== deb: dpkg -i $(basename "$deb")"
+# The tree is minbase: what the package needs at run time must come from its own Depends, and
+# dpkg -i fetches nothing. These are absent, so a package relying on them would fail here.
+check "minimal tree: no procps, no ca-certificates" \
+    c sh -c "! dpkg -s procps >/dev/null 2>&1 && ! dpkg -s ca-certificates >/dev/null 2>&1"
 check "dpkg -i $(basename "$deb")" c dpkg -i "/pkgs/$(basename "$deb")"
+summary_is_one_line() {
+    local want got
+    want=$(sed -n 's/^description = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+    got=$(c dpkg-query -W -f='${Description}' $NAME | head -n 1)
+    [ -n "$want" ] && [ "$got" = "$want" ] || { echo "dpkg -l shows \"$got\", Cargo.toml says \"$want\""; return 1; }
+}
+check "package summary is the whole description, one line (dpkg -l)" summary_is_one_line
 for f in /usr/bin/$NAME /etc/$NAME.toml /usr/lib/systemd/system/$UNIT \
     /usr/share/man/man1/$NAME.1.gz /usr/share/doc/$NAME/README.md /usr/share/doc/$NAME/copyright \
     /usr/share/doc/$NAME/changelog.Debian.gz; do
@@ -273,6 +285,111 @@ reload_clean() {
     expect_prop NRestarts 0 && expect_prop Result success
 }
 check "reload (SIGHUP): same MainPID, still active, Result=success" reload_clean
+
+# --- an operator's first hour: start and reload tell the truth -----------------------------
+echo "== deb: first hour"
+# Kubeconfigs made on the host, read in the container from /pkgs. A CA of its own, an https://
+# server nobody answers on (the container has no network: the start must not need one).
+openssl req -x509 -newkey rsa:2048 -nodes -keyout /dev/null -subj /CN=dic-test-ca -days 2 \
+    -out "$work/pkgs/ca.pem" >/dev/null 2>&1 || die "openssl could not make a CA"
+ca_data=$(base64 -w0 "$work/pkgs/ca.pem")
+kubeconfig() { # kubeconfig FILE SERVER CLUSTER-LINES
+    printf 'apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: %s\n%susers:\n- name: u\n  user:\n    token: t0ken\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n' \
+        "$2" "$3" >"$work/pkgs/$1"
+}
+kubeconfig own-ca.kubeconfig https://127.0.0.1:6443 "    certificate-authority-data: $ca_data
+"
+kubeconfig http.kubeconfig http://127.0.0.1:8080 ""
+kubeconfig no-ca.kubeconfig https://127.0.0.1:6443 ""
+printf 'apiVersion: v1\nclusters: [not: a: list\n' >"$work/pkgs/broken.kubeconfig"
+env_file() { c sh -c "printf '$1' >/etc/default/$NAME"; }
+# record CMD: shows a command run in the container and what it printed, for the record.
+record() {
+    echo "  # $1"
+    c sh -c "$1" 2>&1 | sed 's/^/  | /' || true
+}
+use_kubeconfig() { c sh -c "mkdir -p /etc/$NAME && cp /pkgs/$1 /etc/$NAME/kubeconfig"; }
+# restart_is RESULT: `systemctl restart` (waiting for READY=1 or the failure) succeeds or fails.
+restart_ok() {
+    c systemctl reset-failed "$UNIT" 2>/dev/null || true
+    c timeout 120 systemctl restart "$UNIT" || { echo "systemctl restart failed: $(prop Result) $(prop ExecMainStatus)"; return 1; }
+    started_ok
+}
+restart_fails_78() {
+    c systemctl reset-failed "$UNIT" 2>/dev/null || true
+    if c timeout 120 systemctl restart "$UNIT"; then
+        echo "systemctl restart returned 0; ActiveState=$(prop ActiveState)"
+        return 1
+    fi
+    expect_prop ActiveState failed && expect_prop ExecMainStatus 78
+}
+
+env_file 'DOCKER_IMAGE_CLEANER_DRY_RUN=true\nDOCKER_IMAGE_CLEANER_NODE_NAME=dic-node\n'
+check "status in a shell reads the node name from /etc/default/$NAME" \
+    c sh -c "$NAME status | grep -q '^cordon: *node dic-node'"
+check "check-config credits node_name to /etc/default/$NAME" \
+    c sh -c "$NAME check-config | grep -q 'node_name = \"dic-node\"  # file /etc/default/$NAME (DOCKER_IMAGE_CLEANER_NODE_NAME)'"
+record "$NAME status | grep '^cordon'; $NAME check-config 2>&1 | grep -E 'node_name|threshold_low|^#   ok'"
+c rm -f /etc/$NAME/kubeconfig
+check "no kubeconfig yet (a baked image): start waits, active" restart_ok
+use_kubeconfig broken.kubeconfig
+check "unusable kubeconfig: systemctl restart fails, exit 78" restart_fails_78
+check "unusable kubeconfig: the journal names it" \
+    c sh -c "journalctl -u $UNIT --no-pager -o cat -n 20 | grep -q '/etc/$NAME/kubeconfig'"
+check "unusable kubeconfig: check-config exits 78" \
+    c sh -c "$NAME check-config >/dev/null 2>&1; [ \$? -eq 78 ]"
+record "systemctl restart $UNIT; echo exit \$?; systemctl show -p ExecMainStatus $UNIT; journalctl -u $UNIT -o cat -p err --no-pager | grep 'cannot work' | tail -n 1"
+use_kubeconfig own-ca.kubeconfig
+check "kubeconfig with its own CA, no ca-certificates: start active" restart_ok
+check "kubeconfig with its own CA: no CA error in the journal" \
+    c sh -c "! journalctl -u $UNIT --no-pager -o cat -n 30 | grep -qi 'CA certificates'"
+use_kubeconfig http.kubeconfig
+check "kubeconfig with an http:// server, no ca-certificates: start active" restart_ok
+use_kubeconfig no-ca.kubeconfig
+check "kubeconfig without a CA on a system without ca-certificates: start fails, 78" restart_fails_78
+check "kubeconfig without a CA: the journal names ca-certificates" \
+    c sh -c "journalctl -u $UNIT --no-pager -o cat -n 20 | grep -q 'install ca-certificates'"
+record "journalctl -u $UNIT -o cat -p err --no-pager | grep ca-certificates | tail -n 1"
+c rm -f /etc/$NAME/kubeconfig
+c sh -c "mkdir -p /root/.kube && cp /pkgs/own-ca.kubeconfig /root/.kube/config"
+env_file 'DOCKER_IMAGE_CLEANER_DRY_RUN=true\nDOCKER_IMAGE_CLEANER_NODE_NAME=dic-node\nKUBECONFIG=/root/.kube/config\n'
+check "kubeconfig under /root: start active (waits)" restart_ok
+check "kubeconfig under /root: journalctl -p warning names ProtectHome=yes" \
+    c sh -c "journalctl -u $UNIT --no-pager -o cat -p warning -n 20 | grep -q 'ProtectHome=yes'"
+check "kubeconfig under /root: status in a shell warns too" \
+    c sh -c "$NAME status 2>&1 >/dev/null | grep -q 'ProtectHome=yes'"
+record "journalctl -u $UNIT -p warning -o cat --no-pager | grep ProtectHome | tail -n 1; $NAME status 2>&1 >/dev/null | grep ProtectHome"
+c rm -rf /root/.kube
+env_file 'DOCKER_IMAGE_CLEANER_DRY_RUN=true\n'
+restart_ok >/dev/null || true
+
+reload_refused() {
+    local before
+    before=$(prop MainPID)
+    c cp /etc/$NAME.toml /tmp/good.toml
+    c sh -c "printf 'interval_secnds = 5\n' >>/etc/$NAME.toml"
+    if c systemctl reload "$UNIT"; then
+        echo "systemctl reload returned 0 for an invalid file"
+        c cp /tmp/good.toml /etc/$NAME.toml
+        return 1
+    fi
+    c cp /tmp/good.toml /etc/$NAME.toml
+    [ "$(settle)" = active ] || { echo "ActiveState=$(prop ActiveState)"; return 1; }
+    [ "$(prop MainPID)" = "$before" ] || { echo "MainPID changed"; return 1; }
+    # The daemon was not asked: it logged no SIGHUP.
+    ! c sh -c "journalctl -u $UNIT --no-pager -o cat -n 30 | grep -q 'SIGHUP'" || { echo "the daemon was signalled"; return 1; }
+    # And a valid file reloads, waiting for the daemon's answer.
+    c sh -c "printf 'interval_seconds = \"2m\"\n' >>/etc/$NAME.toml"
+    c systemctl reload "$UNIT" || { echo "valid reload failed"; return 1; }
+    c sh -c "journalctl -u $UNIT --no-pager -o cat -n 30 | grep -q 'every 120s'" || { echo "no 'every 120s' after the reload"; return 1; }
+    c cp /tmp/good.toml /etc/$NAME.toml
+    c systemctl reload "$UNIT"
+}
+check "reload into an invalid file fails, the daemon is not signalled, a valid one applies" reload_refused
+c cp /etc/$NAME.toml /tmp/good.toml
+c sh -c "printf 'interval_secnds = 5\n' >>/etc/$NAME.toml"
+record "systemctl reload $UNIT; echo exit \$?; journalctl -u $UNIT -o cat --no-pager | grep -E 'invalid configuration|not reloading' | tail -n 1"
+c cp /tmp/good.toml /etc/$NAME.toml
 
 echo "== deb: stop"
 check "stop: inactive, Result=success, exit status 0" stop_clean

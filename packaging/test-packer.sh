@@ -17,8 +17,8 @@
 #    node-name unit ran before the cleaner and wrote the lower-cased hostname into
 #    /etc/default/docker-image-cleaner; the cleaner was started by the boot (nobody ran
 #    `systemctl start`) and is active; the running daemon has that node name in its environment,
-#    its effective configuration (check-config with that environment) has it, and its journal
-#    names the node.
+#    check-config in a plain shell (which reads the same environment file) has it, and its
+#    journal names the node.
 #
 # Needs root, Debian's docker.io, packer (installed from Debian when missing), and the cached
 # debootstrap tree of packaging/test-install.sh (made when missing). Runs one private dockerd
@@ -166,6 +166,9 @@ provision() {
     b sh -c "chmod +x /tmp/script_4242.sh; env PACKAGE='/tmp/$(basename "$deb")' FILES='/tmp' /tmp/script_4242.sh"
     b rm -f /tmp/script_4242.sh
 }
+# The node image's Docker: the data root the cleaner watches (a real bake installs Docker, whose
+# /var/lib/docker the cleaner needs at start; a missing one fails its start, as it should).
+b mkdir -p /var/lib/docker
 t=$SECONDS
 if out=$(provision 2>&1); then
     pass "bake: provision.sh succeeds ($((SECONDS - t)) s)"
@@ -272,16 +275,15 @@ env_has_name() {
         { echo "the daemon's environment: $(daemon_env | tr '\n' ' ')"; return 1; }
 }
 check "first boot: the running daemon's environment has DOCKER_IMAGE_CLEANER_NODE_NAME=$NODE_NAME" env_has_name
-# check-config with exactly the daemon's environment prints the configuration it runs with.
+# check-config in a plain shell reads the environment file the unit reads: it prints the
+# configuration the daemon runs with, crediting the node name to that file.
 config_has_name() {
-    local vars out
-    vars=$(daemon_env | tr '\n' ' ')
-    # shellcheck disable=SC2086 # one word per variable, as the daemon's environ has them
-    out=$(n env $vars $NAME check-config 2>&1)
-    grep -qxF "node_name = \"$NODE_NAME\"  # env DOCKER_IMAGE_CLEANER_NODE_NAME" <<<"$out" ||
+    local out
+    out=$(n $NAME check-config 2>&1)
+    grep -qxF "node_name = \"$NODE_NAME\"  # file /etc/default/$NAME (DOCKER_IMAGE_CLEANER_NODE_NAME)" <<<"$out" ||
         { grep node_name <<<"$out"; return 1; }
 }
-check "first boot: check-config in the daemon's environment: node_name = \"$NODE_NAME\" from the environment" \
+check "first boot: check-config in a shell: node_name = \"$NODE_NAME\" from /etc/default/$NAME" \
     config_has_name
 journal_names_node() {
     local deadline=$((SECONDS + 10))

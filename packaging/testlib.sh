@@ -9,9 +9,11 @@
 # where <dir> is any directory below $work handed to start_dockerd. Nothing here touches the
 # machine's own Docker daemon, its containerd, /var/lib/docker or /var/run/docker.sock.
 
-readonly DOCKERD=/usr/sbin/dockerd
-readonly CONTAINERD=/usr/bin/containerd
-readonly DOCKER=/usr/bin/docker # the 20.10 client matching dockerd (/usr/local/bin/docker may be newer)
+# Debian's docker.io by default; a caller may name others before sourcing this file (the demo
+# uses whatever Docker Engine the machine has, docker-ce's /usr/bin/dockerd included).
+readonly DOCKERD=${DIC_DOCKERD:-/usr/sbin/dockerd}
+readonly CONTAINERD=${DIC_CONTAINERD:-/usr/bin/containerd}
+readonly DOCKER=${DIC_DOCKER:-/usr/bin/docker} # the 20.10 client matching dockerd (/usr/local/bin/docker may be newer)
 
 # --- results ------------------------------------------------------------------------------
 results=()
@@ -54,7 +56,8 @@ summary() {
 start_dockerd() {
     local dir=$1 data_root=$2
     mkdir -p "$dir/cli" "$dir/containerd"
-    echo '{}' >"$dir/daemon.json" # keeps /etc/docker/daemon.json out
+    # Keeps /etc/docker/daemon.json out; a caller may add settings (DIC_DAEMON_JSON).
+    echo "${DIC_DAEMON_JSON:-"{}"}" >"$dir/daemon.json"
     # Like the config dockerd writes for the containerd it manages: no CRI plugin, every path
     # under DIR (the opt plugin would otherwise create /var/lib/containerd/opt).
     cat >"$dir/containerd.toml" <<EOF
@@ -156,8 +159,10 @@ sweep_stale() {
 readonly CACHE=${DIC_ROOTFS_CACHE:-/var/cache/dic-test-rootfs}
 readonly SUITE=bookworm
 # rpm: Debian's rpm installs the .rpm too, which runs its scriptlets (their fallback branch).
-# procps: the deb depends on it (/bin/kill for ExecReload=), and dpkg -i cannot fetch it.
-readonly INCLUDE=systemd,systemd-sysv,dbus,procps,rpm
+# Nothing the package needs is added: the deb goes in with dpkg -i, which fetches nothing, so a
+# dependency it forgets to declare fails the install test. No ca-certificates either: a
+# kubeconfig with its own CA must work without the system store.
+readonly INCLUDE=systemd,systemd-sysv,dbus,rpm
 
 # ensure_rootfs: sets $rootfs (a tarball of a debootstrapped tree, cached in $CACHE) and $key
 # (a hash of what went into it), running debootstrap into $work/rootfs when it is not cached.

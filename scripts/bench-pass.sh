@@ -89,6 +89,7 @@ t_start=$SECONDS
 # --- 1. tools and build -------------------------------------------------------------------
 missing=()
 { [ -x "$DOCKERD" ] && [ -x "$DOCKER" ] && [ -x "$CONTAINERD" ]; } || missing+=(docker.io)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)

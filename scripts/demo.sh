@@ -3,14 +3,18 @@
 #
 #   sudo scripts/demo.sh
 #
-# installs what is missing (docker.io, busybox-static, e2fsprogs), builds the binary (cargo
-# build), starts a private containerd and dockerd on a small loop-mounted ext4 filesystem, fills
+# installs what is missing (busybox-static, e2fsprogs, and docker.io only on a machine with no
+# Docker Engine at all), builds the binary (cargo build, its progress shown), starts a private
+# containerd and dockerd on a small loop-mounted ext4 filesystem, fills
 # it with images used in a known order, fills the disk above the high watermark, shows `status`,
 # runs one pass (`once`) and shows what went, what stayed and the usage before and after. It
 # exits 1 when the pass did not do what the narrative says it will, 2 when the demo could not run.
 #
 # It never touches the machine's own Docker (/var/run/docker.sock, /var/lib/docker) or its
-# containerd: everything lives under /tmp/dic-demo-<pid>/ and is removed on exit, also after a
+# containerd, and never installs or removes an engine package when any Docker Engine is there
+# (docker.io's /usr/sbin/dockerd, docker-ce's /usr/bin/dockerd, any dockerd on PATH): it runs
+# a private daemon of that engine's own binaries. Everything lives under /tmp/dic-demo-<pid>/
+# and is removed on exit, also after a
 # failure or Ctrl-C; what a killed run left behind is removed by the next run first. About 20 s
 # on an idle 2-core machine (50 s at most seen under load), plus the build (seconds when built
 # before, minutes from scratch) and, on a fresh machine, the apt-get install.
@@ -29,6 +33,40 @@ die() {
     exit 2
 }
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0): it mounts a loop filesystem and starts dockerd"
+
+# Any Docker Engine on the machine, whichever package brought it: its dockerd, containerd and
+# CLI are what the private daemon runs. Only a machine with none gets Debian's docker.io.
+find_engine() {
+    local d
+    engine_dockerd=
+    for d in "$(command -v dockerd 2>/dev/null || true)" /usr/bin/dockerd /usr/sbin/dockerd /usr/local/bin/dockerd; do
+        if [ -n "$d" ] && [ -x "$d" ]; then
+            engine_dockerd=$d
+            break
+        fi
+    done
+    engine_pkgs=$(dpkg-query -W -f='${Package} ${Status}\n' docker-ce docker-ee docker.io moby-engine 2>/dev/null |
+        awk '/ install ok installed$/ { print $1 }' | tr '\n' ' ' || true)
+}
+find_engine
+if [ -n "$engine_dockerd" ] || [ -n "$engine_pkgs" ]; then
+    [ -n "$engine_dockerd" ] || die "a Docker Engine package is installed (${engine_pkgs% }) but no dockerd was found; the demo installs no engine beside it"
+    DIC_DOCKERD=$engine_dockerd
+    # The packages' own paths first (a newer client elsewhere on PATH may not speak to it).
+    DIC_CONTAINERD=/usr/bin/containerd
+    [ -x "$DIC_CONTAINERD" ] || DIC_CONTAINERD=$(command -v containerd 2>/dev/null || true)
+    DIC_DOCKER=/usr/bin/docker
+    [ -x "$DIC_DOCKER" ] || DIC_DOCKER=$(command -v docker 2>/dev/null || true)
+    [ -n "$DIC_CONTAINERD" ] || die "found $engine_dockerd but no containerd on PATH; the demo installs no engine package beside an existing Docker Engine"
+    [ -n "$DIC_DOCKER" ] || die "found $engine_dockerd but no docker CLI on PATH; the demo installs no engine package beside an existing Docker Engine"
+    # Docker 29 keeps images in containerd's store by default, outside the demo's filesystem:
+    # the classic store keeps them on it, where the demo measures.
+    case $("$engine_dockerd" --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p') in
+    2[0-7] | 1[0-9] | '') ;;
+    *) DIC_DAEMON_JSON='{"features": {"containerd-snapshotter": false}}' ;;
+    esac
+    export DIC_DOCKERD DIC_CONTAINERD DIC_DOCKER DIC_DAEMON_JSON
+fi
 # Private containerd and dockerd, teardown, pass/fail: shared with the packaging tests.
 . packaging/testlib.sh
 
@@ -61,8 +99,16 @@ echo "docker-image-cleaner demo: one cleaning pass on a throwaway Docker, start 
 t_demo=$SECONDS
 step "1. Tools"
 missing=()
-{ [ -x "$DOCKERD" ] && [ -x "$DOCKER" ] && [ -x "$CONTAINERD" ]; } || missing+=(docker.io)
+if [ -n "$engine_dockerd" ]; then
+    pkgs=${engine_pkgs% }
+    say "Docker Engine found: $DOCKERD (package: ${pkgs:-none}); the demo runs a private daemon of it"
+    say "and installs or removes no engine package"
+else
+    { [ -x "$DOCKERD" ] && [ -x "$DOCKER" ] && [ -x "$CONTAINERD" ]; } || missing+=(docker.io)
+fi
 # The demo's images are FROM scratch around a statically linked busybox.
+# The build generates containerd's gRPC client with protoc.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
@@ -79,21 +125,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     say "apt-get: $((SECONDS - t)) s"
 else
-    say "docker.io, busybox-static, e2fsprogs: already installed"
+    say "busybox-static, e2fsprogs and a Docker Engine: already installed"
 fi
 
 # --- 2. build -----------------------------------------------------------------------------
 step "2. Build the binary (cargo build)"
+say "from scratch this takes a few minutes; cargo's progress follows"
 t=$SECONDS
 # Under sudo, build as the user who owns the checkout, so target/ does not become root's.
 if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ "$(stat -c %U "$repo")" = "$SUDO_USER" ]; then
     say "as $SUDO_USER (who ran sudo)"
     # shellcheck disable=SC2016 # $1 is expanded by the inner bash
-    runuser -u "$SUDO_USER" -- bash -lc 'cd "$1" && cargo build --locked --quiet' _ "$repo" ||
+    runuser -u "$SUDO_USER" -- bash -lc 'cd "$1" && cargo build --locked' _ "$repo" ||
         die "cargo build failed (is Rust installed for $SUDO_USER? https://rustup.rs)"
 else
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
-    cargo build --locked --quiet || die "cargo build failed"
+    cargo build --locked || die "cargo build failed"
 fi
 bin=${CARGO_TARGET_DIR:-$repo/target}/debug/$NAME
 [ -x "$bin" ] || die "$bin missing after cargo build"

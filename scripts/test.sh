@@ -46,6 +46,8 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 dpkg -s containernetworking-plugins >/dev/null 2>&1 || missing+=(containernetworking-plugins)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
 # The test images are FROM scratch around a static busybox.
+# The build generates containerd's gRPC client with protoc.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 # The engines test bed: debootstrap makes its root; unshare and nsenter (util-linux) run it.

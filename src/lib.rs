@@ -17,17 +17,22 @@
 //!   cordon clock; the node_exporter textfile and the `GET /metrics` endpoint. Decides nothing.
 //! - [`daemon`]: the loop around passes (`run`), the one-shot pass (`once`), shutdown.
 //! - [`status`]: usage against the watermarks and the eviction order, deleting nothing.
+//! - [`docs`]: the reference of every key and exit code, for the README and the man page.
 //!
 //! Leaves, imported by anyone, importing nothing of the crate:
 //! - [`clock`]: the wall clock, read only by `daemon` and `status`.
+//! - [`bounded`]: the one way a file or a stream from outside is read: type-checked, bounded in
+//!   size and in time.
 //! - [`notify`]: systemd `READY`/`STATUS`/`STOPPING` and the watchdog.
 //! - [`logging`]: the `log` backend chosen at start (journal, syslog or stderr).
 
+pub mod bounded;
 pub mod clock;
 pub mod config;
 pub mod cycle;
 pub mod daemon;
 pub mod docker;
+pub mod docs;
 pub mod lastuse;
 pub mod logging;
 pub mod metrics;

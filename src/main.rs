@@ -1,14 +1,15 @@
 //! The command line: parse, load the configuration, set up logging, call the library, map the
-//! result to an exit code (0 ok, 1 runtime failure, 78 configuration).
+//! result to an exit code (0 ok, 1 runtime failure, 75 locked, 78 configuration).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use docker_image_cleaner::config::{self, EXIT_CONFIG, Flags};
+use docker_image_cleaner::config::{self, EXIT_CONFIG, Env};
+use docker_image_cleaner::daemon::{Answers, Inputs, Reloader};
 use docker_image_cleaner::notify::Notifier;
 use docker_image_cleaner::policy::Outcome;
-use docker_image_cleaner::{daemon, error_chain, logging, status};
+use docker_image_cleaner::{daemon, docs, error_chain, logging, status};
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::mpsc;
@@ -22,9 +23,22 @@ struct Cli {
     /// Configuration file [default: $DOCKER_IMAGE_CLEANER_CONFIG, else /etc/docker-image-cleaner.toml]
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Where logs go.
+    /// Environment file read under the process's environment, as the unit's EnvironmentFile=
+    /// (an empty path: none)
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = config::DEFAULT_ENV_FILE,
+        value_parser = clap::builder::OsStringValueParser::new()
+    )]
+    env_file: std::ffi::OsString,
+    /// Where logs go: the journal under systemd, else stderr (auto); or always one of these.
     #[arg(long, global = true, value_enum, default_value_t = logging::Target::Auto)]
     log: logging::Target,
+    /// How each log line is written: text, or one JSON object a line for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -49,21 +63,68 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate the configuration and print it with the source of each value.
+    /// Validate the configuration, print it with the source of each value, and check what it
+    /// needs of the node (kubeconfig, watched paths, engines); exit 78 when it cannot work.
     CheckConfig,
+    /// Check the configuration as the daemon will read it, then ask the daemon (SIGHUP) to
+    /// reload it and wait for its answer; the unit's ExecReload=. Exit 78, and change nothing,
+    /// when the configuration is invalid.
+    Reload {
+        /// The daemon's process id [default: $MAINPID, as systemd sets it for ExecReload=].
+        #[arg(long)]
+        pid: Option<i32>,
+    },
+    /// The reference of every key and exit code, for the README (markdown) and the man page
+    /// (man: help2man include sections). For the build; reads no configuration.
+    #[command(hide = true)]
+    Docs {
+        /// What to print.
+        #[arg(value_enum)]
+        format: DocsFormat,
+    },
+}
+
+/// The forms of `docs`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DocsFormat {
+    /// The README's configuration and exit-code tables.
+    Markdown,
+    /// The man page's CONFIGURATION and EXIT STATUS sections.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run { dry_run: false });
+    if let Command::Docs { format } = command {
+        match format {
+            DocsFormat::Markdown => {
+                print!("{}\n{}", docs::markdown_keys(), docs::markdown_exit_codes())
+            }
+            DocsFormat::Man => print!("{}", docs::man_sections()),
+        }
+        return ExitCode::SUCCESS;
+    }
     let dry_run = matches!(
         command,
         Command::Run { dry_run: true } | Command::Once { dry_run: true }
     );
+    let env_file = Path::new(&cli.env_file);
+    let env_file = (!env_file.as_os_str().is_empty()).then(|| env_file.to_path_buf());
     // vars_os: a variable that is not UTF-8 (a Latin-1 EnvironmentFile) must not panic here;
     // the configuration refuses it only when it is one of ours.
-    let env: config::Env = std::env::vars_os().collect();
-    let loaded = match config::load(cli.config.as_deref(), &env, Flags { dry_run }) {
+    let process: Env = std::env::vars_os().collect();
+    let inputs = match Inputs::new(cli.config.clone(), process, env_file, dry_run) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!(
+                "docker-image-cleaner: invalid configuration: {}",
+                error_chain(&e)
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let loaded = match inputs.load() {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
@@ -73,35 +134,26 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Command::CheckConfig = command {
-        for w in &loaded.warnings {
-            eprintln!("warning: {w}");
-        }
-        match &loaded.file {
-            Some(f) => println!("# configuration file {}", f.display()),
-            None => println!(
-                "# no configuration file ({} is absent): defaults and environment",
-                config::DEFAULT_PATH
-            ),
-        }
-        print!("{}", loaded.render());
-        return ExitCode::SUCCESS;
-    }
-    logging::init(cli.log, loaded.config.log_level.filter());
-    for w in &loaded.warnings {
-        log::warn!("{w}");
-    }
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            log::error!("cannot start the async runtime: {e}");
+            eprintln!("docker-image-cleaner: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    match command {
+        Command::CheckConfig => return runtime.block_on(check_config(&loaded)),
+        Command::Reload { pid } => return runtime.block_on(reload(&loaded, pid)),
+        _ => {}
+    }
+    logging::init(cli.log, cli.log_format, loaded.config.log_level.filter());
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+
     let config = loaded.config;
     let shutdown = CancellationToken::new();
     // The signal stream registers with the runtime's reactor.
@@ -115,11 +167,11 @@ fn main() -> ExitCode {
     };
     let handle = signals.handle();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
-    let reloader = Reloader {
-        path: cli.config.clone(),
-        dry_run,
-        tx: reload_tx,
-    };
+    let reloader = Reloader::new(
+        inputs,
+        reload_tx,
+        Answers::from_env(std::env::var_os("RUNTIME_DIRECTORY").as_deref()),
+    );
     let code = runtime.block_on(async {
         tokio::spawn(on_signals(signals, shutdown.clone(), reloader));
         let failed = |e: daemon::Error| {
@@ -166,6 +218,9 @@ fn main() -> ExitCode {
                     }
                 },
                 Ok(s) => {
+                    for w in kubeconfig_warnings(&config).await {
+                        log::warn!("{w}");
+                    }
                     print!("{s}");
                     ExitCode::SUCCESS
                 }
@@ -178,7 +233,9 @@ fn main() -> ExitCode {
                     }
                 }
             },
-            Command::CheckConfig => ExitCode::SUCCESS,
+            Command::CheckConfig | Command::Reload { .. } | Command::Docs { .. } => {
+                ExitCode::SUCCESS
+            }
         }
     });
     handle.close();
@@ -186,34 +243,79 @@ fn main() -> ExitCode {
     code
 }
 
-/// Loads the configuration again on SIGHUP, the same way as at start.
-struct Reloader {
-    path: Option<PathBuf>,
-    dry_run: bool,
-    tx: mpsc::UnboundedSender<config::Config>,
+/// The kubeconfig warnings a command run from a shell should repeat: one under /root or /home
+/// is seen here but hidden from the service.
+async fn kubeconfig_warnings(config: &config::Config) -> Vec<String> {
+    if config.node_name.is_none() {
+        return Vec::new();
+    }
+    match docker_image_cleaner::node::check_kubeconfig(
+        config.kubeconfig.as_deref(),
+        config.kubeconfig_env.as_deref(),
+    )
+    .await
+    {
+        Ok(check) => check.warnings,
+        Err(e) => vec![error_chain(&e)],
+    }
 }
 
-impl Reloader {
-    fn reload(&self) {
-        let env: config::Env = std::env::vars_os().collect();
-        match config::load(
-            self.path.as_deref(),
-            &env,
-            Flags {
-                dry_run: self.dry_run,
-            },
-        ) {
-            Ok(loaded) => {
-                for w in &loaded.warnings {
-                    log::warn!("{w}");
-                }
-                // The daemon is gone when this fails: nothing left to reload.
-                let _ = self.tx.send(loaded.config);
+/// `check-config`: the effective configuration with the source of each value, then what it
+/// needs of the node. Exit 78 when it cannot work.
+async fn check_config(loaded: &config::Loaded) -> ExitCode {
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    match &loaded.file {
+        Some(f) => println!("# configuration file {}", f.display()),
+        None => println!(
+            "# no configuration file ({} is absent): defaults and environment",
+            config::DEFAULT_PATH
+        ),
+    }
+    print!("{}", loaded.render());
+    let checked = daemon::preflight(&loaded.config).await;
+    println!("# checks");
+    for note in &checked.notes {
+        println!("#   ok: {note}");
+    }
+    for w in &checked.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &checked.fatal {
+        eprintln!("error: {e}");
+    }
+    if checked.ok() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "docker-image-cleaner: the configuration cannot work on this node ({} error{})",
+            checked.fatal.len(),
+            if checked.fatal.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// `reload`: check what the daemon will read, signal it, wait for its answer.
+async fn reload(loaded: &config::Loaded, pid: Option<i32>) -> ExitCode {
+    let pid = pid.or_else(|| std::env::var("MAINPID").ok().and_then(|p| p.parse().ok()));
+    let answers = Answers::from_env(std::env::var_os("RUNTIME_DIRECTORY").as_deref());
+    match daemon::request_reload(loaded, pid, answers.as_ref()).await {
+        Ok(said) => {
+            for w in &said.warnings {
+                eprintln!("warning: {w}");
             }
-            Err(e) => log::error!(
-                "SIGHUP: keeping the running configuration, the new one is invalid: {}",
-                error_chain(&e)
-            ),
+            println!("{}", said.message);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("docker-image-cleaner: {e}");
+            if e.is_config() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -223,13 +325,23 @@ impl Reloader {
 async fn on_signals(
     mut signals: signal_hook_tokio::Signals,
     shutdown: CancellationToken,
-    reloader: Reloader,
+    mut reloader: Reloader,
 ) {
+    // Reloads run in a task of their own, in order (the last SIGHUP's file is the one that
+    // counts): reading the files and checking the engines (bounded, but up to a few seconds on
+    // a hung filesystem) must not hold up a SIGTERM.
+    let (reloads, mut requested) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while requested.recv().await.is_some() {
+            reloader.reload().await;
+        }
+    });
     while let Some(signal) = signals.next().await {
         match signal {
             SIGHUP => {
                 log::info!("SIGHUP received: reloading the configuration");
-                reloader.reload();
+                // Not here: see the reload task above.
+                let _ = reloads.send(());
             }
             _ if shutdown.is_cancelled() => {
                 log::warn!(

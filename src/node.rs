@@ -36,6 +36,8 @@
 //! - `slot`: taking, renewing (a small task, `slot/renew`) and releasing a slot; slots left by a
 //!   crash.
 //! - `kubeconfig`: which kubeconfig, and what it says.
+//! - `check`: what can be known of it before any request (files, TLS roots, visibility to the
+//!   service).
 //! - `credential`, `exec`, `redact`: the user's credential, exec plugins, and keeping secrets out
 //!   of logs.
 //! - `connection`: the client built from the kubeconfig and the credential, and its cache.
@@ -43,6 +45,7 @@
 //!   [`crate::error_chain`]).
 
 mod api;
+mod check;
 mod connection;
 mod credential;
 mod describe;
@@ -60,6 +63,7 @@ mod redact;
 mod slot;
 mod timing;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,6 +77,7 @@ use slot::Fleet;
 
 pub use crate::error_chain as chain;
 pub use api::is_subdomain;
+pub use check::{HIDDEN_BY_PROTECT_HOME, KubeconfigCheck, check_kubeconfig, hidden};
 pub use error::{CredentialError, Error, KubeError, Verb};
 pub use event::node_event;
 pub use exec::PluginError;
@@ -117,6 +122,8 @@ pub struct Cordoner {
     node: Option<String>,
     mode: CordonMode,
     setting: Option<PathBuf>,
+    /// `KUBECONFIG`, from the configuration's environment.
+    kubeconfig_env: Option<OsString>,
     max_cordon: Duration,
     on_failure: OnCordonFailure,
     dry_run: bool,
@@ -133,6 +140,9 @@ pub struct Cordoner {
     clock: CordonClock,
     /// The fleet slots, when `fleet_max_cordoned` > 0 and this node cordons.
     fleet: Option<Fleet>,
+    /// No tick follows (`once`), or not once this is cancelled (the daemon's shutdown): a
+    /// release that fails is not "retried every tick" then.
+    exit: (bool, Option<tokio_util::sync::CancellationToken>),
 }
 
 impl std::fmt::Debug for Cordoner {
@@ -160,6 +170,7 @@ impl Cordoner {
             },
             mode: config.cordon_mode,
             setting: config.kubeconfig.clone(),
+            kubeconfig_env: config.kubeconfig_env.clone(),
             max_cordon: config.max_cordon,
             on_failure: config.on_cordon_failure,
             dry_run: config.dry_run,
@@ -170,7 +181,25 @@ impl Cordoner {
             clock: CordonClock::default(),
             fleet: Fleet::new(config, node.as_deref()),
             node,
+            exit: (false, None),
         }
+    }
+
+    /// Says when no tick will retry a release that failed: never (`one_pass`, for `once`), or
+    /// once `shutdown` is cancelled. Messages then promise no retry at every tick.
+    pub fn with_exit(
+        mut self,
+        one_pass: bool,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        self.exit = (one_pass, Some(shutdown));
+        self
+    }
+
+    /// Whether a later tick retries a release that fails now.
+    fn ticks_follow(&self) -> bool {
+        let (one_pass, shutdown) = &self.exit;
+        !one_pass && !shutdown.as_ref().is_some_and(|s| s.is_cancelled())
     }
 
     /// Keeps counting on `clock` (the previous guard's, when the configuration is reloaded).
@@ -266,7 +295,11 @@ impl Cordoner {
             Some(node) if !is_subdomain(node) => Err(Error::NodeName { node: node.clone() }),
             _ => {
                 self.link
-                    .client(self.setting.as_deref(), &self.timing)
+                    .client(
+                        self.setting.as_deref(),
+                        self.kubeconfig_env.as_deref(),
+                        &self.timing,
+                    )
                     .await
             }
         }

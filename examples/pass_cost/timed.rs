@@ -207,9 +207,13 @@ impl<E: Engine> Engine for TimedEngine<'_, E> {
         r
     }
 
-    async fn prune_images(&self, all: bool) -> Result<Pruned, docker::Error> {
+    async fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&docker::Image) -> bool + Sync),
+    ) -> Result<Pruned, docker::Error> {
         let start = Instant::now();
-        let r = self.inner.prune_images(all).await;
+        let r = self.inner.prune_images(all, spare).await;
         self.timeline.span(Kind::Prune, start);
         r
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use docker_image_cleaner::docker::{Container, Image, Inventory};
+use docker_image_cleaner::docker::{Container, ContainerState, Image, Inventory};
 use docker_image_cleaner::usage::{FsUsage, Measurement};
 
 use crate::trace::{GIB, Trace};
@@ -316,7 +316,7 @@ impl<'t> Node<'t> {
                 id: format!("{id:064x}"),
                 name: format!("pod-{id}"),
                 image_id: self.trace.images[*image].id.clone(),
-                running: true,
+                state: ContainerState::Running,
                 created: started.div_euclid(1000),
                 finished: None,
                 managed: false,

@@ -6,10 +6,12 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use serde::Deserialize;
 
 use super::Error;
+use super::envfile::EnvFile;
 use super::raw::{LIST_KEYS, Raw};
 
 /// The environment variable that names the configuration file.
@@ -24,9 +26,22 @@ pub const ENV_PREFIX: &str = "DOCKER_IMAGE_CLEANER_";
 ///
 /// A variable that is not UTF-8 is an error only when it is one of ours (see [`load`](super::load));
 /// anyone else's is never looked at.
+///
+/// It may be layered over an environment file ([`Env::with_file`]): the process's own variables
+/// win, and the file gives the rest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Env {
     vars: BTreeMap<OsString, OsString>,
+    file: Option<EnvFile>,
+}
+
+/// Where a variable's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layer<'a> {
+    /// The process's environment.
+    Process,
+    /// The environment file at this path.
+    File(&'a Path),
 }
 
 impl<K: Into<OsString>, V: Into<OsString>> FromIterator<(K, V)> for Env {
@@ -36,29 +51,95 @@ impl<K: Into<OsString>, V: Into<OsString>> FromIterator<(K, V)> for Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            file: None,
         }
     }
 }
 
 impl Env {
-    /// The value of `var` as UTF-8: `Ok(None)` when it is unset, an error naming the variable
-    /// (and showing the value with `\x` escapes) when it is not UTF-8.
-    pub(crate) fn get(&self, var: &str) -> Result<Option<&str>, Error> {
-        match self.vars.get(OsStr::new(var)) {
-            None => Ok(None),
-            Some(value) => value.to_str().map(Some).ok_or_else(|| Error::NotUtf8 {
-                var: var.to_string(),
-                value: escape(value),
-            }),
+    /// This environment over `file`. A variable the process has with the very value the file
+    /// gives it is the file's: the unit's `EnvironmentFile=` put it there. Such variables are
+    /// dropped from the process's own, so that a file edited later (read again on reload)
+    /// is not hidden by the value the process was started with.
+    pub fn with_file(mut self, file: Option<EnvFile>) -> Env {
+        if let Some(f) = &file {
+            self.vars
+                .retain(|k, v| f.get(&k.to_string_lossy()) != Some(v));
+        }
+        self.file = file;
+        self
+    }
+
+    /// The process's own variables, without the environment file (to layer a file read
+    /// again over them).
+    pub fn without_file(&self) -> Env {
+        Env {
+            vars: self.vars.clone(),
+            file: None,
         }
     }
 
-    /// The names that start with [`ENV_PREFIX`], shown lossily when they are not UTF-8.
+    /// The environment file layered under this environment, if any.
+    pub fn file(&self) -> Option<&EnvFile> {
+        self.file.as_ref()
+    }
+
+    /// The raw value of `var` and where it came from: the process, else the file.
+    fn lookup_os(&self, var: &str) -> Option<(&OsString, Layer<'_>)> {
+        if let Some(v) = self.vars.get(OsStr::new(var)) {
+            return Some((v, Layer::Process));
+        }
+        let f = self.file.as_ref()?;
+        f.get(var).map(|v| (v, Layer::File(&f.path)))
+    }
+
+    /// Where the value of `var` comes from, when it is set.
+    pub(crate) fn layer_of(&self, var: &str) -> Option<Layer<'_>> {
+        self.lookup_os(var).map(|(_, layer)| layer)
+    }
+
+    /// The raw value of `var` (bytes, not necessarily UTF-8): the process's, else the file's.
+    pub fn get_os(&self, var: &str) -> Option<&OsStr> {
+        self.lookup_os(var).map(|(v, _)| v.as_os_str())
+    }
+
+    /// The value of `var` as UTF-8 and where it came from: `Ok(None)` when it is unset, an
+    /// error naming the variable (and showing the value with `\x` escapes) when it is not
+    /// UTF-8.
+    pub(crate) fn lookup(&self, var: &str) -> Result<Option<(&str, Layer<'_>)>, Error> {
+        match self.lookup_os(var) {
+            None => Ok(None),
+            Some((value, layer)) => match value.to_str() {
+                Some(v) => Ok(Some((v, layer))),
+                None => Err(Error::NotUtf8 {
+                    var: match layer {
+                        Layer::Process => var.to_string(),
+                        Layer::File(p) => format!("{var} (from {})", p.display()),
+                    },
+                    value: escape(value),
+                }),
+            },
+        }
+    }
+
+    /// The value of `var` as UTF-8 (see [`Env::lookup`]).
+    pub(crate) fn get(&self, var: &str) -> Result<Option<&str>, Error> {
+        Ok(self.lookup(var)?.map(|(v, _)| v))
+    }
+
+    /// The names that start with [`ENV_PREFIX`], from the process and the file, shown lossily
+    /// when they are not UTF-8.
     pub(crate) fn ours(&self) -> impl Iterator<Item = String> + '_ {
-        self.vars
+        let mut names: Vec<String> = self
+            .vars
             .keys()
+            .chain(self.file.iter().flat_map(|f| f.vars.iter().map(|(k, _)| k)))
             .filter(|k| k.as_bytes().starts_with(ENV_PREFIX.as_bytes()))
             .map(|k| k.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names.into_iter()
     }
 }
 
@@ -76,8 +157,8 @@ pub(crate) fn env_var(key: &str) -> String {
     }
 }
 
-/// Reads the value of `var` as the one value of `key`, and returns a layer that sets `key` and
-/// nothing else. The interpretations tried, in this order, the first that the key's type
+/// Reads `value` (of the variable `origin` names) as the one value of `key`, and returns a
+/// layer that sets `key` and nothing else. The interpretations tried, in this order, the first that the key's type
 /// accepts winning:
 /// - list keys (`path_to_check`, `keep`): only a list, from the comma-separated items (trimmed,
 ///   empty items dropped);
@@ -86,7 +167,7 @@ pub(crate) fn env_var(key: &str) -> String {
 ///
 /// When none fits, the error is the one of the first interpretation (the most specific: `-5`
 /// for `interval_seconds` is "a negative integer", not "a string").
-pub(crate) fn layer(key: &'static str, var: &str, value: &str) -> Result<Raw, Error> {
+pub(crate) fn layer(key: &'static str, value: &str, origin: &str) -> Result<Raw, Error> {
     let mut first_error = None;
     for candidate in candidates(key, value) {
         let mut table = toml::Table::new();
@@ -99,7 +180,7 @@ pub(crate) fn layer(key: &'static str, var: &str, value: &str) -> Result<Raw, Er
         }
     }
     Err(Error::Invalid {
-        origin: format!("environment variable {var}"),
+        origin: origin.to_string(),
         key,
         value: format!("{value:?}"),
         message: first_error.unwrap_or_else(|| "not a value for this key".into()),
@@ -144,8 +225,8 @@ mod tests {
         // Read as the string it is; the key's validation then refuses it.
         let raw = layer(
             "threshold_high",
-            "DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH",
             hostile,
+            "environment variable DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH",
         )
         .unwrap();
         assert!(raw.state_dir.is_none());
@@ -160,7 +241,7 @@ mod tests {
                 "\"a\", state_dir = \"/x\"",
                 "a,b\ndry_run = true",
             ] {
-                if let Ok(layer) = layer(key, &env_var(key), value) {
+                if let Ok(layer) = layer(key, value, &env_var(key)) {
                     let mut base = Raw::default();
                     assert_eq!(base.overlay(layer), vec![*key], "{key} = {value:?}");
                 }

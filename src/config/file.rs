@@ -1,16 +1,13 @@
-//! The configuration file on disk: opened without blocking (a FIFO named by mistake must not
-//! hang the daemon), refused unless it is a regular file (after following symlinks), read up to
-//! [`MAX_FILE_BYTES`], and required to be UTF-8; plus finding where in the text a key's value
-//! sits, for error messages. Reads that one file; writes nothing.
+//! The configuration file on disk, read through [`crate::bounded`] (regular files only, after
+//! following symlinks; a FIFO named by mistake neither hangs the open nor the read; at most
+//! [`MAX_FILE_BYTES`], within [`crate::bounded::DEFAULT_TIME`]) and required to be UTF-8; plus
+//! finding where in the text a key's value sits, for error messages. Reads that one file;
+//! writes nothing.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
-
 use super::Error;
+use crate::bounded::{self, Limit, ReadError};
 
 /// The largest configuration file read (1 MiB); the shipped file is about 4 KiB.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -18,61 +15,9 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// Reads the configuration file `path`. `Ok(None)` when it does not exist and `required` is
 /// false (the default path may be absent).
 pub(crate) fn read(path: &Path, required: bool) -> Result<Option<String>, Error> {
-    let read_error = |source: std::io::Error| Error::Read {
-        path: path.to_path_buf(),
-        source,
+    let Some(bytes) = read_bytes(path, required)? else {
+        return Ok(None);
     };
-    // O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one.
-    // O_CLOEXEC: the descriptor never leaks into a child. Symlinks are followed.
-    let fd = match rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let e = std::io::Error::from(e);
-            if !required && e.kind() == std::io::ErrorKind::NotFound {
-                return Ok(None);
-            }
-            return Err(read_error(e));
-        }
-    };
-    let file = File::from(fd);
-    // fstat of the descriptor opened: no window between checking a path and reading it.
-    let kind = file.metadata().map_err(read_error)?.file_type();
-    let what = if kind.is_file() {
-        None
-    } else if kind.is_fifo() {
-        Some("is a FIFO")
-    } else if kind.is_dir() {
-        Some("is a directory")
-    } else if kind.is_char_device() {
-        Some("is a character device")
-    } else if kind.is_block_device() {
-        Some("is a block device")
-    } else if kind.is_socket() {
-        Some("is a socket")
-    } else {
-        Some("is of an unknown type")
-    };
-    if let Some(what) = what {
-        return Err(Error::NotRegular {
-            path: path.to_path_buf(),
-            what,
-        });
-    }
-
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_FILE_BYTES) {
-        return Err(Error::TooLarge {
-            path: path.to_path_buf(),
-            limit: MAX_FILE_BYTES,
-        });
-    }
     String::from_utf8(bytes).map(Some).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
@@ -87,6 +32,35 @@ pub(crate) fn read(path: &Path, required: bool) -> Result<Option<String>, Error>
             ),
         }
     })
+}
+
+/// Reads `path` as bytes, the same way (the environment file too): a regular file, opened
+/// without blocking, at most [`MAX_FILE_BYTES`], within the bound. `Ok(None)` when it does not
+/// exist and `required` is false.
+pub(crate) fn read_bytes(path: &Path, required: bool) -> Result<Option<Vec<u8>>, Error> {
+    match bounded::read_file("configuration file", path, Limit::bytes(MAX_FILE_BYTES)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if !required && e.is_not_found() => Ok(None),
+        Err(e) => Err(from_read(e)),
+    }
+}
+
+/// The configuration's own words for a file that could not be read.
+fn from_read(e: ReadError) -> Error {
+    match e {
+        ReadError::Open { path, source, .. } | ReadError::Read { path, source, .. } => {
+            Error::Read { path, source }
+        }
+        ReadError::NotRegular { path, kind, .. } => Error::NotRegular { path, what: kind },
+        ReadError::TooLarge { path, limit, .. } => Error::TooLarge { path, limit },
+        ReadError::TimedOut { path, after, .. } => Error::Read {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("not read within {} s", after.as_secs_f32()),
+            ),
+        },
+    }
 }
 
 /// The 1-based line and column (in characters) of byte offset `at` of `text`.

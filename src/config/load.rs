@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::env::{self, CONFIG_ENV, Env, env_var};
+use super::env::{self, CONFIG_ENV, Env, Layer, env_var};
 use super::file;
 use super::raw::{FILE_ONLY_KEYS, Raw};
 use super::render::render;
 use super::validate::validate;
-use super::{Config, Error};
+use super::{Config, DEFAULT_BAND_PCT, Error, Watermarks};
 
 /// The configuration file read when none is named.
 pub const DEFAULT_PATH: &str = "/etc/docker-image-cleaner.toml";
@@ -19,9 +19,18 @@ pub const DEFAULT_PATH: &str = "/etc/docker-image-cleaner.toml";
 pub enum Source {
     /// The built-in default.
     Default,
+    /// Not set, and worked out from other keys (what from, in words).
+    Derived(&'static str),
     /// The configuration file.
     File(PathBuf),
-    /// An environment variable.
+    /// A variable of the environment file (`/etc/default/docker-image-cleaner`).
+    EnvFile {
+        /// The environment file.
+        path: PathBuf,
+        /// The variable.
+        var: String,
+    },
+    /// An environment variable of the process.
     Env(String),
     /// A command-line flag.
     Flag(&'static str),
@@ -31,7 +40,9 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Source::Default => f.write_str("default"),
+            Source::Derived(from) => write!(f, "derived: {from}"),
             Source::File(p) => write!(f, "file {}", p.display()),
+            Source::EnvFile { path, var } => write!(f, "file {} ({var})", path.display()),
             Source::Env(v) => write!(f, "env {v}"),
             Source::Flag(flag) => write!(f, "flag {flag}"),
         }
@@ -71,6 +82,14 @@ impl Loaded {
         for (key, value) in render(&self.config) {
             out.push_str(&format!("{key} = {value}  # {}\n", self.source(key)));
         }
+        if let Some(v) = &self.config.kubeconfig_env {
+            // Not a key of the file: shown as the variable it is, read where kubeconfig is unset.
+            out.push_str(&format!(
+                "# KUBECONFIG = {:?}  # {}\n",
+                v.to_string_lossy(),
+                self.source("KUBECONFIG")
+            ));
+        }
         out
     }
 }
@@ -91,12 +110,29 @@ pub fn load(explicit: Option<&Path>, env: &Env, flags: Flags) -> Result<Loaded, 
         .collect();
     let mut values = Vec::new();
     for (key, var) in &env_keys {
-        if let Some(value) = env.get(var)? {
-            values.push((*key, var.clone(), value));
+        if let Some((value, layer)) = env.lookup(var)? {
+            let source = match layer {
+                Layer::Process => Source::Env(var.clone()),
+                Layer::File(path) => Source::EnvFile {
+                    path: path.to_path_buf(),
+                    var: var.clone(),
+                },
+            };
+            values.push((*key, value, source));
         }
     }
-    let named = env.get(CONFIG_ENV)?.map(PathBuf::from);
-    let named = explicit.map(Path::to_path_buf).or(named);
+    let named = env.get(CONFIG_ENV)?;
+    if explicit.is_none() && named == Some("") {
+        return Err(Error::EmptyPath {
+            origin: format!("environment variable {CONFIG_ENV}"),
+        });
+    }
+    if explicit.is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(Error::EmptyPath {
+            origin: "flag --config".into(),
+        });
+    }
+    let named = explicit.map(Path::to_path_buf).or(named.map(PathBuf::from));
     let (path, required) = match named {
         Some(p) => (p, true),
         None => (PathBuf::from(DEFAULT_PATH), false),
@@ -115,12 +151,12 @@ pub fn load(explicit: Option<&Path>, env: &Env, flags: Flags) -> Result<Loaded, 
         }
     }
 
-    for (key, var, value) in values {
-        let layer = env::layer(key, &var, value)?;
+    for (key, value, source) in values {
+        let layer = env::layer(key, value, &origin_of(&source, None, key))?;
         for set in raw.overlay(layer) {
             // `env::layer` sets its own key only; crediting anything else would be a lie.
             debug_assert_eq!(set, key);
-            sources.insert(set, Source::Env(var.clone()));
+            sources.insert(set, source.clone());
         }
     }
     let mut warnings: Vec<String> = env
@@ -136,24 +172,81 @@ pub fn load(explicit: Option<&Path>, env: &Env, flags: Flags) -> Result<Loaded, 
     }
 
     let origin = |key: &'static str| -> String {
-        match sources.get(key) {
-            Some(Source::File(p)) => match text.as_deref().and_then(|t| file::locate(t, key)) {
-                Some((line, column)) => format!(
-                    "configuration file {}, line {line}, column {column}",
-                    p.display()
-                ),
-                None => format!("configuration file {}", p.display()),
-            },
-            Some(Source::Env(v)) => format!("environment variable {v}"),
-            Some(Source::Flag(f)) => format!("flag {f}"),
-            Some(Source::Default) | None => "default".to_string(),
-        }
+        origin_of(
+            sources.get(key).unwrap_or(&Source::Default),
+            text.as_deref(),
+            key,
+        )
     };
-    let config = validate(&raw, &origin)?;
+    let mut config = validate(&raw, &origin)?;
+    config.kubeconfig_env = env.get_os("KUBECONFIG").map(ToOwned::to_owned);
+    if let Some(layer) = env.layer_of("KUBECONFIG") {
+        sources.insert(
+            "KUBECONFIG",
+            match layer {
+                Layer::Process => Source::Env("KUBECONFIG".into()),
+                Layer::File(path) => Source::EnvFile {
+                    path: path.to_path_buf(),
+                    var: "KUBECONFIG".into(),
+                },
+            },
+        );
+    }
+    derived(&config, &mut sources);
     Ok(Loaded {
         config,
         file: text.is_some().then_some(path),
         sources,
         warnings,
     })
+}
+
+/// Where a value came from, for an error message: the file with line and column, the variable
+/// (and the environment file it is in), the flag.
+fn origin_of(source: &Source, text: Option<&str>, key: &str) -> String {
+    match source {
+        Source::File(p) => match text.and_then(|t| file::locate(t, key)) {
+            Some((line, column)) => format!(
+                "configuration file {}, line {line}, column {column}",
+                p.display()
+            ),
+            None => format!("configuration file {}", p.display()),
+        },
+        Source::EnvFile { path, var } => {
+            format!("environment file {}, variable {var}", path.display())
+        }
+        Source::Env(v) => format!("environment variable {v}"),
+        Source::Flag(f) => format!("flag {f}"),
+        Source::Derived(_) | Source::Default => "default".to_string(),
+    }
+}
+
+/// Credits the keys left unset whose value was worked out from others.
+fn derived(config: &Config, sources: &mut BTreeMap<&'static str, Source>) {
+    let unset = |sources: &BTreeMap<&'static str, Source>, key| !sources.contains_key(key);
+    if unset(sources, "threshold_low") {
+        let from = match config.watermarks {
+            Watermarks::Relative { high_pct, .. } if high_pct > 2.0 * DEFAULT_BAND_PCT => {
+                "4 points below threshold_high"
+            }
+            Watermarks::Relative { .. } => "half of threshold_high (it is 8 or less)",
+            Watermarks::Absolute { .. } => "80% of threshold_high",
+        };
+        sources.insert("threshold_low", Source::Derived(from));
+    }
+    if unset(sources, "threshold_critical") && config.critical_pct != Config::default().critical_pct
+    {
+        sources.insert(
+            "threshold_critical",
+            Source::Derived("threshold_high, above the default 95"),
+        );
+    }
+    if unset(sources, "engine") {
+        sources.insert(
+            "engine",
+            Source::Derived("one engine from docker_host, path_to_check and floor"),
+        );
+    } else if unset(sources, "path_to_check") {
+        sources.insert("path_to_check", Source::Derived("the [[engine]] paths"));
+    }
 }

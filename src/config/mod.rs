@@ -6,6 +6,8 @@
 //! - `load`: the layers in order and where each value came from;
 //! - `file`: reading the file safely (regular files only, bounded, UTF-8), positions of keys;
 //! - `env`: [`Env`] and each variable read as one value of its key;
+//! - `envfile`: the environment file the unit reads (`/etc/default/docker-image-cleaner`),
+//!   read by every command too;
 //! - `raw`: the file format (every key optional, unknown keys rejected);
 //! - `validate`: every rule, in the order the keys are checked (thresholds, engines, metrics and
 //!   fleet keys in files of their own);
@@ -16,6 +18,7 @@
 
 mod checks;
 mod env;
+mod envfile;
 mod file;
 mod load;
 mod raw;
@@ -24,6 +27,7 @@ mod types;
 mod units;
 mod validate;
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +39,15 @@ pub use checks::{
     check_node_name,
 };
 pub use env::{CONFIG_ENV, Env};
+
+/// Every key of the file, in its order (what `check-config` prints).
+pub const KEYS: &[&str] = raw::Raw::KEYS;
+
+/// The environment variable that overrides `key` (`DOCKER_HOST` for `docker_host`).
+pub fn env_var(key: &str) -> String {
+    env::env_var(key)
+}
+pub use envfile::{DEFAULT_ENV_FILE, EnvFile};
 pub use file::MAX_FILE_BYTES;
 pub use load::{DEFAULT_PATH, Flags, Loaded, Source, load};
 pub use types::{
@@ -97,6 +110,10 @@ pub struct Config {
     pub docker_host: Option<String>,
     /// The kubeconfig setting; `None` means the fallback chain (see `node`).
     pub kubeconfig: Option<PathBuf>,
+    /// `KUBECONFIG` as the process's environment, else the environment file, gives it: the
+    /// second link of that chain. Read here, with the other settings, so that `status` in a
+    /// shell looks where the service looks.
+    pub kubeconfig_env: Option<OsString>,
     /// How the node is cordoned.
     pub cordon_mode: CordonMode,
     /// Longest time a pass keeps the node cordoned; it then goes on uncordoned. More than zero,
@@ -189,6 +206,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/docker-image-cleaner"),
             docker_host: None,
             kubeconfig: None,
+            kubeconfig_env: None,
             cordon_mode: CordonMode::Cordon,
             max_cordon: Duration::from_secs(1800),
             on_cordon_failure: OnCordonFailure::Clean,
@@ -251,6 +269,15 @@ pub enum Error {
         path: PathBuf,
         /// The limit, in bytes.
         limit: u64,
+    },
+    /// The file is named by an empty string (`DOCKER_IMAGE_CLEANER_CONFIG=` set to nothing).
+    #[error(
+        "{origin} is empty: it must name the configuration file (unset it to read {})",
+        load::DEFAULT_PATH
+    )]
+    EmptyPath {
+        /// Where the empty name came from: "environment variable …" or "flag --config".
+        origin: String,
     },
     /// One of our environment variables is not UTF-8.
     #[error("environment variable {var} = {value}: not valid UTF-8 (bytes shown as \\x escapes)")]

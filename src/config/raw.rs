@@ -102,8 +102,8 @@ impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match d.deserialize_any(SecondsVisitor { adaptive: false })? {
             RawDelay::Seconds(s) => Ok(s),
-            // The visitor takes no string without `adaptive`.
-            RawDelay::Adaptive => Err(de::Error::custom("expected a number of seconds")),
+            // Only a visitor asked for `adaptive` returns it.
+            RawDelay::Adaptive => Err(de::Error::custom("expected a duration")),
         }
     }
 }
@@ -130,7 +130,7 @@ struct SecondsVisitor {
 impl Visitor<'_> for SecondsVisitor {
     type Value = RawDelay;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a non-negative number of seconds")?;
+        f.write_str("a non-negative number of seconds or a duration such as \"2m\"")?;
         if self.adaptive {
             f.write_str(" or \"adaptive\"")?;
         }
@@ -151,11 +151,19 @@ impl Visitor<'_> for SecondsVisitor {
         Ok(RawDelay::Seconds(Seconds::Fraction(v)))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDelay, E> {
-        match (self.adaptive, v) {
-            (true, "adaptive") => Ok(RawDelay::Adaptive),
-            (true, _) => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-            (false, _) => Err(E::invalid_type(de::Unexpected::Str(v), &self)),
+        if self.adaptive && v == "adaptive" {
+            return Ok(RawDelay::Adaptive);
         }
+        // "2m", "1h30m", "90s", or a number of seconds in a string: exact.
+        super::units::parse_duration(v)
+            .map(|d| RawDelay::Seconds(Seconds::Text(d)))
+            .map_err(|e| {
+                if self.adaptive {
+                    E::custom(format!("{e}; or \"adaptive\""))
+                } else {
+                    E::custom(e)
+                }
+            })
     }
 }
 

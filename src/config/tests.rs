@@ -29,39 +29,55 @@ fn error_text(text: &str, vars: &[(&str, &str)]) -> String {
 }
 
 #[test]
-fn shipped_file_lists_every_key_with_its_default() {
+fn shipped_file_sets_nothing_and_shows_every_key_with_its_default_as_a_comment() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/docker-image-cleaner.toml");
     let loaded = load(Some(&path), &env(&[]), Flags::default()).unwrap();
-    for key in raw::Raw::KEYS
-        .iter()
-        .filter(|k| !raw::FILE_ONLY_KEYS.contains(k))
-    {
+    // It states only what differs from the defaults: nothing, so every key is the default's
+    // or derived (threshold_low from threshold_high, as for a user who sets only high).
+    for key in raw::Raw::KEYS {
         assert!(
-            matches!(loaded.source(key), Source::File(_)),
-            "conf/docker-image-cleaner.toml does not set {key}"
+            matches!(loaded.source(key), Source::Default | Source::Derived(_)),
+            "conf/docker-image-cleaner.toml sets {key}: it should show it commented out"
         );
     }
-    // Same values as the built-in defaults.
+    // Each key appears commented out with the default check-config renders.
+    let text = std::fs::read_to_string(&path).unwrap();
     let defaults = Loaded {
         config: Config::default(),
         file: None,
         sources: Default::default(),
         warnings: vec![],
     };
-    let strip = |s: String| {
-        s.lines()
-            .map(|l| l.split("  #").next().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(strip(loaded.render()), strip(defaults.render()));
-    // The tables are shown, commented out.
-    let text = std::fs::read_to_string(&path).unwrap();
-    for key in raw::FILE_ONLY_KEYS {
+    for line in defaults.render().lines() {
+        let (assignment, _) = line.split_once("  #").unwrap();
+        let key = assignment.split(" = ").next().unwrap();
+        if raw::FILE_ONLY_KEYS.contains(&key) {
+            assert!(
+                text.contains(&format!("# [[{key}]]")),
+                "conf/docker-image-cleaner.toml does not show [[{key}]]"
+            );
+            continue;
+        }
         assert!(
-            text.contains(&format!("# [[{key}]]")),
-            "conf/docker-image-cleaner.toml does not show [[{key}]]"
+            text.lines().any(|l| l == format!("# {assignment}")),
+            "conf/docker-image-cleaner.toml lacks the line \"# {assignment}\""
         );
     }
+    // Uncommenting only threshold_high moves threshold_low with it (derived stays derived).
+    let edited = text.replace("# threshold_high = 82", "threshold_high = 90");
+    let l = load_text(&edited, &[]).unwrap();
+    assert_eq!(
+        l.config.watermarks,
+        Watermarks::Relative {
+            high_pct: 90.0,
+            low_pct: 86.0
+        }
+    );
+    let edited = text.replace("# threshold_high = 82", "threshold_high = 75");
+    assert!(
+        load_text(&edited, &[]).is_ok(),
+        "lowering high alone is valid"
+    );
 }
 
 #[test]
@@ -129,8 +145,11 @@ fn precedence_is_default_file_env_flag() {
         text.contains("interval_seconds = 20  # env DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS"),
         "{text}"
     );
-    // Four points below the high watermark of the file.
-    assert!(text.contains("threshold_low = 86  # default"), "{text}");
+    // Four points below the high watermark of the file: derived, not a default of its own.
+    assert!(
+        text.contains("threshold_low = 86  # derived: 4 points below threshold_high"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1037,3 +1056,116 @@ fn bad_fleet_values_name_the_key() {
 
 mod cri;
 mod reclaim;
+
+#[test]
+fn the_environment_file_is_read_under_the_process_environment_and_credited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("default");
+    std::fs::write(
+        &path,
+        "DOCKER_IMAGE_CLEANER_NODE_NAME=nc-node\nDOCKER_IMAGE_CLEANER_INTERVAL_SECONDS=60\nKUBECONFIG=/etc/k.conf\n",
+    )
+    .unwrap();
+    let file = || EnvFile::read(&path).unwrap();
+    // A shell: the process has none of them; the file gives them.
+    let l = load(None, &env(&[]).with_file(file()), Flags::default());
+    let l = l.unwrap();
+    assert_eq!(l.config.node_name.as_deref(), Some("nc-node"));
+    assert_eq!(
+        l.source("node_name"),
+        &Source::EnvFile {
+            path: path.clone(),
+            var: "DOCKER_IMAGE_CLEANER_NODE_NAME".into()
+        }
+    );
+    assert_eq!(
+        l.config.kubeconfig_env.as_deref(),
+        Some(std::ffi::OsStr::new("/etc/k.conf"))
+    );
+    assert!(
+        l.render().contains(&format!(
+            "node_name = \"nc-node\"  # file {} (DOCKER_IMAGE_CLEANER_NODE_NAME)",
+            path.display()
+        )),
+        "{}",
+        l.render()
+    );
+    // The process's own value wins over the file's.
+    let l = load(
+        None,
+        &env(&[("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "30")]).with_file(file()),
+        Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(l.config.interval, Duration::from_secs(30));
+    // Under systemd the unit put the file's values into the process: the same value is the
+    // file's, and a file edited since (a reload) is not hidden by the value the process started
+    // with.
+    let started = env(&[("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "60")])
+        .with_file(file())
+        .without_file();
+    std::fs::write(&path, "DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS=90\n").unwrap();
+    let l = load(None, &started.with_file(file()), Flags::default()).unwrap();
+    assert_eq!(l.config.interval, Duration::from_secs(90));
+    assert!(matches!(
+        l.source("interval_seconds"),
+        Source::EnvFile { .. }
+    ));
+    // A bad value there names the file and the variable.
+    std::fs::write(&path, "DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS=soon\n").unwrap();
+    let e = load(None, &env(&[]).with_file(file()), Flags::default()).unwrap_err();
+    let text = crate::error_chain(&e);
+    assert!(
+        text.contains(&format!("environment file {}", path.display()))
+            && text.contains("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS"),
+        "{text}"
+    );
+}
+
+#[test]
+fn derived_values_are_credited_to_what_they_come_from() {
+    let l = load_text("threshold_high = 97\n", &[]).unwrap();
+    assert_eq!(l.config.critical_pct, 97.0);
+    assert!(matches!(l.source("threshold_critical"), Source::Derived(_)));
+    assert!(matches!(l.source("threshold_low"), Source::Derived(_)));
+    assert!(matches!(l.source("engine"), Source::Derived(_)));
+    let l = load_text("threshold_high = 90\nthreshold_low = 70\n", &[]).unwrap();
+    assert_eq!(l.source("threshold_critical"), &Source::Default);
+    assert!(matches!(l.source("threshold_low"), Source::File(_)));
+}
+
+#[test]
+fn durations_take_units_and_sizes_in_relative_mode_name_the_setting_they_need() {
+    let l = load_text(
+        "interval_seconds = \"2m\"\nmax_cordon_seconds = \"1h30m\"\ndelay_seconds = \"250ms\"\n",
+        &[("DOCKER_IMAGE_CLEANER_MIN_AGE_SECONDS", "10m")],
+    )
+    .unwrap();
+    assert_eq!(l.config.interval, Duration::from_secs(120));
+    assert_eq!(l.config.max_cordon, Duration::from_secs(5400));
+    assert_eq!(l.config.delay, Delay::Fixed(Duration::from_millis(250)));
+    assert_eq!(l.config.min_age, Duration::from_secs(600));
+    // The original's plain numbers keep their meaning.
+    let l = load_text("", &[("DOCKER_IMAGE_CLEANER_INTERVAL_SECONDS", "60")]).unwrap();
+    assert_eq!(l.config.interval, Duration::from_secs(60));
+    let e = error_text("interval_seconds = \"2 fortnights\"\n", &[]);
+    assert!(
+        e.contains("interval_seconds") && e.contains("\"2m\""),
+        "{e}"
+    );
+    let e = error_text("fleet_lease_seconds = \"1.5s\"\n", &[]);
+    assert!(e.contains("whole number of seconds"), "{e}");
+
+    for text in [
+        "threshold_high = \"50GiB\"\n",
+        "threshold_high = 53687091200\n",
+    ] {
+        let e = error_text(text, &[]);
+        assert!(
+            e.contains("threshold_high") && e.contains("threshold_type = \"absolute\""),
+            "{text}: {e}"
+        );
+    }
+    let e = error_text("", &[("DOCKER_IMAGE_CLEANER_THRESHOLD_HIGH", "50GiB")]);
+    assert!(e.contains("threshold_type = \"absolute\""), "{e}");
+}

@@ -1,6 +1,7 @@
-//! Units of the configuration: sizes (`"50GiB"`) and durations in seconds, each converted
-//! exactly, with checked arithmetic, into the range the rest of the program relies on. Pure
-//! functions of their input; no I/O, and nothing here knows which key a value belongs to.
+//! Units of the configuration: sizes (`"50GiB"`) and durations (a number of seconds, or text
+//! with units such as `"2m"` or `"1h30m"`), each converted exactly, with checked arithmetic,
+//! into the range the rest of the program relies on. Pure functions of their input; no I/O,
+//! and nothing here knows which key a value belongs to.
 
 use std::fmt;
 use std::time::Duration;
@@ -14,13 +15,16 @@ pub const MAX_DURATION_SECS: u32 = 10 * 365 * 86_400;
 // A widening cast (u32 to u64): `u64::from` is not const.
 pub const MAX_DURATION: Duration = Duration::from_secs(MAX_DURATION_SECS as u64);
 
-/// A number of seconds as written: an integer stays exact, a fraction is a binary float.
+/// A duration as written: a number of seconds (an integer stays exact, a fraction is a binary
+/// float), or text with units read exactly ([`parse_duration`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Seconds {
     /// An integer, such as `300`.
     Whole(u64),
     /// A number with a fraction or an exponent, such as `0.5` or `1e3` (finite, not negative).
     Fraction(f64),
+    /// Text with units, such as `"2m"` or `"1h30m"`, read to the nanosecond.
+    Text(Duration),
 }
 
 impl fmt::Display for Seconds {
@@ -28,8 +32,121 @@ impl fmt::Display for Seconds {
         match self {
             Seconds::Whole(n) => write!(f, "{n}"),
             Seconds::Fraction(x) => write!(f, "{x}"),
+            Seconds::Text(d) => write!(f, "\"{}\"", human_duration(*d)),
         }
     }
+}
+
+/// A duration the way people write it: `2m`, `1h30m`, `1.5s`, `250ms`; `0s` for zero.
+pub fn human_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut secs = d.as_secs();
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= len {
+            out.push_str(&format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    let nanos = d.subsec_nanos();
+    match (secs, nanos) {
+        (0, 0) => {}
+        (s, 0) => out.push_str(&format!("{s}s")),
+        (0, n) if n % 1_000_000 == 0 => out.push_str(&format!("{}ms", n / 1_000_000)),
+        (s, n) => {
+            let frac = format!("{n:09}");
+            out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
+        }
+    }
+    out
+}
+
+/// The units of a duration, in nanoseconds.
+const DURATION_UNITS: &[(&str, u128)] = &[
+    ("ms", 1_000_000),
+    ("s", 1_000_000_000),
+    ("sec", 1_000_000_000),
+    ("m", 60_000_000_000),
+    ("min", 60_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("d", 86_400_000_000_000),
+];
+
+/// Parses a duration: a number of seconds (`"300"`, `"0.5"`), or one or more numbers each with
+/// a unit, `ms`, `s`, `m` or `min`, `h`, `d` (`"2m"`, `"1h30m"`, `"1.5h"`, `"1h 30m"`),
+/// exactly (a fraction of a unit is rounded down to the nanosecond). The range is the caller's
+/// to check; anything beyond 10 years is an error here already.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let syntax = || {
+        format!(
+            "{text:?} is not a duration: write a number of seconds, or numbers with units such as \"90s\", \"2m\", \"1h30m\" (ms, s, m, h, d)"
+        )
+    };
+    let too_long = || {
+        format!(
+            "{text:?} is too long: every duration is below {MAX_DURATION_SECS} seconds (10 years)"
+        )
+    };
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(syntax());
+    }
+    let limit = u128::from(MAX_DURATION_SECS) * 1_000_000_000;
+    let mut total: u128 = 0;
+    let mut parts = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int_digits, after) = rest.split_at(int_len);
+        let (frac_digits, after) = match after.strip_prefix('.') {
+            Some(a) => a.split_at(a.bytes().take_while(u8::is_ascii_digit).count()),
+            None => ("", after),
+        };
+        if int_digits.is_empty() && frac_digits.is_empty() {
+            return Err(syntax());
+        }
+        let after = after.trim_start();
+        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, after) = after.split_at(unit_len);
+        let factor = if unit.is_empty() {
+            // A bare number: seconds, and only on its own ("1h 30" says nothing).
+            if parts > 0 || !after.trim().is_empty() {
+                return Err(syntax());
+            }
+            1_000_000_000
+        } else {
+            DURATION_UNITS
+                .iter()
+                .find(|(name, _)| unit.eq_ignore_ascii_case(name))
+                .map(|&(_, f)| f)
+                .ok_or_else(syntax)?
+        };
+        let mut whole: u128 = 0;
+        for d in int_digits.bytes() {
+            whole = whole
+                .checked_mul(10)
+                .and_then(|w| w.checked_add(u128::from(d - b'0')))
+                .filter(|&w| w <= limit)
+                .ok_or_else(too_long)?;
+        }
+        let mut carry: u128 = 0;
+        for d in frac_digits.bytes().rev() {
+            carry = (u128::from(d - b'0') * factor + carry) / 10;
+        }
+        total = whole
+            .checked_mul(factor)
+            .and_then(|w| w.checked_add(carry))
+            .and_then(|w| w.checked_add(total))
+            .filter(|&t| t < limit)
+            .ok_or_else(too_long)?;
+        rest = after.trim_start();
+        parts += 1;
+    }
+    // Below 10 years in nanoseconds: fits a u64 of nanoseconds.
+    let nanos = u64::try_from(total).map_err(|_| too_long())?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 /// The lower end of a duration's range.
@@ -58,6 +175,7 @@ pub fn duration(value: Seconds, min: Min) -> Result<Duration, String> {
             Duration::try_from_secs_f64(x).map_err(|e| e.to_string())?
         }
         Seconds::Fraction(_) => return Err("must be a finite number of seconds, at least 0".into()),
+        Seconds::Text(d) => d,
     };
     if d >= MAX_DURATION {
         return Err(too_long());
@@ -289,6 +407,53 @@ mod tests {
                 unit: "gibibytes".into()
             })
         );
+    }
+
+    #[test]
+    fn durations_with_units_are_exact() {
+        let ok: &[(&str, Duration)] = &[
+            ("300", Duration::from_secs(300)),
+            (" 0.5 ", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("2min", Duration::from_secs(120)),
+            ("90s", Duration::from_secs(90)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("250ms", Duration::from_millis(250)),
+            ("1d", Duration::from_secs(86_400)),
+            ("0s", Duration::ZERO),
+            ("0.000000001s", Duration::from_nanos(1)),
+            ("0.0000000001s", Duration::ZERO),
+            ("2M", Duration::from_secs(120)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(*want), "{text:?}");
+        }
+        for text in [
+            "",
+            "m",
+            "2 minutes",
+            "1h30",
+            "-5s",
+            "5s!",
+            "1e3s",
+            "3650d",
+            "99999999999999999999999h",
+        ] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains(&format!("{text:?}")), "{text:?}: {e}");
+        }
+        for d in [
+            Duration::ZERO,
+            Duration::from_secs(120),
+            Duration::from_secs(5400),
+            Duration::from_millis(250),
+            Duration::from_millis(1500),
+            Duration::from_secs(86_400 + 1),
+        ] {
+            assert_eq!(parse_duration(&human_duration(d)), Ok(d), "{d:?}");
+        }
     }
 
     #[test]

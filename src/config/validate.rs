@@ -183,6 +183,8 @@ pub(crate) fn validate(
         state_dir,
         docker_host,
         kubeconfig: raw.kubeconfig.clone().filter(|p| !p.as_os_str().is_empty()),
+        // Filled in by `load`, which has the environment.
+        kubeconfig_env: None,
         cordon_mode: raw.cordon_mode.unwrap_or(d.cordon_mode),
         max_cordon,
         on_cordon_failure: raw.on_cordon_failure.unwrap_or(d.on_cordon_failure),

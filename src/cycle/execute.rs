@@ -21,6 +21,8 @@ pub(super) struct Execution<'a, 'm, E: Engine, M: Meter, G: Guard> {
     pub(super) shutdown: &'a CancellationToken,
     /// The course may ask to take stock again ([`Action::Restock`]).
     pub(super) restock: bool,
+    /// When the pass began, unix ms.
+    pub(super) now_ms: i64,
 }
 
 /// How the execution of one plan ended.
@@ -124,6 +126,9 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
             return Ok(StepResult::NotRemoved);
         };
         let engine = member.engine;
+        let now_ms = self.now_ms;
+        // The prunes of strategy `prune` spare a build's newest step, as every plan does.
+        let spare = |image: &docker::Image| policy::is_build_step(image, now_ms);
         Ok(match step {
             Step::RemoveContainer { id, .. } => {
                 count(step, &engine.remove_container(id).await?, tally, false)
@@ -163,12 +168,12 @@ impl<E: Engine, M: Meter, G: Guard> Execution<'_, '_, E, M, G> {
                 StepResult::Removed
             }
             Step::PruneDanglingImages { .. } => {
-                let n = pruned("dangling images", engine.prune_images(false).await?);
+                let n = pruned("dangling images", engine.prune_images(false, &spare).await?);
                 tally.images += n;
                 StepResult::PrunedDangling(n)
             }
             Step::PruneAllImages { .. } => {
-                tally.images += pruned("unused images", engine.prune_images(true).await?);
+                tally.images += pruned("unused images", engine.prune_images(true, &spare).await?);
                 StepResult::Removed
             }
         })

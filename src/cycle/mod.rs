@@ -262,6 +262,11 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
         let config = self.config;
         let mut from = before.clone();
         let mut restocks = 0;
+        // What the pass found at its start: a new plan never takes anything that appeared
+        // since (a pull, a build, a container created meanwhile), but the untagged images a
+        // removal left behind.
+        let there = stock.ids();
+        let began_ms = self.now_ms;
         loop {
             let ended = Execution {
                 config,
@@ -271,6 +276,7 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 progress: self.progress,
                 shutdown: self.shutdown,
                 restock: restocks < MAX_RESTOCKS,
+                now_ms: self.now_ms,
             }
             .run(&stock.plan, &stock.views(), &from, tallies)
             .await?;
@@ -292,6 +298,12 @@ impl<E: Engine, M: Meter, G: Guard> Pass<'_, E, M, G> {
                 () = self.shutdown.cancelled() => return Ok(Outcome::Interrupted),
                 stock = take_stock(&mut self.members, meter, config, &measured, &filesystems, now_ms, Purpose::Restock) => stock?,
             };
+            let left = stock.keep_to(&there, began_ms);
+            if left > 0 {
+                log::info!(
+                    "leaving {left} image(s) and container(s) that appeared during this pass"
+                );
+            }
             log::info!("{}", stock.plan.to_string().trim_end());
             from = measured;
         }

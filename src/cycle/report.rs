@@ -67,7 +67,13 @@ impl Tallies {
             .0
             .iter()
             .filter(|(_, t)| t.containers + t.images > 0)
-            .map(|(name, t)| format!("{name} {} containers, {} images", t.containers, t.images))
+            .map(|(name, t)| {
+                format!(
+                    "{name} {}, {}",
+                    count(t.containers, "container"),
+                    count(t.images, "image")
+                )
+            })
             .collect();
         if self.0.len() > 1 && !busy.is_empty() {
             busy.join("; ")
@@ -151,10 +157,10 @@ impl Report {
     pub fn summary(&self) -> String {
         let per_engine = self.engines.per_engine();
         format!(
-            "{}: removed {} containers and {} images ({} skipped{}){}, freed {} and {} inodes in {:.1}s; before {}; after {}",
+            "{}: removed {} and {} ({} skipped{}){}, freed {} and {} inodes in {:.1}s; before {}; after {}",
             self.outcome_text(),
-            self.removed_containers,
-            self.removed_images,
+            count(self.removed_containers, "container"),
+            count(self.removed_images, "image"),
             self.skipped,
             if per_engine.is_empty() {
                 String::new()
@@ -183,12 +189,21 @@ fn extras(t: &Tally) -> String {
     }
     if t.cache_records > 0 || t.cache_bytes > 0 {
         out.push_str(&format!(
-            ", {} build cache records ({})",
-            t.cache_records,
+            ", {} ({})",
+            count(t.cache_records, "build cache record"),
             size(t.cache_bytes)
         ));
     }
     out
+}
+
+/// `1 image`, `2 images`: a count and its noun, in the plural unless it is one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// How a pass ended, in words.
@@ -247,9 +262,9 @@ pub fn node_event(
             warning: true,
             reason: "FreeDiskSpaceFailed",
             message: format!(
-                "removed {} containers and {} images{per_engine}{}, freed {}, but usage is still above the low watermark ({w}): {} and {} inodes short; now {after}{critical}",
-                t.containers,
-                t.images,
+                "removed {} and {}{per_engine}{}, freed {}, but usage is still above the low watermark ({w}): {} and {} inodes short; now {after}{critical}",
+                count(t.containers, "container"),
+                count(t.images, "image"),
                 extras(&t),
                 signed_size(bytes),
                 size(need.bytes),
@@ -266,9 +281,9 @@ pub fn node_event(
                 warning: true,
                 reason: "DiskPressureElsewhere",
                 message: format!(
-                    "removed {} containers and {} images{per_engine}{}, freed {}; what is left of the engines is at their floors and usage is still above the low watermark ({w}), {} short: {} outside the engines; now {after}",
-                    t.containers,
-                    t.images,
+                    "removed {} and {}{per_engine}{}, freed {}; what is left of the engines is at their floors and usage is still above the low watermark ({w}), {} short: {} outside the engines; now {after}",
+                    count(t.containers, "container"),
+                    count(t.images, "image"),
                     extras(&t),
                     signed_size(bytes),
                     size(need.bytes),
@@ -284,9 +299,9 @@ pub fn node_event(
             warning: false,
             reason: "ImagesRemoved",
             message: format!(
-                "removed {} containers and {} images{per_engine}{}, freed {} and {inodes} inodes; now {after}{critical}",
-                t.containers,
-                t.images,
+                "removed {} and {}{per_engine}{}, freed {} and {inodes} inodes; now {after}{critical}",
+                count(t.containers, "container"),
+                count(t.images, "image"),
                 extras(&t),
                 signed_size(bytes)
             ),

@@ -10,7 +10,7 @@ use crate::config::{Config, EngineConfig, Strategy};
 use crate::docker::{self, BuildCache, Engine, Inventory, UseEvent};
 use crate::error_chain;
 use crate::lastuse::LastUse;
-use crate::policy::{self, FloorState, Holding, Plan, next::EngineView};
+use crate::policy::{self, FloorState, Holding, Plan, Step, next::EngineView};
 use crate::usage::{FsUsage, Measurement, Meter};
 
 /// One engine taking part in a pass (or in `status`).
@@ -82,6 +82,59 @@ impl Stock {
                 floor: e.floor(self.critical),
             })
             .collect()
+    }
+
+    /// Every image and container id found, each with its engine's name.
+    pub fn ids(&self) -> std::collections::HashSet<(String, String)> {
+        self.engines
+            .iter()
+            .flat_map(|e| {
+                e.inventory.iter().flat_map(move |inv| {
+                    inv.images
+                        .iter()
+                        .map(|i| i.id.clone())
+                        .chain(inv.containers.iter().map(|c| c.id.clone()))
+                        .map(move |id| (e.name.clone(), id))
+                })
+            })
+            .collect()
+    }
+
+    /// Leaves out of the plan every removal of what is not in `there` (what an earlier stock
+    /// found), but the untagged images built before `began_ms` (what a removal left behind):
+    /// taking stock again in the middle of a pass must not remove what appeared meanwhile.
+    /// Returns how many steps were left out.
+    pub fn keep_to(
+        &mut self,
+        there: &std::collections::HashSet<(String, String)>,
+        began_ms: i64,
+    ) -> usize {
+        let leftover = |engine: &str, id: &str| {
+            self.engines
+                .iter()
+                .filter(|e| e.name == engine)
+                .filter_map(|e| e.inventory.as_ref())
+                .flat_map(|inv| &inv.images)
+                .any(|i| i.id == id && i.is_dangling() && i.created.saturating_mul(1000) < began_ms)
+        };
+        let before = self.plan.steps.len();
+        let keep: Vec<bool> = self
+            .plan
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::RemoveImage { engine, id, .. } => {
+                    there.contains(&(engine.clone(), id.clone())) || leftover(engine, id)
+                }
+                Step::RemoveContainer { engine, id, .. } => {
+                    there.contains(&(engine.clone(), id.clone()))
+                }
+                _ => true,
+            })
+            .collect();
+        let mut keep = keep.into_iter();
+        self.plan.steps.retain(|_| keep.next().unwrap_or(true));
+        before - self.plan.steps.len()
     }
 
     /// Bytes in use on filesystem `fs` that belong to none of the engines measured on it.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::{Delay, EngineConfig, Floor};
 use crate::docker::fake::{Answer, Call, FakeEngine};
-use crate::docker::{Container, Image};
+use crate::docker::{Container, ContainerState, Image};
 use crate::lastuse::LastUse;
 use crate::policy::Step;
 use crate::usage::FsUsage;
@@ -48,13 +48,7 @@ impl<'a> Disk<'a> {
 
     /// What the engine holds on disk: its images and its build cache.
     fn image_bytes(engine: &FakeEngine) -> u64 {
-        engine
-            .inventory_now()
-            .images
-            .iter()
-            .map(|i| i.size_bytes)
-            .sum::<u64>()
-            + engine.cache_bytes()
+        engine.disk_bytes()
     }
 
     fn usage(&self) -> Vec<FsUsage> {
@@ -414,7 +408,7 @@ async fn the_delay_separates_image_removals_only() {
         id: "old".into(),
         name: "old".into(),
         image_id: "gone".into(),
-        running: false,
+        state: ContainerState::Exited,
         created: 0,
         finished: None,
         managed: false,
@@ -603,7 +597,7 @@ async fn one_order_across_two_engines_on_one_disk() {
     assert!(
         report
             .summary()
-            .contains("a 0 containers, 2 images; b 0 containers, 1 images")
+            .contains("a 0 containers, 2 images; b 0 containers, 1 image")
     );
 }
 
@@ -1080,3 +1074,40 @@ async fn shutdown_while_waiting_for_a_slot_removes_nothing() {
 }
 
 mod reclaim;
+
+/// Strategy `prune` spares the newest step of a build in progress, as a plan does, and prunes
+/// everything else it would.
+#[tokio::test(start_paused = true)]
+async fn prune_strategy_spares_a_build_in_progress() {
+    let now_secs = NOW_MS / 1000;
+    let step = Image {
+        tags: Vec::new(),
+        parent_id: Some("base".into()),
+        created: now_secs - 5,
+        ..image("step", 10)
+    };
+    let dangling = Image {
+        tags: Vec::new(),
+        created: now_secs - 5,
+        ..image("dangling", 10)
+    };
+    let engine = FakeEngine::new(vec![image("base", 10), step, dangling], Vec::new());
+    let mut last_use = LastUse::new();
+    let disk = Disk::new(&engine, 99);
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let config = Config {
+        strategy: crate::config::Strategy::Prune,
+        ..config()
+    };
+    pass(&config, &engine, &disk, &mut last_use, &guard, &token)
+        .await
+        .unwrap();
+    let left: Vec<String> = engine
+        .inventory_now()
+        .images
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, vec!["step".to_string()]);
+}

@@ -1,6 +1,10 @@
 //! The long-running loop (`run`) and the one-shot pass (`once`), with the start-up they share.
 //! No cleaning logic here: a pass is `cycle`'s, its decisions `policy`'s.
 //!
+//! - `preflight`: what the configuration needs of the node, checked before `run` reports ready,
+//!   before a reload, and by `check-config`;
+//! - `reload`: the inputs read again on SIGHUP, the daemon's answer, and `reload` (the unit's
+//!   `ExecReload=`) that checks, signals and waits for it;
 //! - `startup`: the single-instance lock, the state, the cordon guard and its recovery, and
 //!   their release before exit;
 //! - `follow`: connecting to the engines, catching up with their events and following them;
@@ -9,6 +13,8 @@
 //!   watchdog, reads the clock and saves the state.
 
 mod follow;
+mod preflight;
+mod reload;
 mod serve;
 mod startup;
 
@@ -28,6 +34,9 @@ use crate::notify::Notifier;
 use follow::connect_all;
 use serve::{Daemon, describe, step_bound};
 use startup::Startup;
+
+pub use preflight::{Preflight, preflight};
+pub use reload::{Answers, Inputs, RELOAD_BOUND, ReloadError, Reloaded, Reloader, request_reload};
 
 /// Exit code when another instance holds the lock (EX_TEMPFAIL: try again later).
 pub const EXIT_LOCKED: u8 = 75;
@@ -59,6 +68,9 @@ pub enum Error {
     /// The metrics endpoint cannot listen.
     #[error(transparent)]
     Metrics(#[from] metrics::Error),
+    /// The configuration cannot work on this node (see [`preflight`]).
+    #[error("cannot work as configured: {}", .0.join("; "))]
+    Preflight(Vec<String>),
 }
 
 impl Error {
@@ -67,6 +79,7 @@ impl Error {
         match self {
             Error::Node(e) => e.is_config(),
             Error::State(e) => e.is_config(),
+            Error::Preflight(_) => true,
             _ => false,
         }
     }
@@ -114,7 +127,7 @@ pub async fn once(config: &Config, shutdown: &CancellationToken) -> Result<Repor
     // A dry run may run beside the daemon: it leaves the daemon's textfile alone.
     let mut exporter = (!config.dry_run).then(|| Exporter::one_pass(config));
     let clock = exporter.as_ref().map(Exporter::clock).unwrap_or_default();
-    let mut s = Startup::begin(config, lock, shutdown, None, clock).await?;
+    let mut s = Startup::begin(config, lock, shutdown, None, clock, true).await?;
     let connected = connect_all(config, shutdown).await?;
     for (i, engine) in &connected {
         let last_use = s.tables.engine_mut(&config.engines[*i].name);
@@ -160,14 +173,29 @@ pub async fn run(config: Config, mut control: Control, notifier: &Notifier) -> R
     let lock = Startup::lock(&config)?;
     // Before READY: an address in use fails the start.
     let metrics = Exporter::daemon(&config, &control.shutdown)?;
+    // Before READY too: `systemctl start` fails when the service cannot do its job.
+    let checked = preflight(&config).await;
+    for w in &checked.warnings {
+        log::warn!("{w}");
+    }
+    if !checked.ok() {
+        return Err(Error::Preflight(checked.fatal));
+    }
     log::info!("starting: {}", describe(&config));
     notifier.set_step_bound(step_bound(&config));
     notifier.alive_for(notifier.watchdog().unwrap_or_default());
     notifier.ready("starting");
     let shutdown = control.shutdown.clone();
     let work = async {
-        let start =
-            Startup::begin(&config, lock, &shutdown, Some(notifier), metrics.clock()).await?;
+        let start = Startup::begin(
+            &config,
+            lock,
+            &shutdown,
+            Some(notifier),
+            metrics.clock(),
+            false,
+        )
+        .await?;
         let mut daemon = Daemon::new(config, notifier, shutdown.clone(), start, metrics);
         daemon.serve(&mut control.reload).await;
         Ok::<_, Error>(daemon)

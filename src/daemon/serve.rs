@@ -171,7 +171,11 @@ impl Daemon<'_> {
                 .max(Instant::now());
             self.check = Some((
                 at,
-                format!("{} of {} on engine {name}", event.action, event.image),
+                format!(
+                    "{} of {} on engine {name}",
+                    with_article(&event.action),
+                    event.image
+                ),
             ));
         }
     }
@@ -185,11 +189,11 @@ impl Daemon<'_> {
         self.last_check = Some(Instant::now());
         match self.meter().measure().await {
             Ok(m) if policy::above_high(&m, &self.config.watermarks) => {
-                log::info!("usage {m} after a {trigger}: at or above high, cleaning now");
+                log::info!("usage {m} after {trigger}: at or above high, cleaning now");
                 self.tick(Some(trigger)).await;
             }
-            Ok(m) => log::debug!("usage {m} after a {trigger}: below high"),
-            Err(e) => log::debug!("cannot measure after a {trigger}: {}", error_chain(&e)),
+            Ok(m) => log::debug!("usage {m} after {trigger}: below high"),
+            Err(e) => log::debug!("cannot measure after {trigger}: {}", error_chain(&e)),
         }
     }
 
@@ -215,7 +219,7 @@ impl Daemon<'_> {
     /// answer, show how it went, save.
     async fn tick(&mut self, trigger: Option<String>) {
         if let Some(t) = &trigger {
-            log::info!("pass started by a {t}");
+            log::info!("pass started by {t}");
         }
         self.notifier.step("checking");
         self.notifier.alive_for(self.start.cordoner.max_call_time());
@@ -358,7 +362,9 @@ impl Daemon<'_> {
         if self.start.cordoner.holds_cordon() || self.start.cordoner.holds_slot() {
             log::warn!("keeping the cordon settings until the node is released");
         } else {
-            self.start.cordoner = Cordoner::new(&new).with_clock(self.start.cordoner.clock());
+            self.start.cordoner = Cordoner::new(&new)
+                .with_clock(self.start.cordoner.clock())
+                .with_exit(false, self.shutdown.clone());
         }
         self.metrics.reload(&new);
         *config = new;
@@ -377,7 +383,7 @@ impl Daemon<'_> {
 /// One line describing what the daemon watches.
 pub(super) fn describe(config: &Config) -> String {
     format!(
-        "watching {} every {}s ({}, strategy {:?}{})",
+        "watching {} every {}s ({}, strategy {}{})",
         config
             .paths
             .iter()
@@ -386,7 +392,31 @@ pub(super) fn describe(config: &Config) -> String {
             .join(", "),
         config.interval.as_secs(),
         config.watermarks,
-        config.strategy,
+        config.strategy.name(),
         if config.dry_run { ", dry run" } else { "" }
     )
+}
+
+/// An engine's action as a noun with its article: `a pull`, `an import`.
+fn with_article(action: &str) -> String {
+    let vowel = action
+        .chars()
+        .next()
+        .is_some_and(|c| "aeiouAEIOU".contains(c));
+    format!("{} {action}", if vowel { "an" } else { "a" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_take_their_article_and_the_strategy_its_own_name() {
+        assert_eq!(with_article("import"), "an import");
+        assert_eq!(with_article("pull"), "a pull");
+        assert_eq!(with_article("load"), "a load");
+        assert_eq!(with_article(""), "a ");
+        let line = describe(&Config::default());
+        assert!(line.contains("strategy lru2"), "{line}");
+    }
 }

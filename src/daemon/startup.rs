@@ -39,20 +39,24 @@ impl Startup {
     }
 
     /// Loads the state, and lifts a cordon of ours left by a crash. An API server out of reach
-    /// is a warning: `on_cordon_failure` decides later. The guard keeps time on `clock`.
+    /// is a warning: `on_cordon_failure` decides later. The guard keeps time on `clock`; with
+    /// `one_pass` (`once`) no tick follows the pass.
     pub(super) async fn begin(
         config: &Config,
         lock: Option<InstanceLock>,
         shutdown: &CancellationToken,
         notifier: Option<&Notifier>,
         clock: CordonClock,
+        one_pass: bool,
     ) -> Result<Self, Error> {
         let mut store = match &lock {
             Some(lock) => lock.store(),
             None => Store::read_only(&config.state_dir)?,
         };
         let tables = store.load(now_ms(), now_nanos());
-        let mut cordoner = Cordoner::new(config).with_clock(clock);
+        let mut cordoner = Cordoner::new(config)
+            .with_clock(clock)
+            .with_exit(one_pass, shutdown.clone());
         if !config.dry_run {
             // The guard's calls are bounded (credential plugin included): keep pinging meanwhile.
             if let Some(n) = notifier {

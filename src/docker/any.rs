@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 
 use super::{
-    BuildCache, CriEngine, DockerEngine, Engine, Error, Inventory, Pruned, Removal, Storage,
+    BuildCache, CriEngine, DockerEngine, Engine, Error, Image, Inventory, Pruned, Removal, Storage,
     UseEvent,
 };
 use crate::config::{EngineConfig, EngineKind};
@@ -74,10 +74,14 @@ impl Engine for AnyEngine {
         }
     }
 
-    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
+    async fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
         match self {
-            AnyEngine::Docker(e) => e.prune_images(all).await,
-            AnyEngine::Cri(e) => e.prune_images(all).await,
+            AnyEngine::Docker(e) => e.prune_images(all, spare).await,
+            AnyEngine::Cri(e) => e.prune_images(all, spare).await,
         }
     }
 

@@ -34,7 +34,7 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 
 use super::containerd::Containerd;
-use super::{BuildCache, Engine, Error, Inventory, Pruned, Removal, Storage, UseEvent};
+use super::{BuildCache, Engine, Error, Image, Inventory, Pruned, Removal, Storage, UseEvent};
 
 /// The namespace containerd's CRI keeps the kubelet's images and containers in.
 pub(crate) const K8S_NAMESPACE: &str = "k8s.io";
@@ -237,8 +237,12 @@ impl Engine for CriEngine {
         Ok(Pruned::default())
     }
 
-    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
-        self.prune_one_by_one(all).await
+    async fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
+        self.prune_one_by_one(all, spare).await
     }
 
     async fn build_cache(&self) -> Result<Option<BuildCache>, Error> {
@@ -262,6 +266,10 @@ impl Engine for CriEngine {
         &self.storage
     }
 
+    /// The kubelet's bytes are where `ImageFsInfo` and containerd's introspection put them:
+    /// with containerd they are counted by containerd for namespace `k8s.io` (content and
+    /// snapshots), so a Docker sharing that containerd (`moby`) is not counted as ours; with
+    /// another runtime (CRI-O) `None`, and its `ImageFsInfo` places are walked instead.
     async fn containerd_bytes(&self) -> Result<Option<u64>, Error> {
         self.namespace_bytes().await
     }

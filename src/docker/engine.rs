@@ -4,48 +4,58 @@
 //!
 //! This file owns connecting, the bounded call and its error mapping, the inventory, and the
 //! [`Engine`] implementation, which hands the larger concerns to:
-//! - `remove`: the all-or-nothing image removal (untag, remove, put the tags back) and Podman's
-//!   prune one image at a time;
-//! - `events`: the event stream and which events mean "used", with Podman's quirks;
+//! - `transport`: the connections, ours rather than bollard's: each answer bounded in size, each
+//!   failure naming the endpoint (and, for a permission denied, who may connect);
+//! - `remove`: the all-or-nothing image removal (untag, remove, put the tags back) and the image
+//!   prunes, one image at a time;
+//! - `events`: the event stream and which events mean "used", with Podman's quirks; `stream`:
+//!   reading it, each line bounded;
 //! - `cache`: the build cache's `/system/df` and `/build/prune`, through bollard's request hooks;
 //! - `images`: the image list, read as text and parsed leniently (bollard's model refuses an
-//!   answer that leaves out a field it requires);
+//!   answer that leaves out a field it requires); `containers`: the container list likewise,
+//!   each container with the state its engine names;
 //! - `storage`: where the engine keeps its bytes (`/info`, and containerd's roots for the
 //!   containerd image store), and the bytes of its containerd namespace.
 //!
 //! None of them decides what to delete.
 
 mod cache;
+mod containers;
 mod events;
 mod images;
 mod remove;
 mod storage;
+mod stream;
+mod transport;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::ContainerSummaryStateEnum;
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, PruneContainersOptionsBuilder, PruneImagesOptionsBuilder,
-    RemoveContainerOptionsBuilder,
-};
-use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
+use bollard::{BollardRequest, Docker};
 use futures_util::Stream;
 
-use super::{BuildCache, Container, Engine, Error, Inventory, Pruned, Removal, Storage, UseEvent};
+use super::{BuildCache, Engine, Error, Image, Inventory, Pruned, Removal, Storage, UseEvent};
+use transport::Endpoint;
 
 /// The Docker Engine (or a compatible one, such as `podman system service`) over its HTTP API.
 #[derive(Debug, Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    /// Where the engine is; every request goes through it.
+    endpoint: Arc<Endpoint>,
     timeout: Duration,
     /// Podman's Docker-compatible service rather than Docker (it has no build cache endpoint,
     /// and names images in its events differently).
     podman: bool,
     /// Where it keeps its bytes, as found when connecting.
     storage: Storage,
+    /// The layers of each image id seen (they never change for an id), so that a pass
+    /// inspects only the images it has not seen before.
+    layers: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl DockerEngine {
@@ -55,20 +65,22 @@ impl DockerEngine {
         let host = host.unwrap_or("unix:///var/run/docker.sock").to_string();
         // bollard counts whole seconds; never let a sub-second setting become "no timeout".
         let secs = timeout.as_secs().max(1);
-        let connected = if host.starts_with("unix://") {
-            Docker::connect_with_unix(&host, secs, API_DEFAULT_VERSION)
-        } else {
-            Docker::connect_with_http(&host, secs, API_DEFAULT_VERSION)
-        };
-        let docker = connected.map_err(|source| Error::Connect {
+        let endpoint = Endpoint::parse(&host).map_err(|uri| Error::Connect {
+            host: host.clone(),
+            source: BollardError::UnsupportedURISchemeError { uri },
+        })?;
+        let endpoint = Arc::new(endpoint);
+        let docker = endpoint.client(secs).map_err(|source| Error::Connect {
             host: host.clone(),
             source,
         })?;
         let engine = DockerEngine {
             docker,
+            endpoint,
             timeout,
             podman: false,
             storage: Storage::default(),
+            layers: Arc::default(),
         };
         let docker = engine
             .call(
@@ -229,36 +241,18 @@ impl Engine for DockerEngine {
         let images = self.list_images().await?;
 
         // `containers` in the image list is -1 (crates.md G2): "in use" comes from here.
-        let list = self
-            .call(
-                "list containers",
-                self.docker.list_containers(Some(
-                    ListContainersOptionsBuilder::default().all(true).build(),
-                )),
-            )
-            .await?;
-        let mut containers = Vec::with_capacity(list.len());
-        for c in list {
-            let Some(id) = c.id else { continue };
-            let running = !matches!(
-                c.state,
-                Some(
-                    ContainerSummaryStateEnum::CREATED
-                        | ContainerSummaryStateEnum::EXITED
-                        | ContainerSummaryStateEnum::DEAD
-                )
-            );
-            let mut finished = None;
-            if finished_times && !running {
+        let mut containers = Vec::new();
+        for mut c in self.list_containers().await? {
+            if finished_times && c.is_stopped() {
                 match self
                     .call(
-                        format!("inspect container {id}"),
-                        self.docker.inspect_container(&id, None),
+                        format!("inspect container {}", c.id),
+                        self.docker.inspect_container(&c.id, None),
                     )
                     .await
                 {
                     Ok(inspect) => {
-                        finished = inspect
+                        c.finished = inspect
                             .state
                             .and_then(|s| s.finished_at)
                             .and_then(|s| rfc3339_secs(&s));
@@ -268,19 +262,7 @@ impl Engine for DockerEngine {
                     Err(e) => return Err(e),
                 }
             }
-            containers.push(Container {
-                name: c
-                    .names
-                    .and_then(|n| n.into_iter().next())
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .unwrap_or_default(),
-                image_id: canonical_id(c.image_id.unwrap_or_default()),
-                running,
-                created: c.created.unwrap_or_default(),
-                finished,
-                managed: false,
-                id,
-            });
+            containers.push(c);
         }
         Ok(Inventory { images, containers })
     }
@@ -304,56 +286,15 @@ impl Engine for DockerEngine {
     }
 
     async fn prune_containers(&self) -> Result<Pruned, Error> {
-        let r = self
-            .call(
-                "prune containers",
-                self.docker
-                    .prune_containers(Some(PruneContainersOptionsBuilder::default().build())),
-            )
-            .await?;
-        Ok(Pruned {
-            deleted: r.containers_deleted.unwrap_or_default(),
-            reclaimed_bytes: r
-                .space_reclaimed
-                .and_then(|b| u64::try_from(b).ok())
-                .unwrap_or(0),
-        })
+        self.prune_stopped_containers().await
     }
 
-    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
-        if all && self.podman {
-            return self.prune_all_one_by_one().await;
-        }
-        let filters = HashMap::from([(
-            "dangling".to_string(),
-            vec![if all { "false" } else { "true" }.to_string()],
-        )]);
-        let r = self
-            .call(
-                if all {
-                    "prune all unused images"
-                } else {
-                    "prune dangling images"
-                },
-                self.docker.prune_images(Some(
-                    PruneImagesOptionsBuilder::default()
-                        .filters(&filters)
-                        .build(),
-                )),
-            )
-            .await?;
-        Ok(Pruned {
-            deleted: r
-                .images_deleted
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|i| i.deleted)
-                .collect(),
-            reclaimed_bytes: r
-                .space_reclaimed
-                .and_then(|b| u64::try_from(b).ok())
-                .unwrap_or(0),
-        })
+    async fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
+        self.prune_one_by_one(all, spare).await
     }
 
     async fn build_cache(&self) -> Result<Option<BuildCache>, Error> {

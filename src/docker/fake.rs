@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt, stream};
 
 use super::{
-    BuildCache, CacheRecord, Container, Engine, Error, Image, Inventory, Pruned, Removal, Storage,
-    UseEvent,
+    BuildCache, CacheRecord, Container, ContainerState, Engine, Error, Image, Inventory, Pruned,
+    Removal, Storage, UseEvent,
 };
 
 /// One call made to the fake, in order.
@@ -76,6 +76,9 @@ struct State {
     now_secs: i64,
     /// What `containerd_bytes` answers.
     containerd_bytes: Option<u64>,
+    /// Image id → the build-cache record holding its layers (BuildKit on the classic store):
+    /// removing the image frees nothing and leaves the record unshared.
+    held: HashMap<String, String>,
 }
 
 /// The in-memory engine. Cheap to share by reference; every method takes `&self`.
@@ -143,6 +146,42 @@ impl FakeEngine {
             cache.shared_are_copies = true;
         }
         self
+    }
+
+    /// The layers of image `id` are held by the build-cache record `record` (BuildKit on the
+    /// classic store): the record is shared with the image, removing the image frees nothing
+    /// and leaves the record unshared, which a prune then frees ([`FakeEngine::disk_bytes`]).
+    pub fn hold_layers(&self, id: &str, record: &str) {
+        let mut s = self.lock();
+        if let Some(r) = s
+            .build_cache
+            .as_mut()
+            .and_then(|c| c.records.iter_mut().find(|r| r.id == record))
+        {
+            r.shared = true;
+        }
+        s.held.insert(id.to_string(), record.to_string());
+    }
+
+    /// Bytes the engine takes on its disk: its images (but those whose layers a build-cache
+    /// record holds), and its build cache (the records holding an image's layers once).
+    pub fn disk_bytes(&self) -> u64 {
+        let s = self.lock();
+        let images: u64 = s
+            .inventory
+            .images
+            .iter()
+            .filter(|i| !s.held.contains_key(&i.id))
+            .map(|i| i.size_bytes)
+            .sum();
+        let cache = s.build_cache.as_ref().map_or(0, |c| {
+            c.records
+                .iter()
+                .filter(|r| !r.shared || c.shared_are_copies || s.held.values().any(|h| *h == r.id))
+                .map(|r| r.size_bytes)
+                .sum()
+        });
+        images + cache
     }
 
     /// Bytes the build cache holds now (0 without an endpoint).
@@ -256,9 +295,19 @@ impl Engine for FakeEngine {
         let containers = &mut s.inventory.containers;
         match containers.iter().position(|c| c.id == id) {
             None => Ok(Removal::Gone),
-            Some(i) if containers[i].running => Ok(Removal::Conflict(format!(
-                "cannot remove running container {id}"
-            ))),
+            // Docker removes a created container without force; it refuses a running, paused or
+            // restarting one.
+            Some(i)
+                if matches!(
+                    containers[i].state,
+                    ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+                ) =>
+            {
+                Ok(Removal::Conflict(format!(
+                    "cannot remove {} container {id}",
+                    containers[i].state
+                )))
+            }
             Some(i) => {
                 containers.remove(i);
                 Ok(Removal::Removed)
@@ -288,7 +337,19 @@ impl Engine for FakeEngine {
             None => Ok(Removal::Gone),
             Some(i) => {
                 let image = s.inventory.images.remove(i);
-                s.freed_bytes = s.freed_bytes.saturating_add(image.size_bytes);
+                match s.held.remove(&image.id) {
+                    // Its layers stay with the record, which is no longer shared.
+                    Some(record) => {
+                        if let Some(r) = s
+                            .build_cache
+                            .as_mut()
+                            .and_then(|c| c.records.iter_mut().find(|r| r.id == record))
+                        {
+                            r.shared = false;
+                        }
+                    }
+                    None => s.freed_bytes = s.freed_bytes.saturating_add(image.size_bytes),
+                }
                 Ok(Removal::Removed)
             }
         }
@@ -296,8 +357,11 @@ impl Engine for FakeEngine {
 
     async fn prune_containers(&self) -> Result<Pruned, Error> {
         let mut s = self.enter(Call::PruneContainers).await;
-        let (gone, kept): (Vec<Container>, Vec<Container>) =
-            s.inventory.containers.drain(..).partition(|c| !c.running);
+        let (gone, kept): (Vec<Container>, Vec<Container>) = s
+            .inventory
+            .containers
+            .drain(..)
+            .partition(Container::is_stopped);
         s.inventory.containers = kept;
         Ok(Pruned {
             deleted: gone.into_iter().map(|c| c.id).collect(),
@@ -305,7 +369,11 @@ impl Engine for FakeEngine {
         })
     }
 
-    async fn prune_images(&self, all: bool) -> Result<Pruned, Error> {
+    async fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
         let mut s = self.enter(Call::PruneImages { all }).await;
         let used: Vec<String> = s
             .inventory
@@ -317,7 +385,7 @@ impl Engine for FakeEngine {
             .inventory
             .images
             .drain(..)
-            .partition(|i| !used.contains(&i.id) && (all || i.is_dangling()));
+            .partition(|i| !used.contains(&i.id) && (all || i.is_dangling()) && !spare(i));
         s.inventory.images = kept;
         let reclaimed_bytes = gone.iter().map(|i| i.size_bytes).sum();
         s.freed_bytes = s.freed_bytes.saturating_add(reclaimed_bytes);

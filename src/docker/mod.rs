@@ -7,9 +7,12 @@
 //! to and never decides what to delete.
 //!
 //! - `model`: images, containers, inventories, the build cache, removal results, use events.
-//! - `engine`: [`DockerEngine`], the Engine API through bollard, every call bounded; with
-//!   `engine/remove` (the all-or-nothing image removal), `engine/events` (which events mean
-//!   "used") and `engine/cache` (the build cache's df and prune).
+//! - `engine`: [`DockerEngine`], the Engine API through bollard over a transport of our own
+//!   (`engine/transport`: each answer bounded, failures naming the endpoint), every call bounded
+//!   in time; with `engine/remove` (the all-or-nothing image removal and the prunes),
+//!   `engine/containers` (the container list, each with its state), `engine/events` (which
+//!   events mean "used") read by `engine/stream` (each line bounded), `engine/cache` (the
+//!   build cache's df and prune) and `engine/storage` (where the engine keeps its bytes).
 //! - `storage`: where an engine keeps its bytes ([`Storage`], [`Place`]), as plain data;
 //! - `containerd`: containerd's own API (introspection, a namespace's content and snapshots,
 //!   pinned labels, task events), for Docker's containerd image store and the kubelet's
@@ -35,7 +38,9 @@ use futures_util::Stream;
 pub use any::AnyEngine;
 pub use cri::CriEngine;
 pub use engine::DockerEngine;
-pub use model::{BuildCache, CacheRecord, Container, Image, Inventory, Pruned, Removal, UseEvent};
+pub use model::{
+    BuildCache, CacheRecord, Container, ContainerState, Image, Inventory, Pruned, Removal, UseEvent,
+};
 pub use storage::{ContainerdStore, CriStore, Place, Storage};
 
 /// Errors talking to an engine.
@@ -145,11 +150,19 @@ pub trait Engine: Sync {
         tags: &[String],
     ) -> impl Future<Output = Result<Removal, Error>> + Send;
 
-    /// `docker container prune`.
+    /// What `docker container prune` is meant for, safely: every exited or dead container,
+    /// removed without force (never a created one, which Docker's own prune removes).
     fn prune_containers(&self) -> impl Future<Output = Result<Pruned, Error>> + Send;
 
-    /// `docker image prune` (`all = false`: dangling only) or `docker image prune -a`.
-    fn prune_images(&self, all: bool) -> impl Future<Output = Result<Pruned, Error>> + Send;
+    /// `docker image prune` (`all = false`: dangling only) or `docker image prune -a`, the
+    /// images for which `spare` holds excepted (the newest step of a build in progress): every
+    /// such image that no container uses, removed one by one without force as
+    /// [`Engine::remove_image`] does.
+    fn prune_images(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> impl Future<Output = Result<Pruned, Error>> + Send;
 
     /// The build cache's records (`GET /system/df`, which can be slow on a large node: call it
     /// once a pass, and only when the cache may be reclaimed or shown); `None` when the engine

@@ -28,6 +28,11 @@ pub struct Image {
     /// removed. Docker pins nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<String>,
+    /// Its layers, bottom first (`RootFS.Layers`: diff ids); empty when unknown. An image
+    /// whose layers begin another's is that one's ancestor even without a `ParentId`
+    /// (BuildKit, loaded images, the containerd store, or a parent hidden between them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 impl Image {
@@ -46,8 +51,8 @@ pub struct Container {
     pub name: String,
     /// The image it was created from, `sha256:…`.
     pub image_id: String,
-    /// False for created, exited and dead containers (what `docker container prune` removes).
-    pub running: bool,
+    /// What it is doing, as the engine says.
+    pub state: ContainerState,
     /// Creation time, unix seconds.
     pub created: i64,
     /// When it stopped, unix seconds; only filled in when asked for (it costs one request each).
@@ -56,6 +61,84 @@ pub struct Container {
     /// containers), and its image is in use whatever the container's state (an exited
     /// container of a pod restarts from it).
     pub managed: bool,
+}
+
+impl Container {
+    /// True when it has stopped for good: the only containers a pass may remove.
+    pub fn is_stopped(&self) -> bool {
+        self.state.is_stopped()
+    }
+}
+
+/// A container's state (`State` in the engine's container list). Only [`ContainerState::Exited`]
+/// and [`ContainerState::Dead`] are stopped: a created container is about to be started (the
+/// kubelet, through cri-dockerd, and `docker run` create first and start next), and a state
+/// this program does not know is taken as not stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    /// Created, not started yet.
+    Created,
+    /// Running.
+    Running,
+    /// Paused (frozen).
+    Paused,
+    /// Being restarted by its restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Being stopped (Podman).
+    Stopping,
+    /// Stopped: its process exited.
+    Exited,
+    /// Stopped, and could not be cleaned up fully.
+    Dead,
+    /// A state this program does not know (or none): never removed.
+    Unknown,
+}
+
+impl ContainerState {
+    /// The state the engine names `state` (Docker's and Podman's spellings, any case; Podman
+    /// says `configured` for created and `stopped` for exited).
+    pub fn parse(state: &str) -> ContainerState {
+        match state.to_ascii_lowercase().as_str() {
+            "created" | "configured" => ContainerState::Created,
+            "running" => ContainerState::Running,
+            "paused" => ContainerState::Paused,
+            "restarting" => ContainerState::Restarting,
+            "removing" => ContainerState::Removing,
+            "stopping" => ContainerState::Stopping,
+            "exited" | "stopped" => ContainerState::Exited,
+            "dead" => ContainerState::Dead,
+            _ => ContainerState::Unknown,
+        }
+    }
+
+    /// True for a stopped container (exited or dead), which a pass may remove.
+    pub fn is_stopped(self) -> bool {
+        matches!(self, ContainerState::Exited | ContainerState::Dead)
+    }
+
+    /// The state as the engine names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Removing => "removing",
+            ContainerState::Stopping => "stopping",
+            ContainerState::Exited => "exited",
+            ContainerState::Dead => "dead",
+            ContainerState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Everything present on one engine, in one snapshot.

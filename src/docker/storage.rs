@@ -117,10 +117,7 @@ impl Storage {
             if let Some(content) = &c.content_root {
                 places.push(Place {
                     path: content.clone(),
-                    holds: format!(
-                        "containerd's content store (image blobs; namespace {})",
-                        c.namespace
-                    ),
+                    holds: format!("its content store (image blobs; namespace {})", c.namespace),
                     walked: false,
                 });
             }
@@ -128,7 +125,7 @@ impl Storage {
                 places.push(Place {
                     path: snapshots.clone(),
                     holds: format!(
-                        "containerd's {} snapshots (unpacked layers, writable layers; namespace {})",
+                        "its {} snapshots (unpacked and writable layers; namespace {})",
                         c.snapshotter, c.namespace
                     ),
                     walked: false,
@@ -146,6 +143,70 @@ impl Storage {
             .filter(|p| !p.walked)
             .map(|p| p.path)
             .collect()
+    }
+
+    /// The image store in a few words: the driver, the containerd image store with its
+    /// namespace and socket, or a CRI runtime (with its containerd namespace when it is
+    /// containerd).
+    pub fn describe(&self) -> String {
+        if let Some(cri) = &self.cri {
+            return match &self.containerd {
+                Some(c) => format!(
+                    "CRI runtime {}, namespace {}, at {}",
+                    cri.runtime,
+                    c.namespace,
+                    c.address.display()
+                ),
+                None => format!("CRI runtime {}", cri.runtime),
+            };
+        }
+        match &self.containerd {
+            Some(c) => format!(
+                "containerd image store, namespace {}, at {}",
+                c.namespace,
+                c.address.display()
+            ),
+            None if self.driver.is_empty() => "unknown".to_string(),
+            None => self.driver.clone(),
+        }
+    }
+
+    /// Where an engine configured with `configured` paths has its bytes counted: each
+    /// configured path (walked), then each place the engine named that no configured path
+    /// holds.
+    pub fn counted_in(&self, configured: &[PathBuf]) -> Vec<Place> {
+        let named = self.places();
+        let mut out: Vec<Place> = configured
+            .iter()
+            .map(|path| {
+                let counted_below = named
+                    .iter()
+                    .any(|p| !p.walked && p.path.starts_with(path));
+                let holds = named
+                    .iter()
+                    .filter(|p| p.walked && p.path.starts_with(path))
+                    .map(|p| p.holds.clone())
+                    .next()
+                    .unwrap_or_else(|| {
+                        if counted_below {
+                            "configured; walked but for containerd's roots below, which containerd counts per namespace".to_string()
+                        } else {
+                            "configured; the engine names no data here".to_string()
+                        }
+                    });
+                Place {
+                    path: path.clone(),
+                    holds,
+                    walked: true,
+                }
+            })
+            .collect();
+        out.extend(
+            named
+                .into_iter()
+                .filter(|p| !p.walked || !Storage::covered_by(&p.path, configured)),
+        );
+        out
     }
 
     /// Whether `paths` (an engine's configured paths) hold the place `place`.

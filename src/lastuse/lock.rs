@@ -82,6 +82,18 @@ impl InstanceLock {
     }
 }
 
+impl Drop for InstanceLock {
+    /// Unlocks explicitly. A flock belongs to the open file description, not to this
+    /// descriptor: a child forked by another thread at that moment (an exec credential plugin,
+    /// a test's command) shares the description until it execs, and closing our descriptor
+    /// alone would leave the lock held by it for that window, so a lock taken again at once
+    /// fails with `Locked`. Unlocking releases it whatever else shares the description.
+    fn drop(&mut self) {
+        // Nothing to do about a failure: closing the descriptor releases it in the end anyway.
+        let _ = rustix::fs::flock(self.locked.fd(), FlockOperation::Unlock);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +111,18 @@ mod tests {
         assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
         drop(first);
         InstanceLock::take(&state).unwrap();
+    }
+
+    #[test]
+    fn a_dropped_lock_is_free_at_once_even_while_its_description_is_shared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = InstanceLock::take(tmp.path()).unwrap();
+        // What a child forked by another thread holds until it execs: the same open file
+        // description (the cause of a flaky `Locked` in tests that take the lock again).
+        let shared = rustix::io::dup(first.locked.fd()).unwrap();
+        drop(first);
+        let again = InstanceLock::take(tmp.path());
+        assert!(again.is_ok(), "{again:?}");
+        drop(shared);
     }
 }

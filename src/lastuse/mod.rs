@@ -277,7 +277,7 @@ impl LastUse {
         }
         for container in &inventory.containers {
             if present.contains(container.image_id.as_str()) {
-                let at = if container.running {
+                let at = if !container.is_stopped() {
                     now_ms
                 } else {
                     container

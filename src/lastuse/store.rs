@@ -20,15 +20,16 @@
 //! seen not after last used. The clock is read by the callers and passed in.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use self::format::{EngineState, StateFile, Unusable, VERSION, parse};
 use super::dir::{self, Opened, StateDir};
 use super::{DEFAULT_ENGINE, Error, LastUse};
+use crate::bounded::{self, ReadError};
 use crate::error_chain;
 
 /// The file in the state directory.
@@ -177,7 +178,7 @@ impl Store {
             }
             Err(Unreadable::TooLarge(bytes)) => {
                 let why = format!("unusable ({bytes} bytes, more than {MAX_BYTES})");
-                self.move_aside(CORRUPT_NAME, &why);
+                self.set_aside(CORRUPT_NAME, &why, now_ms);
                 return Tables::lost();
             }
             Err(Unreadable::Io(e)) => {
@@ -190,11 +191,23 @@ impl Store {
         };
         match parse(&bytes, now_ms, now_nanos) {
             Ok((engines, clamped)) => {
-                if clamped > 0 {
+                if clamped.times > 0 {
                     log::warn!(
-                        "state file {}: {clamped} time(s) out of range (before 1970, in the \
+                        "state file {}: {} time(s) out of range (before 1970, in the \
                          future, or first seen after last used) clamped",
-                        self.path.display()
+                        self.path.display(),
+                        clamped.times
+                    );
+                }
+                for (engine, ahead) in &clamped.cursors_ahead {
+                    log::warn!(
+                        "state file {}: engine {engine}'s event cursor is {} s ahead of the \
+                         clock (it was saved while the clock was ahead): replaying the engine's \
+                         events from {} h back instead, so that no use made while the cleaner \
+                         was down is lost",
+                        self.path.display(),
+                        ahead.div_euclid(1_000_000_000),
+                        format::AHEAD_CURSOR_REPLAY_NANOS / 3_600_000_000_000
                     );
                 }
                 Tables {
@@ -205,48 +218,57 @@ impl Store {
             Err(Unusable::Newer(version)) => {
                 let aside = format!("{FILE_NAME}.v{version}");
                 let why = format!("written by a newer version (format {version}, ours {VERSION})");
-                if !self.move_aside(&aside, &why) {
-                    // Its contents are not ours to overwrite: keep the tables in memory.
-                    self.dir = None;
-                    self.failing = true;
-                }
+                self.set_aside(&aside, &why, now_ms);
                 Tables::lost()
             }
             Err(Unusable::Corrupt(why)) => {
-                self.move_aside(CORRUPT_NAME, &format!("unusable ({why})"));
+                self.set_aside(CORRUPT_NAME, &format!("unusable ({why})"), now_ms);
                 Tables::lost()
             }
         }
     }
 
-    /// Moves the state file to `aside` in the state directory, with a warning; false when it
-    /// stays where it is (read-only, or the rename failed).
-    fn move_aside(&self, aside: &str, why: &str) -> bool {
+    /// Moves the state file to `aside` in the state directory, with a warning. When that name
+    /// cannot take it (a directory is there), to `<aside>.<now_ms>` (never replacing anything
+    /// there). When it stays where it is (read-only, or both renames failed), this store writes
+    /// nothing more: the file is not ours to overwrite, and the tables live in memory.
+    fn set_aside(&mut self, aside: &str, why: &str, now_ms: i64) {
         let Some(dir) = self.dir.as_ref().filter(|_| self.writable) else {
             log::warn!(
                 "state file {} is {why}; left in place, starting new tables",
                 self.path.display()
             );
-            return false;
+            return;
         };
-        let aside_path = dir.path().join(aside);
-        match rustix::fs::renameat(dir.fd(), FILE_NAME, dir.fd(), aside) {
-            Ok(()) => {
-                log::warn!(
-                    "state file {} is {why}; moved to {} and starting new tables",
-                    self.path.display(),
-                    aside_path.display()
-                );
-                true
-            }
+        let unique = format!("{aside}.{now_ms}");
+        let first = rustix::fs::renameat(dir.fd(), FILE_NAME, dir.fd(), aside);
+        let moved = first.as_ref().map(|()| aside).or_else(|_| {
+            rustix::fs::renameat_with(
+                dir.fd(),
+                FILE_NAME,
+                dir.fd(),
+                unique.as_str(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map(|()| unique.as_str())
+        });
+        match moved {
+            Ok(to) => log::warn!(
+                "state file {} is {why}; moved to {} and starting new tables",
+                self.path.display(),
+                dir.path().join(to).display()
+            ),
             Err(e) => {
                 log::warn!(
-                    "state file {} is {why}; cannot move it to {} ({e}): last use is kept in \
-                     memory",
+                    "state file {} is {why}; cannot move it to {} ({}) nor to {unique} ({e}): \
+                     it is left as it is and never overwritten; last use is kept in memory \
+                     until it is moved away by hand",
                     self.path.display(),
-                    aside_path.display()
+                    dir.path().join(aside).display(),
+                    first.err().map(|e| e.to_string()).unwrap_or_default()
                 );
-                false
+                self.dir = None;
+                self.failing = true;
             }
         }
     }
@@ -345,19 +367,20 @@ fn read(dir: &StateDir) -> Result<Option<Vec<u8>>, Unreadable> {
         Err(e) => return Err(Unreadable::Io(e.into())),
     };
     let stat = rustix::fs::fstat(&fd).map_err(|e| Unreadable::Io(e.into()))?;
-    let kind = FileType::from_raw_mode(stat.st_mode);
-    if kind != FileType::RegularFile {
-        return Err(Unreadable::Odd(format!("not a regular file ({kind:?})")));
+    // The checks and the read are the program's one bounded read (crate::bounded); only the
+    // open is this directory's own (`openat`, `O_NOFOLLOW`).
+    let path = dir.path().join(FILE_NAME);
+    match bounded::read_opened("state file", &path, std::fs::File::from(fd), MAX_BYTES) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadError::NotRegular { kind, .. }) => {
+            Err(Unreadable::Odd(kind.trim_start_matches("is ").to_string()))
+        }
+        Err(ReadError::TooLarge { .. }) => Err(Unreadable::TooLarge(stat.st_size)),
+        Err(ReadError::Open { source, .. } | ReadError::Read { source, .. }) => {
+            Err(Unreadable::Io(source))
+        }
+        Err(e @ ReadError::TimedOut { .. }) => Err(Unreadable::Io(std::io::Error::other(e))),
     }
-    if u64::try_from(stat.st_size).is_ok_and(|n| n > MAX_BYTES) {
-        return Err(Unreadable::TooLarge(stat.st_size));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::from(fd)
-        .take(MAX_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(Unreadable::Io)?;
-    Ok(Some(bytes))
 }
 
 /// Writes `body` to the temporary file and renames it over the state file (module docs).

@@ -2,7 +2,7 @@
 //! frequency-aware strategies read.
 
 use super::*;
-use crate::docker::{Container, Image};
+use crate::docker::{Container, ContainerState, Image};
 
 fn image(id: &str, created: i64) -> Image {
     Image {
@@ -20,7 +20,7 @@ fn container(image_id: &str) -> Container {
         id: "c".into(),
         name: "c".into(),
         image_id: image_id.into(),
-        running: false,
+        state: ContainerState::Exited,
         created: 0,
         finished: None,
         managed: false,
@@ -39,7 +39,7 @@ fn first_start_takes_build_time_later_starts_take_now() {
 
     let mut t = LastUse::restored(t.images().clone(), None);
     let mut running = container("a");
-    running.running = true;
+    running.state = ContainerState::Running;
     let inv = Inventory {
         images: vec![image("a", 100), image("b", 200)],
         containers: vec![running],

@@ -9,14 +9,21 @@
 //!   the plugin runs again at the next;
 //! - the API server has not answered 401 with it.
 
+use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use http::Response;
+use http_body_util::combinators::MapErr;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::client::DynBody;
 use kube::config::AuthInfo;
 use secrecy::{ExposeSecret, SecretString};
+use tower::BoxError;
+use tower::util::{MapErrLayer, MapResponseLayer};
 
 use super::credential::{self, Credential, to_base64};
 use super::error::{Error, KubeError};
@@ -69,15 +76,16 @@ pub struct Link {
 }
 
 impl Link {
-    /// A client for the kubeconfig found now (`setting`, else `KUBECONFIG`, else the defaults):
-    /// the cached one while it is fresh, else a new one with a newly resolved credential.
+    /// A client for the kubeconfig found now (`setting`, else `KUBECONFIG` as `env` gives it,
+    /// else the defaults): the cached one while it is fresh, else a new one with a newly
+    /// resolved credential.
     pub async fn client(
         &mut self,
         setting: Option<&Path>,
+        env: Option<&OsStr>,
         timing: &Timing,
     ) -> Result<kube::Client, Error> {
-        let env = std::env::var_os("KUBECONFIG");
-        let path = match locate(setting, env.as_deref(), Path::exists) {
+        let path = match locate(setting, env, Path::exists) {
             Located::Found(path) => path,
             Located::Missing(tried) => {
                 self.current = None;
@@ -92,7 +100,7 @@ impl Link {
         self.current = None;
         // Stamps are taken before the files are read: a change while reading shows next time.
         let mut inputs = vec![(path.clone(), stamp(&path))];
-        let loaded = kubeconfig::load(&path)?;
+        let loaded = kubeconfig::load(&path).await?;
         inputs.extend(loaded.files.iter().map(|f| (f.clone(), stamp(f))));
         let credential = credential::resolve(&loaded, timing.exec_timeout).await?;
         inputs.extend(credential.files.iter().map(|f| (f.clone(), stamp(f))));
@@ -128,6 +136,13 @@ impl Link {
     }
 }
 
+/// True when the system has CA certificates to check an API server's certificate with (the
+/// store kube falls back to when the kubeconfig names no CA; `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` as OpenSSL reads them).
+fn system_roots() -> bool {
+    !rustls_native_certs::load_native_certs().certs.is_empty()
+}
+
 /// Timeouts of one client.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -159,6 +174,19 @@ pub fn client(
     config.write_timeout = Some(timeouts.request);
     // A pass may keep a pooled connection idle for minutes: count from each request instead.
     config.reset_reader_on_write = true;
+    let plain_http = config.cluster_url.scheme_str() == Some("http");
+    if config.root_cert.is_none() {
+        if plain_http || config.accept_invalid_certs {
+            // No certificate is checked: spare kube the system's CA store, which it would
+            // otherwise load (and fail on, on a system without ca-certificates).
+            config.root_cert = Some(Vec::new());
+        } else if !system_roots() {
+            return Err(Error::NoCaStore {
+                path: loaded.path.clone(),
+                cluster: loaded.cluster.clone(),
+            });
+        }
+    }
     // kube 5 retries 429/503/504 by itself up to 15 times with backoff up to 1000 s (honouring
     // Retry-After): that would unbound a pass. Our own retries are bounded instead.
     config.default_retry = false;
@@ -169,8 +197,65 @@ pub fn client(
             loaded.cluster
         );
     }
-    kube::Client::try_from(config).map_err(|source| Error::Client {
-        path: loaded.path.clone(),
-        source: KubeError(source),
-    })
+    let url = config.cluster_url.to_string();
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|source| Error::Client {
+            path: loaded.path.clone(),
+            source: KubeError(source),
+        })?;
+    Ok(builder
+        // Every answer's body bounded (kube collects it whole).
+        .with_layer(&MapResponseLayer::new(|r: Response<Box<DynBody>>| {
+            r.map(bounded_body)
+        }))
+        // A failure to reach the server names it.
+        .with_layer(&MapErrLayer::new(move |source: BoxError| -> BoxError {
+            Box::new(Unreachable {
+                url: url.clone(),
+                source,
+            })
+        }))
+        .build())
+}
+
+/// The largest answer body read from the API server: a Node (its images listed) is some tens
+/// of KiB.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// An answer's body as read: through a limit, its error reworded.
+type BoundedBody = MapErr<Limited<Box<DynBody>>, fn(BoxError) -> BoxError>;
+
+/// An answer's body, failing once past [`MAX_ANSWER_BYTES`] with an error that says so.
+fn bounded_body(body: Box<DynBody>) -> BoundedBody {
+    let too_large: fn(BoxError) -> BoxError = |e| {
+        if e.is::<LengthLimitError>() {
+            format!(
+                "the API server's answer is larger than {} MiB",
+                MAX_ANSWER_BYTES >> 20
+            )
+            .into()
+        } else {
+            e
+        }
+    };
+    Limited::new(body, MAX_ANSWER_BYTES).map_err(too_large)
+}
+
+/// A request that got no answer, naming the server.
+#[derive(Debug)]
+struct Unreachable {
+    url: String,
+    source: BoxError,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "API server {}", self.url.trim_end_matches('/'))
+    }
+}
+
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
 }

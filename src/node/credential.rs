@@ -17,6 +17,12 @@ use secrecy::{ExposeSecret, SecretString};
 use super::error::{CredentialError, Error};
 use super::exec;
 use super::kubeconfig::Loaded;
+use crate::bounded::{self, Limit};
+
+/// The largest token file read: a service account token is about 1 KiB.
+const MAX_TOKEN_BYTES: u64 = 64 * 1024;
+/// The largest client certificate or key file read (a PEM chain of a few certificates).
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// A credential kube can use as it is.
 pub struct Credential {
@@ -32,6 +38,61 @@ pub struct Credential {
     pub files: Vec<PathBuf>,
 }
 
+impl Credential {
+    /// No credential: for a client built only to check what the kubeconfig's cluster entry
+    /// allows (TLS roots, proxy).
+    pub fn none() -> Self {
+        Credential {
+            token: None,
+            identity: None,
+            expires: None,
+            from_plugin: false,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// Checks what the user entry says inline, as [`resolve`] does, without reading a file or
+/// running a plugin: an auth method we refuse, an inline token that is not a header value,
+/// `client-*-data` that is not base64, a certificate without its key.
+pub fn check_inline(loaded: &Loaded) -> Result<(), Error> {
+    let user = &loaded.config.auth_info;
+    if let Some(why) = unsupported(user) {
+        return Err(loaded.refused(format!("user \"{}\": {why}", loaded.user)));
+    }
+    if let Some(token) = &user.token
+        && !is_header_value(token.expose_secret())
+    {
+        return Err(loaded.refused(format!(
+            "user \"{}\": the token is not a valid HTTP header value (a line break or another control character; `token: |` keeps the line break after the token: write `token: |-`, or the token on the same line)",
+            loaded.user
+        )));
+    }
+    let cert = user.client_certificate_data.is_some() || user.client_certificate.is_some();
+    let key = user.client_key_data.is_some() || user.client_key.is_some();
+    if cert != key {
+        return Err(loaded.refused(format!(
+            "user \"{}\": a client certificate needs its key, and a key its certificate",
+            loaded.user
+        )));
+    }
+    let key_data = user.client_key_data.as_ref().map(|k| k.expose_secret());
+    for (what, data) in [
+        ("certificate", user.client_certificate_data.as_deref()),
+        ("key", key_data),
+    ] {
+        if let Some(data) = data
+            && base64(data).is_none()
+        {
+            return Err(loaded.refused(format!(
+                "user \"{}\": client-{what}-data is not valid base64",
+                loaded.user
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// True when `token` can follow `Bearer ` in an HTTP header: no control character but tab (the
 /// rule of the `http` crate, and of Go's net/http that kubectl uses).
 pub fn is_header_value(token: &str) -> bool {
@@ -43,9 +104,8 @@ pub fn is_header_value(token: &str) -> bool {
 /// Resolves the credential of `loaded`'s user entry; an exec plugin gets `plugin_limit`.
 pub async fn resolve(loaded: &Loaded, plugin_limit: Duration) -> Result<Credential, Error> {
     let user = &loaded.config.auth_info;
-    if let Some(why) = unsupported(user) {
-        return Err(loaded.refused(format!("user \"{}\": {why}", loaded.user)));
-    }
+    // What the entry says inline is refused first, as check-config refuses it.
+    check_inline(loaded)?;
     let failed = |source: CredentialError| Error::Credential {
         path: loaded.path.clone(),
         user: loaded.user.clone(),
@@ -53,13 +113,8 @@ pub async fn resolve(loaded: &Loaded, plugin_limit: Duration) -> Result<Credenti
     };
     let mut files = Vec::new();
     let token = if let Some(token) = &user.token {
-        // kubectl does not trim an inline token either: `token: |` is refused by both.
-        if !is_header_value(token.expose_secret()) {
-            return Err(loaded.refused(format!(
-                "user \"{}\": the token is not a valid HTTP header value (a line break or another control character; `token: |` keeps the line break after the token: write `token: |-`, or the token on the same line)",
-                loaded.user
-            )));
-        }
+        // A valid header value: check_inline refused it otherwise (kubectl does not trim an
+        // inline token either: `token: |` is refused by both).
         Some(token.clone())
     } else if let Some(path) = &user.token_file {
         let path = PathBuf::from(path);
@@ -136,13 +191,9 @@ fn unsupported(user: &AuthInfo) -> Option<&'static str> {
 
 /// client-go's token file: whitespace trimmed, empty refused.
 async fn read_token_file(path: &Path) -> Result<SecretString, CredentialError> {
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|source| CredentialError::TokenFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let text = String::from_utf8_lossy(&bytes);
+    let bytes = bounded::read_file_async("token file", path, Limit::bytes(MAX_TOKEN_BYTES)).await?;
+    let bytes = secrecy::SecretSlice::from(bytes);
+    let text = String::from_utf8_lossy(bytes.expose_secret());
     let token = text.trim();
     if token.is_empty() {
         return Err(CredentialError::EmptyTokenFile {
@@ -165,14 +216,21 @@ async fn identity(
     let user = &loaded.config.auth_info;
     let cert = tls_part(
         loaded,
-        "certificate",
+        "client certificate",
         user.client_certificate_data.as_deref(),
         user.client_certificate.as_deref(),
         files,
     )
     .await?;
     let key_data = user.client_key_data.as_ref().map(|k| k.expose_secret());
-    let key = tls_part(loaded, "key", key_data, user.client_key.as_deref(), files).await?;
+    let key = tls_part(
+        loaded,
+        "client key",
+        key_data,
+        user.client_key.as_deref(),
+        files,
+    )
+    .await?;
     match (cert, key) {
         (None, None) => Ok(None),
         (Some(cert), Some(key)) => {
@@ -201,8 +259,9 @@ async fn tls_part(
     if let Some(data) = data {
         return base64(data).map(Some).ok_or_else(|| {
             loaded.refused(format!(
-                "user \"{}\": client-{what}-data is not valid base64",
-                loaded.user
+                "user \"{}\": {}-data is not valid base64",
+                loaded.user,
+                what.replace(' ', "-")
             ))
         });
     }
@@ -211,13 +270,13 @@ async fn tls_part(
     };
     let path = PathBuf::from(path);
     files.push(path.clone());
-    match tokio::fs::read(&path).await {
+    match bounded::read_file_async(what, &path, Limit::bytes(MAX_PEM_BYTES)).await {
         Ok(bytes) => Ok(Some(bytes)),
         // Not there yet (TLS bootstrap), or mid-rotation: tried again later.
         Err(source) => Err(Error::Credential {
             path: loaded.path.clone(),
             user: loaded.user.clone(),
-            source: CredentialError::TlsFile { what, path, source },
+            source: CredentialError::File(source),
         }),
     }
 }

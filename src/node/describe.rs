@@ -46,8 +46,13 @@ impl Cordoner {
                 );
             }
             Lifecycle::ReleaseFailed { hold, since, error } => {
+                let retry = if self.ticks_follow() {
+                    ", retrying every tick"
+                } else {
+                    ""
+                };
                 return format!(
-                    "node {node}: {hold} held for {} s, release failed, retrying every tick: {error}",
+                    "node {node}: {hold} held for {} s, release failed{retry}: {error}",
                     since.elapsed().as_secs()
                 );
             }
@@ -62,9 +67,11 @@ impl Cordoner {
             }
             Report::Failed(e) => format!("node {node}: last Kubernetes call failed: {e}"),
             Report::Ready => {
-                let env = std::env::var_os("KUBECONFIG");
-                let kubeconfig = match locate(self.setting.as_deref(), env.as_deref(), Path::exists)
-                {
+                let kubeconfig = match locate(
+                    self.setting.as_deref(),
+                    self.kubeconfig_env.as_deref(),
+                    Path::exists,
+                ) {
                     Located::Found(path) => path,
                     Located::Missing(tried) => {
                         return format!("node {node}: waiting for kubeconfig ({})", list(&tried));

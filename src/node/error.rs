@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::exec::PluginError;
 use super::patch::Hold;
+use crate::bounded::ReadError;
 
 /// Errors of the Kubernetes side.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,16 @@ pub enum Error {
         /// What is wrong with it.
         #[source]
         source: kube::config::KubeconfigError,
+    },
+    /// The kubeconfig, or the certificate authority its cluster names, cannot be read: missing,
+    /// not a regular file (a FIFO would hang the read), too large, or not read in time.
+    #[error("invalid kubeconfig {}", path.display())]
+    KubeconfigFile {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// Which file, and why.
+        #[source]
+        source: ReadError,
     },
     /// The kubeconfig asks for something refused: a CA together with insecure-skip-tls-verify,
     /// an auth method not supported, an inline token that is not a valid header value.
@@ -73,6 +84,18 @@ pub enum Error {
         /// Why.
         #[source]
         source: KubeError,
+    },
+    /// The kubeconfig names no CA for an https:// server, and the system has no CA
+    /// certificates to check the server's certificate with.
+    #[error(
+        "kubeconfig {}: cluster \"{cluster}\" names no certificate-authority, so the API server's certificate must be checked against the system's CA certificates, and this system has none: install ca-certificates, or add the cluster's CA to the kubeconfig (certificate-authority-data)",
+        path.display()
+    )]
+    NoCaStore {
+        /// The kubeconfig.
+        path: PathBuf,
+        /// The cluster entry.
+        cluster: String,
     },
     /// GET of the Node failed.
     #[error("failed to read node {node}")]
@@ -160,8 +183,10 @@ impl Error {
         matches!(
             self,
             Error::Kubeconfig { .. }
+                | Error::KubeconfigFile { .. }
                 | Error::Refused { .. }
                 | Error::Client { .. }
+                | Error::NoCaStore { .. }
                 | Error::NodeName { .. }
         )
     }
@@ -175,8 +200,10 @@ impl Error {
             | Error::Credential { .. }
             | Error::Timeout { .. } => true,
             Error::Kubeconfig { .. }
+            | Error::KubeconfigFile { .. }
             | Error::Refused { .. }
             | Error::Client { .. }
+            | Error::NoCaStore { .. }
             | Error::NodeName { .. } => false,
             Error::Get { source, .. }
             | Error::Cordon { source, .. }
@@ -205,15 +232,10 @@ impl Error {
 /// plugin that failed or hung).
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    /// The token file cannot be read.
-    #[error("cannot read token file {}", path.display())]
-    TokenFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The token file, or a client certificate or key file, cannot be read: missing (not there
+    /// yet, mid-rotation), not a regular file, too large or too slow. Names the file.
+    #[error(transparent)]
+    File(#[from] ReadError),
     /// The token file holds nothing but whitespace (client-go's message).
     #[error("read empty token from file {}", path.display())]
     EmptyTokenFile {
@@ -225,17 +247,6 @@ pub enum CredentialError {
     InvalidTokenFile {
         /// The file.
         path: PathBuf,
-    },
-    /// A client certificate or key file cannot be read.
-    #[error("cannot read client {what} {}", path.display())]
-    TlsFile {
-        /// `certificate` or `key`.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
     },
     /// The exec plugin gave no credential.
     #[error(transparent)]

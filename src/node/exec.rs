@@ -3,8 +3,12 @@
 //! `ExecCredential` JSON on stdout. Unlike kube-rs (which runs the plugin synchronously, several
 //! times per client, and puts its whole output into the error), the plugin runs as an async child
 //! in its own process group with a time limit; the group is killed on timeout and when the call
-//! is dropped (SIGTERM). Nothing it prints on stdout is ever logged; its stderr is logged at
-//! debug level only, redacted.
+//! is dropped (SIGTERM). Its output is read bounded ([`crate::bounded::read_capped`]): at most
+//! [`MAX_STDOUT_BYTES`] on stdout (past that it is killed at once), and of its stderr, drained
+//! to the end, only the head is kept. Nothing it prints on stdout is ever logged. Its stderr is
+//! shown, at debug level only, when it failed, and then scrubbed of every word it printed on
+//! stdout and redacted; of a plugin that succeeded only its size is logged (it may have printed
+//! its credential there).
 
 use std::fmt;
 use std::process::{ExitStatus, Stdio};
@@ -15,7 +19,16 @@ use kube::config::{ExecConfig, ExecInteractiveMode};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::redact::redact;
+use super::redact::{MARK, redact};
+use crate::bounded::read_capped;
+
+/// The most a plugin may print on stdout: an ExecCredential with a certificate chain and its key
+/// is a few KiB.
+pub const MAX_STDOUT_BYTES: usize = 1 << 20;
+/// How much of a plugin's stderr is kept (the rest is read and dropped).
+const STDERR_KEPT_BYTES: usize = 16 * 1024;
+/// How much of a failed plugin's stderr, scrubbed and redacted, is shown at debug level.
+const STDERR_SHOWN_CHARS: usize = 2048;
 
 /// The apiVersions of `ExecCredential` client-go still speaks.
 pub const API_VERSIONS: [&str; 2] = [
@@ -158,7 +171,7 @@ pub async fn run(exec: &ExecConfig, limit: Duration) -> Result<Issued, PluginErr
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|source| PluginError::Start {
+    let mut child = cmd.spawn().map_err(|source| PluginError::Start {
         command: command.clone(),
         source,
     })?;
@@ -168,9 +181,44 @@ pub async fn run(exec: &ExecConfig, limit: Duration) -> Result<Issued, PluginErr
             .and_then(|id| i32::try_from(id).ok())
             .and_then(rustix::process::Pid::from_raw),
     );
-    let output = match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(source)) => return Err(PluginError::Start { command, source }),
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let finished = async {
+        // Both pipes at once: a plugin blocked on a full stderr must not stall its stdout.
+        let out = async {
+            let Some(pipe) = stdout else {
+                return Ok(Vec::new());
+            };
+            let read = read_capped(pipe, MAX_STDOUT_BYTES, true).await?;
+            if read.truncated() {
+                return Err(Ended::TooMuch);
+            }
+            Ok(read.head)
+        };
+        let err = async {
+            match stderr {
+                Some(pipe) => Ok(read_capped(pipe, STDERR_KEPT_BYTES, false).await?),
+                None => Ok(crate::bounded::Capped {
+                    head: Vec::new(),
+                    total: 0,
+                }),
+            }
+        };
+        let (out, err) = tokio::try_join!(out, err)?;
+        let status = child.wait().await?;
+        Ok::<_, Ended>((status, out, err))
+    };
+    let (status, stdout, stderr) = match tokio::time::timeout(limit, finished).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(Ended::Io(source))) => return Err(PluginError::Start { command, source }),
+        // Dropping `group` kills it.
+        Ok(Err(Ended::TooMuch)) => {
+            return Err(PluginError::Output {
+                command,
+                why: format!(
+                    "it printed more than {MAX_STDOUT_BYTES} bytes on stdout and was killed"
+                ),
+            });
+        }
         Err(_) => {
             return Err(PluginError::Timeout {
                 command,
@@ -180,20 +228,68 @@ pub async fn run(exec: &ExecConfig, limit: Duration) -> Result<Issued, PluginErr
     };
     // Finished and reaped: whatever it left running in its group is its own business.
     group.0 = None;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !stderr.trim().is_empty() {
-        log::debug!(
-            "credential plugin {command} wrote on stderr: {}",
-            redact(stderr.trim())
-        );
+    if stderr.total > 0 {
+        if status.success() {
+            log::debug!(
+                "credential plugin {command} wrote {stderr} on stderr (not shown: a plugin that succeeded may have printed its credential there)"
+            );
+        } else {
+            log::debug!(
+                "credential plugin {command} wrote {stderr} on stderr: {}",
+                scrubbed(&stderr.head, &stdout)
+            );
+        }
     }
-    if !output.status.success() {
-        return Err(PluginError::Failed {
-            command,
-            status: output.status,
-        });
+    if !status.success() {
+        return Err(PluginError::Failed { command, status });
     }
-    parse(&output.stdout, &api_version).map_err(|why| PluginError::Output { command, why })
+    parse(&stdout, &api_version).map_err(|why| PluginError::Output { command, why })
+}
+
+/// The words of an ExecCredential's own structure, which stay readable in a plugin's stderr.
+const EXEC_CREDENTIAL_WORDS: [&str; 8] = [
+    "apiVersion",
+    "ExecCredential",
+    "status",
+    "expirationTimestamp",
+    "clientCertificateData",
+    "clientKeyData",
+    "client.authentication.k8s.io/v1",
+    "client.authentication.k8s.io/v1beta1",
+];
+
+/// How reading a plugin's output ended early.
+enum Ended {
+    Io(std::io::Error),
+    TooMuch,
+}
+
+impl From<std::io::Error> for Ended {
+    fn from(e: std::io::Error) -> Self {
+        Ended::Io(e)
+    }
+}
+
+/// A failed plugin's stderr as it may be logged: every word of 6 characters or more it printed
+/// on stdout (a token, a key, in JSON or not) replaced by [`MARK`] wherever it appears, then
+/// everything token-shaped ([`redact`]), cut to [`STDERR_SHOWN_CHARS`].
+fn scrubbed(stderr: &[u8], stdout: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(stderr).trim().to_string();
+    let stdout = String::from_utf8_lossy(stdout);
+    let mut words: Vec<&str> = stdout
+        .split(|c: char| c.is_whitespace() || "\"',:{}[]".contains(c))
+        .filter(|w| w.chars().count() >= 6 && !EXEC_CREDENTIAL_WORDS.contains(w))
+        .collect();
+    // Longest first: a word inside another is replaced after it.
+    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    for word in words {
+        text = text.replace(word, MARK);
+    }
+    let text = redact(&text);
+    match text.char_indices().nth(STDERR_SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// The ExecCredential as printed; only what we read. No `Debug`: it holds the secret.
@@ -269,65 +365,4 @@ fn parse(stdout: &[u8], api_version: &str) -> Result<Issued, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    const V1: &str = "client.authentication.k8s.io/v1";
-
-    #[test]
-    fn reads_a_token_with_its_expiry() {
-        let out = br#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"t0k","expirationTimestamp":"2099-01-01T00:00:00Z"}}"#;
-        let issued = parse(out, V1).map_err(|e| e.to_string()).expect("parses");
-        assert_eq!(
-            issued.token.as_ref().map(|t| t.expose_secret()),
-            Some("t0k")
-        );
-        assert_eq!(
-            issued.expires.map(|t| t.to_string()),
-            Some("2099-01-01T00:00:00Z".into())
-        );
-    }
-
-    #[test]
-    fn errors_never_contain_the_output() {
-        let secret = "s3cr3t-t0ken-value";
-        for out in [
-            format!("token={secret}"),
-            format!(r#"{{"kind":"Other","apiVersion":"{V1}","status":{{"token":"{secret}"}}}}"#),
-            format!(
-                r#"{{"kind":"ExecCredential","apiVersion":"v0","status":{{"token":"{secret}"}}}}"#
-            ),
-            format!(
-                r#"{{"kind":"ExecCredential","apiVersion":"{V1}","status":{{"clientKeyData":"{secret}"}}}}"#
-            ),
-            format!(
-                r#"{{"kind":"ExecCredential","apiVersion":"{V1}","status":{{"token":"{secret}","expirationTimestamp":"soon"}}}}"#
-            ),
-            format!(r#"{{"kind":"ExecCredential","apiVersion":"{V1}"}}"#),
-        ] {
-            let Err(why) = parse(out.as_bytes(), V1) else {
-                panic!("accepted {out}");
-            };
-            assert!(!why.contains(secret), "{why}");
-        }
-    }
-
-    #[test]
-    fn settings_a_daemon_cannot_honour_are_named() {
-        let exec = |api: Option<&str>, mode| ExecConfig {
-            api_version: api.map(String::from),
-            command: Some("/bin/true".into()),
-            interactive_mode: mode,
-            ..ExecConfig::default()
-        };
-        assert_eq!(
-            refusal(&exec(Some(V1), Some(ExecInteractiveMode::Never))),
-            None
-        );
-        assert_eq!(refusal(&exec(Some(V1), None)), None);
-        assert!(refusal(&exec(Some(V1), Some(ExecInteractiveMode::Always))).is_some());
-        assert!(refusal(&exec(Some("client.authentication.k8s.io/v1alpha1"), None)).is_some());
-        assert!(refusal(&exec(None, None)).is_some());
-    }
-}
+mod tests;

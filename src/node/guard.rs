@@ -136,7 +136,11 @@ impl Cordoner {
                 Err(e) => {
                     self.record(&e);
                     self.apply(Transition::ReleaseFailed(chain(&e)));
-                    log::error!("{}; still held, retrying every tick", chain(&e));
+                    if self.ticks_follow() {
+                        log::error!("{}; still held, retrying every tick", chain(&e));
+                    } else {
+                        log::error!("{}; still held", chain(&e));
+                    }
                 }
             }
         } else if self.life == Lifecycle::RecoveryPending {
@@ -148,7 +152,11 @@ impl Cordoner {
                 }
                 Err(e) => {
                     self.record(&e);
-                    log::warn!("{}; retrying every tick", chain(&e));
+                    if self.ticks_follow() {
+                        log::warn!("{}; retrying every tick", chain(&e));
+                    } else {
+                        log::warn!("{}", chain(&e));
+                    }
                 }
             }
         }

@@ -1,5 +1,7 @@
 //! Which kubeconfig to use, and what it says (the current context's cluster and user entries,
-//! checked for what we refuse). Reads the file; never logs its contents. The credential it names
+//! checked for what we refuse). Reads the file, and the certificate authority file its cluster
+//! names, through [`crate::bounded`] (regular files only, bounded in size and time: kube would
+//! read them unbounded, and hang on a FIFO); never logs their contents. The credential it names
 //! is `credential`'s, the client built from both `connection`'s.
 
 use std::ffi::OsStr;
@@ -7,7 +9,13 @@ use std::path::{Path, PathBuf};
 
 use kube::config::Kubeconfig;
 
+use super::credential::{MAX_PEM_BYTES, to_base64};
 use super::error::Error;
+use crate::bounded::{self, Limit};
+
+/// The largest kubeconfig read: one with a few clusters and embedded certificates is tens of
+/// KiB.
+pub const MAX_KUBECONFIG_BYTES: u64 = 4 << 20;
 
 /// Our own kubeconfig, for a ServiceAccount made with `packaging/kubernetes/`.
 pub const DEFAULT_KUBECONFIG: &str = "/etc/docker-image-cleaner/kubeconfig";
@@ -78,13 +86,26 @@ impl Loaded {
     }
 }
 
-/// Reads and checks the kubeconfig at `path`; runs nothing and reads no credential.
-pub fn load(path: &Path) -> Result<Loaded, Error> {
+/// Reads and checks the kubeconfig at `path`, and the certificate authority file its current
+/// cluster names; runs nothing and reads no credential.
+pub async fn load(path: &Path) -> Result<Loaded, Error> {
     let invalid = |source| Error::Kubeconfig {
         path: path.to_path_buf(),
         source,
     };
-    let kubeconfig = Kubeconfig::read_from(path).map_err(invalid)?;
+    let unreadable = |source| Error::KubeconfigFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = bounded::read_file_async("kubeconfig", path, Limit::bytes(MAX_KUBECONFIG_BYTES))
+        .await
+        .map_err(unreadable)?;
+    let text = decode(bytes).map_err(|why| Error::Refused {
+        path: path.to_path_buf(),
+        what: why.to_string(),
+    })?;
+    let mut kubeconfig = Kubeconfig::from_yaml(&text).map_err(invalid)?;
+    absolute_paths(&mut kubeconfig, path.parent());
     // The entries the current context names, as kube (and kubectl) select them.
     let context = kubeconfig.current_context.as_ref().and_then(|name| {
         kubeconfig
@@ -106,6 +127,25 @@ pub fn load(path: &Path) -> Result<Loaded, Error> {
         .iter()
         .find(|c| c.name == cluster_name)
         .and_then(|c| c.cluster.clone());
+    // The certificate authority file, read here so that kube reads none: data wins over a
+    // file, as in kube and client-go.
+    if let Some(named) = kubeconfig
+        .clusters
+        .iter_mut()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.as_mut())
+        && named.certificate_authority_data.is_none()
+        && let Some(file) = named.certificate_authority.take()
+    {
+        let ca = bounded::read_file_async(
+            "certificate authority",
+            Path::new(&file),
+            Limit::bytes(MAX_PEM_BYTES),
+        )
+        .await
+        .map_err(unreadable)?;
+        named.certificate_authority_data = Some(to_base64(&ca));
+    }
     let config = kube::Config::try_from(kubeconfig).map_err(invalid)?;
     let loaded = Loaded {
         path: path.to_path_buf(),
@@ -130,6 +170,64 @@ pub fn load(path: &Path) -> Result<Loaded, Error> {
         )));
     }
     Ok(loaded)
+}
+
+/// The kubeconfig's text: UTF-8 (a byte order mark skipped), or UTF-16 with a byte order mark,
+/// as kube and kubectl read it.
+fn decode(bytes: Vec<u8>) -> Result<String, &'static str> {
+    let utf16 = |pairs: &[u8], unit: fn([u8; 2]) -> u16| {
+        let units: Vec<u16> = pairs.chunks_exact(2).map(|c| unit([c[0], c[1]])).collect();
+        String::from_utf16(&units).map_err(|_| "is not valid UTF-16")
+    };
+    match bytes.as_slice() {
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, u16::from_le_bytes),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
+        [0xEF, 0xBB, 0xBF, rest @ ..] => {
+            String::from_utf8(rest.to_vec()).map_err(|_| "is not valid UTF-8")
+        }
+        _ => String::from_utf8(bytes).map_err(|_| "is not valid UTF-8"),
+    }
+}
+
+/// Makes the files the kubeconfig names relative to its own directory absolute (certificate
+/// authority, client certificate and key, token file, and an exec command with a path
+/// separator), as client-go (and kube's `read_from`) do.
+fn absolute_paths(kubeconfig: &mut Kubeconfig, dir: Option<&Path>) {
+    let Some(dir) = dir else {
+        return;
+    };
+    let fix = |file: &mut Option<String>| {
+        if let Some(f) = file.as_deref()
+            && Path::new(f).is_relative()
+            && let Some(abs) = dir.join(f).to_str()
+        {
+            *file = Some(abs.to_string());
+        }
+    };
+    for cluster in kubeconfig
+        .clusters
+        .iter_mut()
+        .filter_map(|c| c.cluster.as_mut())
+    {
+        fix(&mut cluster.certificate_authority);
+    }
+    for user in kubeconfig
+        .auth_infos
+        .iter_mut()
+        .filter_map(|u| u.auth_info.as_mut())
+    {
+        fix(&mut user.client_certificate);
+        fix(&mut user.client_key);
+        fix(&mut user.token_file);
+        if let Some(exec) = user.exec.as_mut()
+            && exec
+                .command
+                .as_deref()
+                .is_some_and(|c| c.contains(std::path::MAIN_SEPARATOR))
+        {
+            fix(&mut exec.command);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,17 @@ impl fmt::Display for Kept {
         )?;
         match &self.reason {
             Reason::Pinned { why } => f.write_str(why),
-            Reason::InUse { container } => write!(f, "in use by container {container}"),
+            Reason::InUse { container, state } => {
+                write!(f, "in use by container {container} ({state})")
+            }
+            Reason::Building { age_secs } => write!(
+                f,
+                "untagged step image made {age_secs} s ago: a build in progress may use it next"
+            ),
+            Reason::BuildStep { image_age_secs } => write!(
+                f,
+                "stopped step of a build in progress (its image made {image_age_secs} s ago): the build commits it next"
+            ),
             Reason::KeepRule { pattern } => write!(f, "matches keep rule {pattern:?}"),
             Reason::KeepLabel { rule, label } => {
                 write!(f, "has label {label}, matches keep_labels rule {rule:?}")

@@ -6,8 +6,8 @@
 //!
 //! A plan is made in stages, each with its own table tests:
 //! - `containers`: stopped containers go oldest first; the rest keep their images;
-//! - `protect`: effective last use, and what protects an image (in use, keep rule, keep label,
-//!   min age, parent of a protected image);
+//! - `protect`: effective last use, and what protects an image (in use, a build in progress,
+//!   keep rule, keep label, min age, parent of a protected image);
 //! - `cache`: the build cache's prunes, after the dangling images and before any tagged image;
 //! - `order`: dangling first, then the build cache, then least recently used first, children
 //!   before parents, one order across every engine;
@@ -99,6 +99,18 @@ pub fn may_add_bytes(event: &crate::docker::UseEvent, config: &Config) -> bool {
 /// watermark (removals for age only) only when `max_unused_age_cordon` asks for it.
 pub fn cordons(plan: &Plan, config: &Config) -> bool {
     !config.dry_run && !plan.steps.is_empty() && (plan.pressure || config.max_unused_age_cordon)
+}
+
+/// How long an untagged image with a parent counts as the newest step of a classic build in
+/// progress, which its next step is about to use (see `protect`): it covers the moment between
+/// two steps and a `COPY` or `ADD` step copying for up to this long. What it keeps beyond
+/// builds: an untagged `docker commit`, and a build's untagged result, for this long.
+pub const BUILD_GRACE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// True when `image` may be the newest step of a classic build in progress at `now_ms`, which
+/// no removal may take (see [`BUILD_GRACE`]); strategy `prune`'s prunes spare it too.
+pub fn is_build_step(image: &crate::docker::Image, now_ms: i64) -> bool {
+    protect::building(image, now_ms).is_some()
 }
 
 /// A duration setting in milliseconds. The configuration keeps every duration below ten years,

@@ -1,34 +1,75 @@
 //! Stage 2 of a plan: each image's effective last use (a parent counts as used when any child
-//! is) and what protects an image (pinned by its runtime, in use, a keep rule, a keep label, too
-//! young, parent of a protected image). What is left is a candidate.
+//! is) and what protects an image (pinned by its runtime, in use, the newest step of a build in
+//! progress, a keep rule, a keep label, too young, parent of a protected image). What is left is
+//! a candidate.
+//!
+//! A classic (legacy) build meets a pass in three ways, and each is covered here whatever
+//! `min_age` says: while a step runs, its container (created or running) uses the previous
+//! step's image (in use); between two steps, and for as long as a `COPY` or `ADD` step copies
+//! (it makes no container), the newest step's image is untagged, has the previous step as
+//! parent and was created moments ago, and nothing else shows that the next step needs it
+//! ([`building`]); the older steps are its parents (kept as parents, and the engine refuses to
+//! remove an image with children anyway).
 
 use std::collections::{HashMap, HashSet};
 
 use regex::Regex;
 
-use super::{Kept, Reason};
+use super::{BUILD_GRACE, Kept, Reason, millis};
 use crate::config::KeepLabel;
 use crate::docker::{Image, Inventory};
 use crate::lastuse::LastUse;
 
-/// The image graph of one inventory: parents, by id.
+/// The image graph of one inventory: each image's parent, by id. The parent is the image its
+/// `ParentId` names when that one is listed; otherwise, when layers are known, the listed image
+/// with the most layers that begin this one's (BuildKit and loaded images have no `ParentId`,
+/// and a classic build of several steps names a hidden intermediate that the list leaves out);
+/// otherwise its `ParentId` as given (which ends the chain).
 pub(super) struct Graph<'a> {
-    by_id: HashMap<&'a str, &'a Image>,
+    parents: HashMap<&'a str, &'a str>,
 }
 
 impl<'a> Graph<'a> {
     pub(super) fn new(inventory: &'a Inventory) -> Self {
-        Graph {
-            by_id: inventory
-                .images
-                .iter()
-                .map(|i| (i.id.as_str(), i))
-                .collect(),
+        let listed: HashSet<&str> = inventory.images.iter().map(|i| i.id.as_str()).collect();
+        // Images by their first layer: an ancestor shares it.
+        let mut by_base: HashMap<&str, Vec<&Image>> = HashMap::new();
+        for image in &inventory.images {
+            if let Some(base) = image.layers.first() {
+                by_base.entry(base.as_str()).or_default().push(image);
+            }
         }
+        let mut parents = HashMap::new();
+        for image in &inventory.images {
+            let named = image.parent_id.as_deref();
+            let parent = match named {
+                Some(p) if listed.contains(p) => Some(p),
+                _ => image
+                    .layers
+                    .first()
+                    .and_then(|base| by_base.get(base.as_str()))
+                    .and_then(|same_base| {
+                        same_base
+                            .iter()
+                            .filter(|o| {
+                                o.id != image.id
+                                    && o.layers.len() < image.layers.len()
+                                    && image.layers.starts_with(&o.layers)
+                            })
+                            .max_by_key(|o| (o.layers.len(), o.id.as_str()))
+                            .map(|o| o.id.as_str())
+                    })
+                    .or(named),
+            };
+            if let Some(p) = parent {
+                parents.insert(image.id.as_str(), p);
+            }
+        }
+        Graph { parents }
     }
 
     pub(super) fn parent_of(&self, id: &str) -> Option<&'a str> {
-        self.by_id.get(id).and_then(|i| i.parent_id.as_deref())
+        self.parents.get(id).copied()
     }
 
     /// The ancestors of `id`, nearest first; stops at a cycle.
@@ -68,6 +109,18 @@ pub(super) fn effective_last_use<'a>(
     last_used
 }
 
+/// When `image` may be the newest step of a classic build in progress, its age in seconds:
+/// untagged, with a parent (only the classic builder and `docker commit` make such images; a
+/// pull, an import and a BuildKit build leave the parent empty), and created less than
+/// [`BUILD_GRACE`] before `now_ms` (or after it: a clock that was wrong).
+pub(super) fn building(image: &Image, now_ms: i64) -> Option<i64> {
+    if !image.tags.is_empty() || image.parent_id.is_none() {
+        return None;
+    }
+    let age_ms = now_ms.saturating_sub(image.created.saturating_mul(1000));
+    (age_ms < millis(BUILD_GRACE)).then_some(age_ms.max(0).div_euclid(1000))
+}
+
 /// What the protection stage decided.
 pub(super) struct Protection<'a> {
     /// Images that may go, in inventory order.
@@ -81,7 +134,7 @@ pub(super) struct Rules<'a> {
     /// The engine's name.
     pub engine: &'a str,
     /// Image id → a container that stays and uses it.
-    pub users: &'a HashMap<&'a str, &'a str>,
+    pub users: &'a super::containers::Users<'a>,
     /// Keep patterns matched against tags.
     pub keep: &'a [Regex],
     /// Keep rules matched against labels.
@@ -106,10 +159,13 @@ pub(super) fn protect<'a>(
     for image in &inventory.images {
         let reason = if let Some(why) = &image.pinned {
             Some(Reason::Pinned { why: why.clone() })
-        } else if let Some(container) = rules.users.get(image.id.as_str()) {
+        } else if let Some((container, state)) = rules.users.get(image.id.as_str()) {
             Some(Reason::InUse {
                 container: container.to_string(),
+                state: *state,
             })
+        } else if let Some(age_secs) = building(image, rules.now_ms) {
+            Some(Reason::Building { age_secs })
         } else if let Some(pattern) = rules
             .keep
             .iter()

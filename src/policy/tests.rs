@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
-use crate::docker::{Container, Image, Inventory};
+use crate::docker::{Container, ContainerState, Image, Inventory};
 use crate::lastuse::LastUse;
 use crate::usage::{FsUsage, TreeUsage};
 
@@ -25,11 +25,16 @@ fn image(id: &str, tags: &[&str], size_mib: u64) -> Image {
 }
 
 fn container(id: &str, image_id: &str, running: bool, finished: i64) -> Container {
+    let state = if running {
+        ContainerState::Running
+    } else {
+        ContainerState::Exited
+    };
     Container {
         id: id.into(),
         name: format!("name-{id}"),
         image_id: image_id.into(),
-        running,
+        state,
         created: finished - 10,
         finished: Some(finished),
         managed: false,
@@ -231,6 +236,69 @@ fn min_age_boundary_and_parents() {
             child: "busy".into()
         })
     );
+}
+
+/// An image with `layers` (diff ids, bottom first) and no `ParentId`.
+fn layered(id: &str, tags: &[&str], layers: &[&str]) -> Image {
+    Image {
+        layers: layers.iter().map(|l| l.to_string()).collect(),
+        ..image(id, tags, 10)
+    }
+}
+
+#[test]
+fn layers_make_parents_where_parent_id_says_nothing_or_names_a_hidden_image() {
+    let cfg = config();
+    // BuildKit: no ParentId; "app" is built on "base" (its layers begin app's), "other" on a
+    // base that is not listed. A classic build of several steps: "svc" names a hidden
+    // intermediate, and "base" is still its nearest listed ancestor (the longest prefix: not
+    // "root", which base itself is built on).
+    let mut svc = layered("svc", &["svc:1"], &["l0", "l1", "l4", "l5"]);
+    svc.parent_id = Some("hidden".into());
+    let inv = Inventory {
+        images: vec![
+            layered("root", &["root:1"], &["l0"]),
+            layered("base", &["base:1"], &["l0", "l1"]),
+            layered("app", &["app:1"], &["l0", "l1", "l2"]),
+            layered("other", &["other:1"], &["x0", "x1"]),
+            svc,
+        ],
+        containers: vec![container("c", "app", true, NOW_MS)],
+    };
+    let lu = table(&[
+        ("root", 50),
+        ("base", 40),
+        ("app", 30),
+        ("other", 20),
+        ("svc", 10),
+    ]);
+    let p = plan(&inv, &lu, &cfg, shortfall(u64::MAX), NOW_MS);
+    // app runs: base and root stay for it (removing them would free nothing and lose their
+    // tags); svc and other may go.
+    assert_eq!(
+        reason_of(&p, "base"),
+        Some(&Reason::Parent {
+            child: "app".into()
+        })
+    );
+    assert!(matches!(reason_of(&p, "root"), Some(Reason::Parent { .. })));
+    let mut gone = removed_images(&p);
+    gone.sort_unstable();
+    assert_eq!(gone, vec!["other", "svc"]);
+    // Without layers (an engine that did not say) only ParentId counts, as before.
+    let bare = Inventory {
+        images: inv
+            .images
+            .iter()
+            .map(|i| Image {
+                layers: Vec::new(),
+                ..i.clone()
+            })
+            .collect(),
+        containers: inv.containers.clone(),
+    };
+    let p = plan(&bare, &lu, &cfg, shortfall(u64::MAX), NOW_MS);
+    assert_eq!(reason_of(&p, "base"), None);
 }
 
 #[test]
@@ -507,3 +575,4 @@ fn critical_lowers_the_min_age_to_critical_min_age() {
 
 mod cri;
 mod reclaim;
+mod states;

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::docker::{BuildCache, Inventory};
+use crate::docker::{BuildCache, ContainerState, Inventory};
 use crate::lastuse::LastUse;
 
 /// One action of a pass, on one engine.
@@ -106,6 +106,8 @@ pub enum Reason {
     InUse {
         /// The container's name.
         container: String,
+        /// Its state (a created container counts: it is about to start).
+        state: ContainerState,
     },
     /// A `keep` pattern matches one of its tags.
     KeepRule {
@@ -118,6 +120,13 @@ pub enum Reason {
         rule: String,
         /// The image's label it matched, `key=value`.
         label: String,
+    },
+    /// Untagged, with a parent, and created less than [`BUILD_GRACE`](super::BUILD_GRACE) ago:
+    /// the newest step of a classic (legacy) build, which the build's next step is about to use
+    /// (nothing else shows it: between two steps no container uses it).
+    Building {
+        /// Seconds since it was created.
+        age_secs: i64,
     },
     /// Used (or first seen) less than `min_age` ago.
     TooYoung {
@@ -136,6 +145,12 @@ pub enum Reason {
         footprint_bytes: u64,
         /// The floor, bytes.
         floor_bytes: u64,
+    },
+    /// A stopped container made from the newest step of a build in progress (see
+    /// [`Reason::Building`]): that build's `RUN` step, which the build commits next.
+    BuildStep {
+        /// Seconds since its image was created.
+        image_age_secs: i64,
     },
     /// A stopped container that finished less than `container_min_age` ago.
     RecentlyStopped {

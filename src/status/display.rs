@@ -66,7 +66,17 @@ fn names(names: &[String]) -> String {
 fn why(reason: &Reason) -> String {
     match reason {
         Reason::Pinned { why } => why.clone(),
-        Reason::InUse { container } => format!("in use by container {container}"),
+        Reason::InUse { container, state } => {
+            format!("in use by container {container} ({state})")
+        }
+        Reason::Building { age_secs } => format!(
+            "untagged step image made {} ago: a build may use it next",
+            age(age_secs.saturating_mul(1000))
+        ),
+        Reason::BuildStep { image_age_secs } => format!(
+            "stopped step of a build (its image made {} ago): the build commits it next",
+            age(image_age_secs.saturating_mul(1000))
+        ),
         Reason::KeepRule { pattern } => format!("keep rule {pattern:?}"),
         Reason::KeepLabel { rule, label } => format!("label {label} (keep_labels {rule:?})"),
         Reason::TooYoung { age_secs } => format!(
@@ -218,62 +228,89 @@ impl fmt::Display for Status {
         writeln!(f, "next pass:  {}", self.verdict())?;
         writeln!(f, "cordon:     {}", self.cordon)?;
 
+        // Two narrow tables rather than one wide one: where each engine is (and why it is
+        // down), then what it holds. Together they fit 100 columns with the usual values.
         writeln!(f, "\nengines")?;
         let rows: Vec<Vec<String>> = self
             .engines
             .iter()
-            .map(|e| match &e.error {
-                Some(why) => vec![e.name.clone(), e.endpoint.clone(), format!("down: {why}")],
-                None => {
-                    let cache = match &e.build_cache {
-                        Some(c) => format!(
-                            "{} ({} reclaimable, {} would go)",
-                            size(c.total_bytes),
-                            size(c.reclaimable_bytes),
-                            size(c.would_go_bytes)
-                        ),
-                        None => "none".into(),
-                    };
-                    let max = i64::try_from(self.max_unused_age_secs).unwrap_or(i64::MAX);
-                    let aged = if max == 0 {
-                        "off".to_string()
-                    } else if e.covered_secs < max {
-                        format!(
-                            "waits {} more",
-                            age(max.saturating_sub(e.covered_secs).saturating_mul(1000))
-                        )
-                    } else {
-                        format!("after {}", age(max.saturating_mul(1000)))
-                    };
-                    vec![
-                        e.name.clone(),
-                        e.endpoint.clone(),
-                        format!("{} images, {} containers", e.images, e.containers),
-                        e.footprint_bytes.map_or("?".into(), size),
-                        if e.floor_bytes == 0 {
-                            "none".into()
-                        } else {
-                            size(e.floor_bytes)
-                        },
-                        cache,
-                        aged,
-                    ]
+            .map(|e| {
+                let mut row = vec![e.name.clone(), e.endpoint.clone()];
+                if let Some(why) = &e.error {
+                    row.push(format!("down: {why}"));
                 }
+                row
+            })
+            .collect();
+        table(f, &["NAME", "ENDPOINT"], &rows)?;
+        writeln!(f)?;
+        let rows: Vec<Vec<String>> = self
+            .engines
+            .iter()
+            .map(|e| {
+                if e.error.is_some() {
+                    return vec![e.name.clone(), "-".into()];
+                }
+                let (cache, reclaimable, would_go) = match &e.build_cache {
+                    Some(c) => (
+                        size(c.total_bytes),
+                        size(c.reclaimable_bytes),
+                        size(c.would_go_bytes),
+                    ),
+                    None => ("none".into(), "-".into(), "-".into()),
+                };
+                let max = i64::try_from(self.max_unused_age_secs).unwrap_or(i64::MAX);
+                let aged = if max == 0 {
+                    "off".to_string()
+                } else if e.covered_secs < max {
+                    format!(
+                        "waits {}",
+                        age(max.saturating_sub(e.covered_secs).saturating_mul(1000))
+                    )
+                } else {
+                    format!("after {}", age(max.saturating_mul(1000)))
+                };
+                vec![
+                    e.name.clone(),
+                    e.images.to_string(),
+                    e.containers.to_string(),
+                    e.footprint_bytes.map_or("?".into(), size),
+                    if e.floor_bytes == 0 {
+                        "none".into()
+                    } else {
+                        size(e.floor_bytes)
+                    },
+                    cache,
+                    reclaimable,
+                    would_go,
+                    aged,
+                ]
             })
             .collect();
         table(
             f,
             &[
                 "NAME",
-                "ENDPOINT",
-                "HOLDS",
+                "IMAGES",
+                "CONTAINERS",
                 "FOOTPRINT",
                 "FLOOR",
                 "BUILD CACHE",
-                "UNUSED-AGE REMOVALS",
+                "RECLAIMABLE",
+                "WOULD GO",
+                "UNUSED-AGE",
             ],
             &rows,
         )?;
+
+        // Containers by state: only exited and dead ones may be removed.
+        for e in self
+            .engines
+            .iter()
+            .filter(|e| !e.container_states.is_empty())
+        {
+            writeln!(f, "  {}: containers{}", e.name, states(&e.container_states))?;
+        }
 
         writeln!(f, "\nwhere the engines' bytes are counted")?;
         for e in self.engines.iter().filter(|e| e.error.is_none()) {
@@ -284,8 +321,12 @@ impl fmt::Display for Status {
                 e.store.as_deref().unwrap_or("unknown")
             )?;
             for p in &e.places {
-                let how = if p.walked { "walked" } else { "containerd" };
-                writeln!(f, "    {}  [{how}] {}", p.path.display(), p.holds)?;
+                let how = if p.walked {
+                    "walked"
+                } else {
+                    "counted by containerd"
+                };
+                writeln!(f, "    {}\n      {how}: {}", p.path.display(), p.holds)?;
             }
             if let Some(why) = &e.containerd_error {
                 writeln!(f, "    containerd's roots are unknown: {why}")?;
@@ -348,6 +389,17 @@ impl fmt::Display for Status {
     }
 }
 
+/// ` (2 running, 1 created)`: the containers by state, most first; empty without containers.
+fn states(by_state: &std::collections::BTreeMap<&'static str, usize>) -> String {
+    let mut counts: Vec<(&str, usize)> = by_state.iter().map(|(s, n)| (*s, *n)).collect();
+    if counts.is_empty() {
+        return String::new();
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(" ({})", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +420,142 @@ mod tests {
             assert_eq!(age(ms), want, "{ms}");
         }
         assert_eq!(ago(10_000_000, 10_000_000 - 10_800_000), "3 h ago");
+    }
+
+    /// The README's example: one engine on the local socket, a build cache, a few images.
+    fn example() -> Status {
+        use crate::policy::{Need, Plan};
+        use crate::status::{CacheStatus, EngineStatus, FilesystemStatus};
+        use crate::usage::FsUsage;
+        let now = 1_800_000_000_000;
+        let fs = FsUsage {
+            path: "/var/lib/docker".into(),
+            total_bytes: 223 << 20,
+            avail_bytes: 29 << 20,
+            blocks_used_pct: 87.0,
+            total_inodes: 65536,
+            avail_inodes: 65336,
+            inodes_used_pct: 0.3,
+            dev: 1,
+        };
+        let image = |id: &str, tag: &str, hours: i64| Step::RemoveImage {
+            engine: "default".into(),
+            id: format!("sha256:{id}"),
+            tags: vec![tag.into()],
+            size_bytes: 26_109_542,
+            last_used_ms: now - hours * 3_600_000,
+            aged: false,
+        };
+        // Docker's containerd image store, the longest lines there are.
+        let storage = crate::docker::Storage {
+            root: Some("/var/lib/docker".into()),
+            driver: "overlayfs".into(),
+            cri: None,
+            containerd: Some(crate::docker::ContainerdStore {
+                address: "/run/containerd/containerd.sock".into(),
+                namespace: "moby".into(),
+                snapshotter: "overlayfs".into(),
+                content_root: Some("/var/lib/containerd/io.containerd.content.v1.content".into()),
+                snapshots_root: Some(
+                    "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs".into(),
+                ),
+                error: None,
+            }),
+        };
+        Status {
+            usage: Measurement::Relative(vec![fs]),
+            level: 87.0,
+            watermarks: "high 82%, low 78%".into(),
+            above_high: true,
+            critical: false,
+            need: Need {
+                bytes: 60 << 20,
+                inodes: 0,
+            },
+            cordon: "node node-1: cordon ready (kubeconfig /etc/kubernetes/kubelet.conf)".into(),
+            engines: vec![EngineStatus {
+                name: "default".into(),
+                kind: crate::config::EngineKind::Docker,
+                endpoint: "unix:///var/run/docker.sock".into(),
+                docker_host: "unix:///var/run/docker.sock".into(),
+                error: None,
+                footprint_bytes: Some(194 << 20),
+                floor_bytes: 0,
+                images: 6,
+                containers: 2,
+                build_cache: Some(CacheStatus {
+                    total_bytes: 98 << 20,
+                    records: 12,
+                    reclaimable_bytes: 98 << 20,
+                    would_go_bytes: 0,
+                    would_go_records: 0,
+                }),
+                covered_secs: 3600,
+                container_states: std::collections::BTreeMap::from([("exited", 1), ("running", 1)]),
+                store: Some(storage.describe()),
+                places: storage.counted_in(&["/var/lib/docker".into()]),
+                containerd_error: None,
+            }],
+            filesystems: vec![FilesystemStatus {
+                path: "/var/lib/docker".into(),
+                total_bytes: 223 << 20,
+                used_bytes: 194 << 20,
+                outside_bytes: 0,
+            }],
+            plan: Plan {
+                strategy: "lru2",
+                pressure: true,
+                steps: vec![
+                    Step::RemoveContainer {
+                        engine: "default".into(),
+                        id: "731efb1fbdbe0000".into(),
+                        name: "batch-job".into(),
+                        stopped: (now - 3 * 3_600_000) / 1000,
+                    },
+                    image("1969eef554280000", "demo/delta:1", 3),
+                    image("f336868238490000", "demo/alpha:1", 3),
+                ],
+                kept: vec![Kept {
+                    engine: "default".into(),
+                    id: "sha256:b780b76ad0eb0000".into(),
+                    names: vec!["demo/pause:3.9".into()],
+                    reason: Reason::KeepRule {
+                        pattern: "^demo/pause:".into(),
+                    },
+                }],
+                need: Need {
+                    bytes: 60 << 20,
+                    inodes: 0,
+                },
+                estimated_steps: Some(3),
+            },
+            max_unused_age_secs: 30 * 86_400,
+            taken_ms: now,
+            critical_pct: 95.0,
+        }
+    }
+
+    #[test]
+    fn the_table_fits_100_columns() {
+        let text = example().to_string();
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "{} columns: {line}\n{text}",
+                line.chars().count()
+            );
+        }
+        assert!(
+            text.contains("RECLAIMABLE") && text.contains("waits 29 d"),
+            "{text}"
+        );
+        eprintln!("{text}");
+    }
+
+    #[test]
+    fn containers_are_counted_by_state_most_first() {
+        let by_state = std::collections::BTreeMap::from([("created", 1), ("running", 2)]);
+        assert_eq!(states(&by_state), " (2 running, 1 created)");
+        assert_eq!(states(&std::collections::BTreeMap::new()), "");
     }
 }

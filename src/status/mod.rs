@@ -52,6 +52,9 @@ pub struct EngineStatus {
     pub images: usize,
     /// Containers it holds.
     pub containers: usize,
+    /// How many of them are in each state (`created`, `running`, `exited`, ...): only exited
+    /// and dead ones may be removed.
+    pub container_states: std::collections::BTreeMap<&'static str, usize>,
     /// Its build cache; `None` when it has none that can be read (Podman, strategy `prune`).
     pub build_cache: Option<CacheStatus>,
     /// How long its last-use table has covered it, seconds (`max_unused_age` acts once it is
@@ -235,16 +238,25 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
                 floor_bytes: found.map_or(0, |s| s.floor_bytes),
                 images: inventory.map_or(0, |i| i.images.len()),
                 containers: inventory.map_or(0, |i| i.containers.len()),
+                container_states: inventory
+                    .map(|i| {
+                        let mut states = std::collections::BTreeMap::new();
+                        for c in &i.containers {
+                            *states.entry(c.state.name()).or_insert(0) += 1;
+                        }
+                        states
+                    })
+                    .unwrap_or_default(),
                 build_cache,
                 covered_secs: found.map_or(0, |s| s.covered_ms.div_euclid(1000)),
                 store: connected
                     .iter()
                     .find(|(c, _)| c.name == e.name)
-                    .map(|(_, engine)| store_text(engine.storage())),
+                    .map(|(_, engine)| engine.storage().describe()),
                 places: connected
                     .iter()
                     .find(|(c, _)| c.name == e.name)
-                    .map(|(c, engine)| places(&c.paths, engine.storage()))
+                    .map(|(c, engine)| engine.storage().counted_in(&c.paths))
                     .unwrap_or_default(),
                 containerd_error: connected
                     .iter()
@@ -283,69 +295,6 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         taken_ms: now,
         critical_pct: config.critical_pct,
     })
-}
-
-/// An engine's image store in a few words.
-pub fn store_text(storage: &docker::Storage) -> String {
-    if let Some(cri) = &storage.cri {
-        return match &storage.containerd {
-            Some(c) => format!(
-                "CRI runtime {} (containerd namespace {}, snapshotter {}, at {})",
-                cri.runtime,
-                c.namespace,
-                c.snapshotter,
-                c.address.display()
-            ),
-            None => format!("CRI runtime {}", cri.runtime),
-        };
-    }
-    match &storage.containerd {
-        Some(c) => format!(
-            "containerd image store (namespace {}, snapshotter {}, at {})",
-            c.namespace,
-            c.snapshotter,
-            c.address.display()
-        ),
-        None if storage.driver.is_empty() => "unknown".to_string(),
-        None => storage.driver.clone(),
-    }
-}
-
-/// Where an engine's bytes are counted: each configured path (walked), then each place the
-/// engine named that no configured path holds.
-pub fn places(configured: &[std::path::PathBuf], storage: &docker::Storage) -> Vec<Place> {
-    let named = storage.places();
-    let mut out: Vec<Place> = configured
-        .iter()
-        .map(|path| {
-            let counted_below = named
-                .iter()
-                .any(|p| !p.walked && p.path.starts_with(path));
-            let holds = named
-                .iter()
-                .filter(|p| p.walked && p.path.starts_with(path))
-                .map(|p| p.holds.clone())
-                .next()
-                .unwrap_or_else(|| {
-                    if counted_below {
-                        "configured; walked but for containerd's roots below, which containerd counts per namespace".to_string()
-                    } else {
-                        "configured; the engine names no data here".to_string()
-                    }
-                });
-            Place {
-                path: path.clone(),
-                holds,
-                walked: true,
-            }
-        })
-        .collect();
-    out.extend(
-        named
-            .into_iter()
-            .filter(|p| !p.walked || !docker::Storage::covered_by(&p.path, configured)),
-    );
-    out
 }
 
 mod display;

@@ -251,9 +251,16 @@ impl PathMeter {
         self
     }
 
-    /// Every path whose filesystem is watched: the configured ones, then the others.
+    /// Every path whose filesystem is watched: the configured ones, then the others. A place
+    /// an engine named that does not exist yet (containerd makes its content store with the
+    /// first image) is watched through its nearest existing parent, on the filesystem that
+    /// will hold it.
     fn watched(&self) -> Vec<PathBuf> {
-        self.paths.iter().chain(&self.also).cloned().collect()
+        self.paths
+            .iter()
+            .cloned()
+            .chain(self.also.iter().filter_map(|p| existing_ancestor(p)))
+            .collect()
     }
 }
 
@@ -265,6 +272,13 @@ pub fn device_of(path: &std::path::Path) -> Result<u64, Error> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// `path`, or its nearest parent that exists; `None` when none does (a relative path).
+fn existing_ancestor(path: &std::path::Path) -> Option<PathBuf> {
+    path.ancestors()
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+        .map(std::path::Path::to_path_buf)
 }
 
 /// `statvfs` of every filesystem holding one of `paths`, each once, in the order of the paths.

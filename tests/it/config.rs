@@ -66,6 +66,8 @@ impl Setup {
             .arg(config)
             .arg("--log")
             .arg("stderr")
+            .arg("--env-file")
+            .arg("")
             .args(args);
         cmd
     }
@@ -162,6 +164,29 @@ fn a_fifo_or_a_directory_as_the_configuration_file_is_refused_at_once() {
     );
 }
 
+/// `DOCKER_IMAGE_CLEANER_CONFIG=` set to nothing (a unit's `Environment=` line left blank): a
+/// configuration error that says so, not "cannot read configuration file :".
+#[test]
+fn an_empty_configuration_path_is_a_clear_error() {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("DOCKER_IMAGE_CLEANER_CONFIG", "")
+        .arg("check-config");
+    let (out, err) = run(cmd);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG), "stderr: {err}");
+    assert!(
+        err.contains("environment variable DOCKER_IMAGE_CLEANER_CONFIG is empty")
+            && err.contains("unset it to read /etc/docker-image-cleaner.toml"),
+        "{err}"
+    );
+    // `--config ""` is refused by the command line itself (exit 2), naming the flag.
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear().args(["--config", "", "check-config"]);
+    let (out, err) = run(cmd);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains("--config"), "{err}");
+}
+
 #[test]
 fn an_environment_value_sets_its_own_key_and_nothing_else() {
     let s = Setup::new("interval_seconds = 60\n");
@@ -197,7 +222,7 @@ fn an_environment_value_sets_its_own_key_and_nothing_else() {
             "state_dir = {:?}  # file {path}",
             s.dir.path().join("state").display().to_string()
         ),
-        "threshold_low = 86  # default".to_string(),
+        "threshold_low = 86  # derived: 4 points below threshold_high".to_string(),
     ] {
         assert!(
             text.lines().any(|l| l == line),

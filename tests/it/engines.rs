@@ -80,7 +80,7 @@ fn one_order_across_two_dockerds_on_one_disk() {
     assert_eq!(a.tags(), Vec::<String>::new(), "{err}");
     assert_eq!(b.tags(), vec!["b2:1".to_string()], "{err}");
     assert!(
-        out.contains("a 0 containers, 2 images; b 0 containers, 1 images"),
+        out.contains("a 0 containers, 2 images; b 0 containers, 1 image"),
         "the report counts per engine: {out}"
     );
 }

@@ -319,10 +319,220 @@ fn insecure_skip_tls_verify_is_honoured_with_a_warning() {
     );
 }
 
+/// Pings `WATCHDOG=1` at least four times in 3 s, no gap as long as `watchdog`.
+fn keeps_pinging(d: &mut Daemon, watchdog: Duration) {
+    let window = d.notify.collect_for(Duration::from_secs(3));
+    let pings: Vec<Instant> = window
+        .iter()
+        .filter(|m| m.is_ping())
+        .map(|m| m.at)
+        .collect();
+    let worst = pings
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(Duration::MAX);
+    assert!(
+        pings.len() >= 4 && worst < watchdog,
+        "{} pings in 3 s, worst gap {worst:?}:\n{}",
+        pings.len(),
+        d.context()
+    );
+}
+
+/// A token file that is a FIFO (it once stopped the pings and outlived SIGTERM by 30 s and
+/// more): each try is refused at once, naming the file; the daemon keeps pinging and stops at
+/// once.
+#[test]
+fn a_token_file_that_is_a_fifo_neither_starves_the_watchdog_nor_delays_sigterm() {
+    let fake = FakeKube::start();
+    fake.add_node(NODE, json!({}));
+    let token = fake.dir().join("token.fifo");
+    host::run_ok("mkfifo", &[token.to_str().expect("utf-8 temp path")], SOON);
+    let kubeconfig = fake.dir().join("fifo-token.kubeconfig");
+    fake.write_kubeconfig_user(
+        &kubeconfig,
+        &format!("    tokenFile: {}\n", token.display()),
+    );
+    let watchdog = Duration::from_secs(1);
+    let mut d = Daemon::start(&fake, &kubeconfig, "", watchdog);
+    d.ready();
+    keeps_pinging(&mut d, watchdog);
+    d.terminate(SOON);
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "token file {} is a FIFO, not a regular file",
+            token.display()
+        )),
+        "{log}"
+    );
+}
+
+/// A kubeconfig that is a FIFO: `run` fails at start with EX_CONFIG, naming it, instead of
+/// hanging before `READY=1`.
+#[test]
+fn a_kubeconfig_that_is_a_fifo_fails_the_start() {
+    let fake = FakeKube::start();
+    let kubeconfig = fake.dir().join("kubeconfig.fifo");
+    host::run_ok(
+        "mkfifo",
+        &[kubeconfig.to_str().expect("utf-8 temp path")],
+        SOON,
+    );
+    let mut d = Daemon::start(&fake, &kubeconfig, "", Duration::from_secs(2));
+    assert!(
+        eventually(SOON, || !d.running()),
+        "still running with a FIFO for a kubeconfig:\n{}",
+        d.context()
+    );
+    let status = d.child.wait().expect("wait");
+    if let Some(reader) = d.reader.take() {
+        let _ = reader.join();
+    }
+    assert_eq!(status.code(), Some(78), "{}", d.context());
+    let log = d.log();
+    assert!(
+        log.contains(&format!("kubeconfig {} is a FIFO", kubeconfig.display())),
+        "{log}"
+    );
+}
+
+/// A plugin that succeeds and also prints its token on stderr, plainly (letters only, which no
+/// pattern takes for a secret): the token never reaches the log, at debug level either.
+#[test]
+fn a_succeeding_plugin_that_prints_its_token_on_stderr_never_gets_it_logged() {
+    let fake = FakeKube::start();
+    fake.add_node(NODE, json!({}));
+    let token = "plainlettersonlytokenvalue";
+    fake.set_token(token);
+    let runs = fake.dir().join("runs");
+    let plugin = fake.write_script(
+        "chatty.sh",
+        &format!(
+            "echo run >> '{}'\n\
+             echo 'using {token}' >&2\n\
+             echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{token}\"}}}}'\n",
+            runs.display()
+        ),
+    );
+    let kubeconfig = fake.dir().join("chatty.kubeconfig");
+    fake.write_kubeconfig_user(&kubeconfig, &exec_user(&plugin));
+    let mut d = Daemon::start(
+        &fake,
+        &kubeconfig,
+        "log_level = \"debug\"\n",
+        Duration::from_secs(2),
+    );
+    d.ready();
+    assert!(
+        eventually(SOON, || !fake.requests().is_empty()),
+        "the plugin's token is used:\n{}",
+        d.context()
+    );
+    d.terminate(SOON);
+    let log = d.log();
+    assert!(!log.contains(token), "the token reached the log:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("chatty.sh") && l.contains("on stderr (not shown")),
+        "{log}"
+    );
+}
+
 /// With a private dockerd: passes that clean while the credential plugin fails.
 mod with_dockerd {
     use super::*;
+    use crate::kube_fake::Fault;
     use crate::util::dockerd::PrivateDockerd;
+
+    /// `once` whose uncordon keeps failing: no tick follows a `once`, so no message promises a
+    /// retry at every tick; the log says the node stays cordoned until the next start.
+    #[test]
+    fn once_that_cannot_uncordon_promises_no_retry_at_every_tick() {
+        let Some(dockerd) = PrivateDockerd::start("kd-held", 512, None) else {
+            return;
+        };
+        for i in 0..2 {
+            dockerd.image(&format!("img-{i}:1"), 10);
+        }
+        let fake = FakeKube::start();
+        fake.add_node(NODE, json!({}));
+        // The recovery's GET, the cordon's GET and PATCH go through; everything after fails.
+        fake.fail_next(3, Fault::Pass);
+        fake.fail_next(1000, Fault::Status(500));
+        let (used, _) = dockerd.used_pct();
+        let high = (used - 1.0).floor();
+        let cleaner = Cleaner::new(
+            &dockerd,
+            &format!(
+                "threshold_high = {high}\nthreshold_low = 0\nnode_name = {NODE:?}\nkubeconfig = {:?}\n",
+                fake.kubeconfig().display().to_string()
+            ),
+        );
+        let out = cleaner.run(&["once"]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            fake.node(NODE).pointer("/spec/unschedulable") == Some(&json!(true)),
+            "setup: the node was cordoned and stays so:\n{log}"
+        );
+        assert!(!log.contains("every tick"), "{log}");
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with("ERROR") && l.ends_with("; still held")),
+            "{log}"
+        );
+        assert!(
+            log.contains("exiting while the node is still cordoned by us; the next start lifts it"),
+            "{log}"
+        );
+    }
+
+    /// `run` whose uncordon keeps failing, stopped by SIGTERM: from then on no message
+    /// promises a retry at every tick (there is none).
+    #[test]
+    fn a_daemon_exiting_while_cordoned_promises_no_retry_at_every_tick() {
+        let Some(dockerd) = PrivateDockerd::start("kd-held-run", 512, None) else {
+            return;
+        };
+        for i in 0..2 {
+            dockerd.image(&format!("img-{i}:1"), 10);
+        }
+        let fake = FakeKube::start();
+        fake.add_node(NODE, json!({}));
+        fake.fail_next(3, Fault::Pass);
+        fake.fail_next(1000, Fault::Status(500));
+        let (used, _) = dockerd.used_pct();
+        let high = (used - 1.0).floor();
+        let cleaner = Cleaner::new(
+            &dockerd,
+            &format!(
+                "threshold_high = {high}\nthreshold_low = 0\nnode_name = {NODE:?}\nkubeconfig = {:?}\ninterval_seconds = 3600\n",
+                fake.kubeconfig().display().to_string()
+            ),
+        );
+        let mut d = Daemon::run(cleaner, Duration::from_secs(30));
+        d.ready();
+        d.notify
+            .try_wait_for(Duration::from_secs(60), |m| {
+                NotifySocket::status_starts(m, "idle: ")
+            })
+            .unwrap_or_else(|| panic!("no pass ended:\n{}", d.context()));
+        d.terminate(Duration::from_secs(60));
+        let log = d.log();
+        let (before, after) = log
+            .split_once("SIGTERM received")
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            before.contains("still held, retrying every tick"),
+            "setup: the release failed while ticks still followed:\n{log}"
+        );
+        assert!(!after.contains("every tick"), "{log}");
+        assert!(
+            after.contains("exiting while the node is still cordoned"),
+            "{log}"
+        );
+    }
 
     #[test]
     fn a_failing_plugin_leaves_passes_to_on_cordon_failure_and_says_so() {

@@ -154,7 +154,7 @@ fn a_tag_pulled_to_a_new_image_during_the_pass_stays_on_the_new_image() {
     // X itself was the plan's and nothing uses it: it goes, with the one tag it still had.
     assert_eq!(tags_of(&d, &x), None, "{text}");
     assert!(outcome_of(err, &x).ends_with(": done"), "{text}");
-    assert!(out.contains("and 1 images (0 skipped)"), "{text}");
+    assert!(out.contains("and 1 image (0 skipped)"), "{text}");
 }
 
 /// b. A `docker tag X extra:1` before the cleaner looks at X again (its inspect by id comes
@@ -317,7 +317,7 @@ fn an_image_removed_by_somebody_else_is_already_gone_and_the_pass_goes_on() {
         (None, None),
         "{text}"
     );
-    assert!(out.contains("and 1 images (1 skipped)"), "{text}");
+    assert!(out.contains("and 1 image (1 skipped)"), "{text}");
     assert_eq!(
         served.image_deletes(),
         vec![gone.clone(), next.clone()],

@@ -50,7 +50,7 @@ fn images_imported_past_high_between_two_ticks_are_cleaned_within_seconds() {
     );
     let log = daemon.log();
     assert!(
-        log.contains("pass started by a import of"),
+        log.contains("pass started by an import of"),
         "the log says what started the pass:\n{log}"
     );
     // Well within the hour of the interval; the bound only guards against waiting for a tick.

@@ -50,8 +50,8 @@ fn build_cache_is_reclaimed_before_any_tagged_image() {
     eprintln!("{status}");
     assert!(
         status.contains("BUILD CACHE")
-            && status.contains("reclaimable")
-            && status.contains("would go")
+            && status.contains("RECLAIMABLE")
+            && status.contains("WOULD GO")
             && status.contains("build cache  "),
         "{status}"
     );

@@ -457,3 +457,5 @@ fn a_dry_run_and_status_change_nothing_and_take_no_lock() {
     );
     first.terminate(SOON);
 }
+
+mod ahead;

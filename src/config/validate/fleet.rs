@@ -43,7 +43,8 @@ pub(super) fn lease(raw: &Raw, default: Duration, invalid: &Invalid) -> Result<D
         Some(s) => {
             let whole = match s {
                 Seconds::Whole(n) => Some(n),
-                Seconds::Fraction(_) => None,
+                Seconds::Text(d) if d.subsec_nanos() == 0 => Some(d.as_secs()),
+                Seconds::Fraction(_) | Seconds::Text(_) => None,
             };
             whole
                 .map(Duration::from_secs)

@@ -14,7 +14,7 @@ pub(super) fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Err
         ThresholdType::Relative => {
             let high = match &raw.threshold_high {
                 None => DEFAULT_HIGH_PCT,
-                Some(q) => percent(q).map_err(|m| invalid("threshold_high", q.to_string(), m))?,
+                Some(q) => relative(q).map_err(|m| invalid("threshold_high", q.to_string(), m))?,
             };
             if !(high > 0.0 && high <= 100.0) {
                 return Err(invalid(
@@ -28,7 +28,7 @@ pub(super) fn watermarks(raw: &Raw, invalid: &Invalid) -> Result<Watermarks, Err
                 // a tiny high keeps half of itself.
                 None if high > 2.0 * DEFAULT_BAND_PCT => high - DEFAULT_BAND_PCT,
                 None => high / 2.0,
-                Some(q) => percent(q).map_err(|m| invalid("threshold_low", q.to_string(), m))?,
+                Some(q) => relative(q).map_err(|m| invalid("threshold_low", q.to_string(), m))?,
             };
             if !(low >= 0.0 && low < high) {
                 return Err(invalid(
@@ -132,6 +132,29 @@ pub(super) fn percent(q: &Quantity) -> Result<f64, String> {
                 .parse::<f64>()
                 .map_err(|_| not_a_percentage())
         }
+    }
+}
+
+/// A watermark of relative mode: a percentage. A size (`"50GiB"`) or a byte count too large
+/// for a percentage is refused naming `threshold_type = "absolute"`, the setting it needs.
+fn relative(q: &Quantity) -> Result<f64, String> {
+    let needs_absolute = |what: String| {
+        format!(
+            "{what} needs threshold_type = \"absolute\" (the default, \"relative\", takes a percentage such as 80 or \"80%\")"
+        )
+    };
+    match q {
+        Quantity::Integer(n) if *n > 100 => Err(needs_absolute(
+            "must be a percentage above 0 and at most 100; a number of bytes".into(),
+        )),
+        Quantity::Text(s)
+            if percent(q).is_err()
+                && s.bytes().any(|b| b.is_ascii_alphabetic())
+                && units::parse_size(s).is_ok() =>
+        {
+            Err(needs_absolute("is a size: a size".to_string()))
+        }
+        _ => percent(q),
     }
 }
 

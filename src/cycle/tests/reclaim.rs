@@ -314,3 +314,52 @@ async fn every_strategy_but_prune_reclaims_the_build_cache_and_ages_images() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_image_whose_layers_the_build_cache_holds_frees_nothing_and_the_pass_takes_stock_again()
+{
+    // Three BuildKit images of 10 MiB, their layers held by shared build-cache records, and
+    // 56 MiB else: 86 %, high 85, low 80. The first removal frees nothing (the record keeps
+    // the layers); the pass takes stock again, finds the record unshared and prunes it: below
+    // low after one image, where a pass that trusts the sizes removes all three and ends
+    // above low.
+    let (engine, mut last_use) = engine_with(&[("a", 90_000), ("b", 80_000), ("c", 70_000)]);
+    let mut cache = records(3, 5);
+    for r in &mut cache {
+        r.shared = true;
+    }
+    let engine = FakeEngine::new(engine.inventory_now().images, Vec::new())
+        .with_build_cache(cache, NOW_MS / 1000);
+    for (image, record) in [("a", "r0"), ("b", "r1"), ("c", "r2")] {
+        engine.hold_layers(image, record);
+    }
+    let disk = Disk::new(&engine, 56);
+    let guard = Recorder::new(PassStart::Proceed);
+    let token = CancellationToken::new();
+    let mut config = config();
+    config.watermarks = crate::config::Watermarks::Relative {
+        high_pct: 85.0,
+        low_pct: 80.0,
+    };
+    config.min_age = std::time::Duration::ZERO;
+    config.build_cache_min_age = std::time::Duration::ZERO;
+    let report = pass(&config, &engine, &disk, &mut last_use, &guard, &token)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::ReachedLow);
+    assert_eq!(actions(&engine), vec!["image a", "cache keep 0"]);
+    let left: Vec<String> = engine
+        .inventory_now()
+        .images
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(left, vec!["b", "c"]);
+    // The build cache was read again after the removal that freed nothing.
+    let reads = engine
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::BuildCache))
+        .count();
+    assert_eq!(reads, 2);
+}

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{CriEngine, K8S_NAMESPACE, secs};
 use crate::docker::containerd::PINNED_LABEL;
-use crate::docker::{Container, Error, Image, Inventory};
+use crate::docker::{Container, ContainerState, Error, Image, Inventory};
 
 /// What is cached per id, shared by every clone of the engine.
 #[derive(Debug, Default)]
@@ -249,6 +249,8 @@ impl Listing<'_> {
                     size_bytes: i.size,
                     labels: details.labels,
                     pinned: (!why.is_empty()).then(|| why.join(", ")),
+                    // The CRI names no layers; parents are nothing to it either.
+                    layers: Vec::new(),
                 }
             })
             .collect();
@@ -272,7 +274,7 @@ impl Listing<'_> {
                     id: c.id.clone(),
                     name: container_name(&c.labels, fallback),
                     image_id,
-                    running: c.state == cri::ContainerState::ContainerRunning as i32,
+                    state: container_state(c.state),
                     created: secs(c.created_at),
                     finished: self
                         .times
@@ -301,13 +303,34 @@ impl Listing<'_> {
                 id: s.id.clone(),
                 name: format!("sandbox {pod}"),
                 image_id: image_id.to_string(),
-                running: s.state == cri::PodSandboxState::SandboxReady as i32,
+                state: sandbox_state(s.state),
                 created: secs(s.created_at),
                 finished: None,
                 managed: true,
             });
         }
         Inventory { images, containers }
+    }
+}
+
+/// A CRI container's state as the engines' states say it (the kubelet's containers are never
+/// removed here whatever their state: it shows in `status`).
+fn container_state(state: i32) -> ContainerState {
+    match cri::ContainerState::try_from(state) {
+        Ok(cri::ContainerState::ContainerCreated) => ContainerState::Created,
+        Ok(cri::ContainerState::ContainerRunning) => ContainerState::Running,
+        Ok(cri::ContainerState::ContainerExited) => ContainerState::Exited,
+        Ok(cri::ContainerState::ContainerUnknown) | Err(_) => ContainerState::Unknown,
+    }
+}
+
+/// A pod sandbox's state: ready is running, not ready has stopped (its containers are gone or
+/// going).
+fn sandbox_state(state: i32) -> ContainerState {
+    match cri::PodSandboxState::try_from(state) {
+        Ok(cri::PodSandboxState::SandboxReady) => ContainerState::Running,
+        Ok(cri::PodSandboxState::SandboxNotready) => ContainerState::Exited,
+        Err(_) => ContainerState::Unknown,
     }
 }
 

@@ -16,7 +16,7 @@ use k8s_cri::v1 as cri;
 
 use super::CriEngine;
 use super::list::Listing;
-use crate::docker::{Engine as _, Error, Pruned, Removal};
+use crate::docker::{Engine as _, Error, Image, Pruned, Removal};
 
 impl CriEngine {
     /// [`crate::docker::Engine::remove_image`]: see the module docs.
@@ -96,8 +96,12 @@ impl CriEngine {
 
     /// `docker image prune` (`all`: `-a`) through the CRI: every image no container or sandbox
     /// uses and nothing pins (with `all = false`, only those without any reference), each
-    /// removed as a planned removal is.
-    pub(super) async fn prune_one_by_one(&self, all: bool) -> Result<Pruned, Error> {
+    /// removed as a planned removal is; the images for which `spare` holds stay.
+    pub(super) async fn prune_one_by_one(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
         let inventory = self.inventory(false).await?;
         let used: HashSet<&str> = inventory
             .containers
@@ -108,6 +112,7 @@ impl CriEngine {
         for image in &inventory.images {
             if used.contains(image.id.as_str())
                 || image.pinned.is_some()
+                || spare(image)
                 || (!all && !image.is_dangling())
             {
                 continue;

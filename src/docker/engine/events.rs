@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{EventMessage, EventMessageTypeEnum};
-use bollard::query_parameters::EventsOptionsBuilder;
 use futures_util::{Stream, StreamExt};
 
-use super::{DockerEngine, canonical_id, error};
+use super::{DockerEngine, canonical_id};
 use crate::docker::{Error, UseEvent};
 
 impl DockerEngine {
@@ -29,9 +28,10 @@ impl DockerEngine {
                 n.rem_euclid(1_000_000_000)
             )
         };
-        let mut options = EventsOptionsBuilder::default().filters(&filters);
+        let filters = serde_json::to_string(&filters).unwrap_or_default();
+        let mut query = vec![("filters", filters)];
         if let Some(s) = since_nanos {
-            options = options.since(&stamp(s));
+            query.push(("since", stamp(s)));
         }
         if let Some(u) = until_nanos {
             // Podman answers an `until` in the past with (almost) nothing; one a second ahead
@@ -42,14 +42,14 @@ impl DockerEngine {
             } else {
                 u
             };
-            options = options.until(&stamp(u));
+            query.push(("until", stamp(u)));
         }
         let podman = self.podman;
-        self.docker
-            .events(Some(options.build()))
+        // Read by us, each line bounded (`stream`), not by bollard.
+        self.event_messages(&query)
             .filter_map(move |event| async move {
                 match event {
-                    Err(source) => Some(Err(error("follow events".into(), source))),
+                    Err(e) => Some(Err(e)),
                     Ok(e) => use_event(e, podman).map(Ok),
                 }
             })

@@ -5,7 +5,8 @@
 //! missing field takes its empty value, and only an entry without an `Id` is left out (nothing
 //! can be done with it), with a warning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::PoisonError;
 
 use bollard::errors::Error as BollardError;
 use serde::Deserialize;
@@ -29,13 +30,53 @@ struct Entry {
 }
 
 impl DockerEngine {
-    /// The engine's images (`docker image ls`, dangling ones included).
+    /// The engine's images (`docker image ls`, dangling ones included), each with its layers.
     pub(super) async fn list_images(&self) -> Result<Vec<Image>, Error> {
         let body = self.get_text("list images", IMAGES).await?;
-        parse_images(&body).map_err(|err| Error::Request {
+        let mut images = parse_images(&body).map_err(|err| Error::Request {
             op: "list images (GET /images/json)".into(),
             source: BollardError::JsonSerdeError { err },
-        })
+        })?;
+        self.fill_layers(&mut images).await?;
+        Ok(images)
+    }
+
+    /// Fills in each image's layers (`RootFS.Layers` of its inspect), from the cache of ids
+    /// seen before (an id's layers never change) or one inspect each; forgets the ids no longer
+    /// listed. An image removed since the list keeps none.
+    async fn fill_layers(&self, images: &mut [Image]) -> Result<(), Error> {
+        let known: HashMap<String, Vec<String>> = {
+            let mut cache = self.layers.lock().unwrap_or_else(PoisonError::into_inner);
+            let listed: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
+            cache.retain(|id, _| listed.contains(id.as_str()));
+            images
+                .iter()
+                .filter_map(|i| Some((i.id.clone(), cache.get(&i.id)?.clone())))
+                .collect()
+        };
+        for image in images.iter_mut() {
+            if let Some(layers) = known.get(&image.id) {
+                image.layers = layers.clone();
+                continue;
+            }
+            let inspect = match self
+                .call(
+                    format!("inspect image {}", image.id),
+                    self.docker.inspect_image(&image.id),
+                )
+                .await
+            {
+                Ok(inspect) => inspect,
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => return Err(e),
+            };
+            image.layers = inspect.root_fs.and_then(|fs| fs.layers).unwrap_or_default();
+            self.layers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(image.id.clone(), image.layers.clone());
+        }
+        Ok(())
     }
 }
 
@@ -58,6 +99,7 @@ fn parse_images(body: &str) -> Result<Vec<Image>, serde_json::Error> {
             size_bytes: u64::try_from(e.size).unwrap_or(0),
             labels: e.labels.unwrap_or_default().into_iter().collect(),
             pinned: None,
+            layers: Vec::new(),
         });
     }
     if without_id > 0 {

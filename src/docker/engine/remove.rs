@@ -1,21 +1,28 @@
 //! Removing an image all or nothing as a user sees it ([`DockerEngine::remove_all_or_nothing`]):
 //! untag the extra tags one by one while each still names the image, remove it by id, and put
-//! the tags back when the removal is refused; and `docker image prune -a` for Podman, one image
-//! at a time through that same removal. Decides nothing about what to remove: the plan does.
+//! the tags back when the removal is refused; and the image prunes of strategy `prune`, one
+//! image at a time through that same removal (sparing what the caller says: a build's newest
+//! step). Decides nothing about what to remove: the plan does.
 
 use bollard::query_parameters::{RemoveImageOptionsBuilder, TagImageOptionsBuilder};
 
 use super::{DockerEngine, removal};
-use crate::docker::{Engine, Error, Pruned, Removal};
+use crate::docker::{Engine, Error, Image, Pruned, Removal};
 
 impl DockerEngine {
-    /// `DELETE /images/{name}` without force: how it ended and, when it did, the ids of the
-    /// images Docker deleted with it (none for an untag that left the image other references;
-    /// the image and its dangling parents otherwise).
+    /// `DELETE /images/{name}` without force and without its parents (`noprune`): how it ended
+    /// and, when it did, the ids of the images Docker deleted with it (none for an untag that
+    /// left the image other references; the image otherwise).
+    ///
+    /// Docker would otherwise delete, with a classic build's image, every untagged parent left
+    /// without children: among them a step that a build in progress has just taken from the
+    /// build cache and is about to use as the parent of its next step ("unknown parent image
+    /// ID"). Left in place, those parents are dangling images of their own, which the next
+    /// plan sees and judges (a build's recent steps stay, see `policy`).
     async fn delete_image(&self, name: &str, op: String) -> Result<(Removal, Vec<String>), Error> {
         let options = RemoveImageOptionsBuilder::default()
             .force(false)
-            .noprune(false)
+            .noprune(true)
             .build();
         match self
             .call(op, self.docker.remove_image(name, Some(options), None))
@@ -165,23 +172,45 @@ impl DockerEngine {
         }
     }
 
-    /// `docker image prune -a` for Podman, whose compatible API refuses `dangling=false` (500):
-    /// every image no container uses, removed one by one as any planned removal.
-    pub(super) async fn prune_all_one_by_one(&self) -> Result<Pruned, Error> {
-        let inventory = self.inventory(false).await?;
+    /// `docker image prune` (dangling only) or `docker image prune -a`, one image at a time:
+    /// every image (dangling, unless `all`) that no container uses, whatever its state, and for
+    /// which `spare` does not hold, removed as any planned removal. Docker's own prune would
+    /// take the newest step of a build in progress; Podman's refuses `dangling=false` (500).
+    pub(super) async fn prune_one_by_one(
+        &self,
+        all: bool,
+        spare: &(dyn Fn(&Image) -> bool + Sync),
+    ) -> Result<Pruned, Error> {
         let mut pruned = Pruned::default();
-        for image in &inventory.images {
-            if inventory.containers.iter().any(|c| c.image_id == image.id) {
-                continue;
+        // A removal leaves its parents (see `delete_image`): they are dangling then, and go in
+        // the next round, as Docker's prune takes them; until a round removes nothing.
+        for _ in 0..MAX_PRUNE_ROUNDS {
+            let inventory = self.inventory(false).await?;
+            let mut removed = false;
+            for image in &inventory.images {
+                if !(all || image.is_dangling())
+                    || spare(image)
+                    || inventory.containers.iter().any(|c| c.image_id == image.id)
+                {
+                    continue;
+                }
+                if self.remove_all_or_nothing(&image.id, &image.tags).await? == Removal::Removed {
+                    removed = true;
+                    pruned.deleted.push(image.id.clone());
+                    pruned.reclaimed_bytes =
+                        pruned.reclaimed_bytes.saturating_add(image.size_bytes);
+                }
             }
-            if self.remove_all_or_nothing(&image.id, &image.tags).await? == Removal::Removed {
-                pruned.deleted.push(image.id.clone());
-                pruned.reclaimed_bytes = pruned.reclaimed_bytes.saturating_add(image.size_bytes);
+            if !removed {
+                break;
             }
         }
         Ok(pruned)
     }
 }
+
+/// The most rounds of a prune: a classic build's chain of steps is one round a step.
+const MAX_PRUNE_ROUNDS: usize = 200;
 
 /// `registry:5000/app:1` → (`registry:5000/app`, `1`); a reference without a tag is `latest`.
 fn split_tag(reference: &str) -> (&str, &str) {

@@ -62,13 +62,22 @@ pub(super) enum Unusable {
     Corrupt(String),
 }
 
-/// The tables in `bytes`, migrating version 1 and clamping times (see [`clamp_entry`]); with
-/// how many values were clamped.
+/// What loading a state file changed in it besides the format: how many times were out of
+/// range and clamped, and the engines whose event cursor was ahead of the clock, each with by
+/// how much (nanoseconds).
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Clamped {
+    pub(super) times: usize,
+    pub(super) cursors_ahead: Vec<(String, i64)>,
+}
+
+/// The tables in `bytes`, migrating version 1 and clamping times (see [`clamp_entry`] and
+/// [`clamp_cursor`]); with what was clamped.
 pub(super) fn parse(
     bytes: &[u8],
     now_ms: i64,
     now_nanos: i64,
-) -> Result<(BTreeMap<String, LastUse>, usize), Unusable> {
+) -> Result<(BTreeMap<String, LastUse>, Clamped), Unusable> {
     if u64::try_from(bytes.len()).is_ok_and(|n| n > MAX_BYTES) {
         return Err(Unusable::Corrupt(format!("larger than {MAX_BYTES} bytes")));
     }
@@ -103,7 +112,7 @@ pub(super) fn parse(
         newer if newer > VERSION => return Err(Unusable::Newer(newer)),
         other => return Err(Unusable::Corrupt(format!("unknown format {other}"))),
     };
-    let mut clamped = 0;
+    let mut clamped = Clamped::default();
     let tables = tables
         .into_iter()
         .map(|(name, e)| {
@@ -119,17 +128,25 @@ pub(super) fn parse(
                 })
                 .collect();
             let cursor = clamp_cursor(e.cursor_nanos, now_nanos);
-            changed += usize::from(cursor != e.cursor_nanos);
+            match e.cursor_nanos {
+                Some(c) if c > now_nanos => {
+                    clamped
+                        .cursors_ahead
+                        .push((name.clone(), c.saturating_sub(now_nanos)));
+                }
+                c => changed += usize::from(cursor != c),
+            }
+            let moved = cursor != e.cursor_nanos;
             // Not after now: a clock that was wrong must not postpone removals for age.
             let covering = e.covering_since_ms.map(|t| t.clamp(0, now_ms.max(0)));
             changed += usize::from(covering != e.covering_since_ms);
             let mut table = LastUse::restored(images, cursor);
             table.set_covering_since(covering);
-            if migrated || changed > 0 {
+            if migrated || changed > 0 || moved {
                 // Written in the current format, with sane times, at the next save.
                 table.mark_dirty();
             }
-            clamped += changed;
+            clamped.times += changed;
             (name, table)
         })
         .collect();
@@ -150,8 +167,23 @@ pub(super) fn clamp_entry(entry: Entry, now_ms: i64) -> Entry {
     }
 }
 
-/// The replay cursor between 1970 and `now_nanos`: one in the future would skip the events from
-/// now until then.
+/// How far back the events are replayed when the saved cursor is ahead of the clock (24 h).
+pub const AHEAD_CURSOR_REPLAY_NANOS: i64 = 24 * 3600 * 1_000_000_000;
+
+/// The replay cursor as it can be used at `now_nanos`: not before 1970, and one ahead of the
+/// clock moved back to [`AHEAD_CURSOR_REPLAY_NANOS`] before now. A cursor ahead was saved while
+/// the clock was ahead (and has been corrected since): when the last event was really applied
+/// is unknown, only that the cleaner has been down for less than the clock's error. Replaying
+/// from now would skip every use made meanwhile; replaying from a day back covers any clock
+/// error up to a day (a clock in the wrong time zone included) and costs little: an event
+/// applied twice changes nothing, and Docker keeps only its last events anyway.
 pub(super) fn clamp_cursor(cursor: Option<i64>, now_nanos: i64) -> Option<i64> {
-    cursor.map(|c| c.clamp(0, now_nanos.max(0)))
+    let now = now_nanos.max(0);
+    cursor.map(|c| {
+        if c > now {
+            now.saturating_sub(AHEAD_CURSOR_REPLAY_NANOS).max(0)
+        } else {
+            c.max(0)
+        }
+    })
 }

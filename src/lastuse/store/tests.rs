@@ -1,6 +1,6 @@
 use std::os::unix::fs::{MetadataExt, symlink};
 
-use super::format::{clamp_cursor, clamp_entry};
+use super::format::{AHEAD_CURSOR_REPLAY_NANOS, clamp_cursor, clamp_entry};
 use super::*;
 use crate::lastuse::Entry;
 use crate::lastuse::InstanceLock;
@@ -43,6 +43,41 @@ fn corrupt_file_is_moved_aside_not_fatal() {
     let mut t = saved_table(dir.path());
     assert_eq!(t.default_engine().get("a"), None);
     assert_eq!(names(dir.path()), vec![CORRUPT_NAME]);
+}
+
+/// A directory where the corrupt file would go: the file goes to a name of its own instead;
+/// and when that cannot be had either, it is never overwritten by a save (it once was).
+#[test]
+fn a_corrupt_file_is_never_overwritten_when_its_usual_place_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = "{not json, but someone's data";
+    std::fs::write(dir.path().join(FILE_NAME), bad).unwrap();
+    let corrupt = dir.path().join(CORRUPT_NAME);
+    std::fs::create_dir(&corrupt).unwrap();
+    std::fs::write(corrupt.join("keep"), "").unwrap();
+    let (lock, mut store) = writable(dir.path());
+    let mut t = store.load(NOW_MS, NOW_NANOS);
+    let unique = format!("{CORRUPT_NAME}.{NOW_MS}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&unique)).unwrap(),
+        bad
+    );
+    t.default_engine().touch("a", 5);
+    store.save(&mut t).unwrap();
+    drop((lock, store));
+
+    // Both names taken: left in place, and no save replaces it.
+    std::fs::write(dir.path().join(FILE_NAME), bad).unwrap();
+    let (_lock, mut store) = writable(dir.path());
+    let mut t = store.load(NOW_MS, NOW_NANOS);
+    t.default_engine().touch("b", 5);
+    assert!(store.save(&mut t).is_err());
+    store.save_or_warn(&mut t);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
+        bad,
+        "the bad file was overwritten"
+    );
 }
 
 #[test]
@@ -277,8 +312,17 @@ fn times_out_of_range_are_clamped_at_load() {
         (None, None),
         (Some(5), Some(5)),
         (Some(NOW_NANOS), Some(NOW_NANOS)),
-        (Some(NOW_NANOS + 1), Some(NOW_NANOS)),
-        (Some(i64::MAX), Some(NOW_NANOS)),
+        // Ahead of the clock: replayed from a day back, not from now (which would lose every
+        // use made since the real last event).
+        (
+            Some(NOW_NANOS + 1),
+            Some(NOW_NANOS - AHEAD_CURSOR_REPLAY_NANOS),
+        ),
+        (
+            Some(NOW_NANOS + 300_000_000_000),
+            Some(NOW_NANOS - AHEAD_CURSOR_REPLAY_NANOS),
+        ),
+        (Some(i64::MAX), Some(NOW_NANOS - AHEAD_CURSOR_REPLAY_NANOS)),
         (Some(-1), Some(0)),
         (Some(i64::MIN), Some(0)),
     ];
@@ -305,7 +349,10 @@ fn a_file_with_nonsense_times_loads_clamped_and_is_rewritten() {
     let (_lock, mut store) = writable(dir.path());
     let mut t = store.load(NOW_MS, NOW_NANOS);
     let table = t.default_engine();
-    assert_eq!(table.cursor_nanos(), Some(NOW_NANOS));
+    assert_eq!(
+        table.cursor_nanos(),
+        Some(NOW_NANOS - AHEAD_CURSOR_REPLAY_NANOS)
+    );
     assert_eq!(
         table.get("sha256:future"),
         Some(Entry {

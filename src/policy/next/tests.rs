@@ -668,3 +668,71 @@ fn a_build_cache_prune_is_measured_only_when_it_reclaimed_something() {
         "the second prune reached low: the image stays"
     );
 }
+
+/// A filesystem of 100 MiB with `free_mib` free.
+fn mib_free(free_mib: u64) -> Measurement {
+    Measurement::Relative(vec![FsUsage::from_counts(
+        "/d".into(),
+        1 << 20,
+        100,
+        free_mib,
+        0,
+        0,
+    )])
+}
+
+#[test]
+fn a_removal_that_frees_much_less_than_its_size_asks_to_take_stock_again() {
+    let p = plan(vec![image("a", 10), image("b", 10), image("c", 10)]);
+    let cfg = relative(0);
+    // 85 % used; a frees its 10 MiB, b frees nothing (its layers are held elsewhere).
+    let (start, after_a, after_b) = (mib_free(15), mib_free(25), mib_free(25));
+    let script = [
+        Start,
+        Ran(Removed, QUICK),
+        Measured(&after_a),
+        Ran(Removed, QUICK),
+        Measured(&after_b),
+    ];
+    let mut course = Course::new(&p, &cfg, &start, &[default()]).restocking(true);
+    let got: Vec<Action> = script.iter().map(|i| course.next(*i)).collect();
+    assert_eq!(got, vec![Run(0), Measure, Run(1), Measure, Restock]);
+    // Not allowed (the pass has taken stock again often enough): it goes on with the plan.
+    let mut course = Course::new(&p, &cfg, &start, &[default()]);
+    let got: Vec<Action> = script.iter().map(|i| course.next(*i)).collect();
+    assert_eq!(got, vec![Run(0), Measure, Run(1), Measure, Run(2)]);
+    // Below low after the short removal: the pass is done, nothing to take stock for.
+    let mut course = Course::new(&p, &cfg, &start, &[default()]).restocking(true);
+    let done = mib_free(45);
+    let got: Vec<Action> = [Start, Ran(Removed, QUICK), Measured(&done)]
+        .iter()
+        .map(|i| course.next(*i))
+        .collect();
+    assert_eq!(got, vec![Run(0), Measure, Stop(Outcome::ReachedLow)]);
+    // A shortfall of less than SHORTFALL_MIN_BYTES is the filesystem's bookkeeping.
+    let half_mib = |id: &str| match image(id, 1) {
+        Step::RemoveImage {
+            engine,
+            id,
+            tags,
+            last_used_ms,
+            aged,
+            ..
+        } => Step::RemoveImage {
+            engine,
+            id,
+            tags,
+            size_bytes: 1 << 19,
+            last_used_ms,
+            aged,
+        },
+        other => other,
+    };
+    let small = plan(vec![half_mib("a"), half_mib("b")]);
+    let mut course = Course::new(&small, &cfg, &start, &[default()]).restocking(true);
+    let got: Vec<Action> = [Start, Ran(Removed, QUICK), Measured(&start)]
+        .iter()
+        .map(|i| course.next(*i))
+        .collect();
+    assert_eq!(got, vec![Run(0), Measure, Run(1)]);
+}

@@ -34,7 +34,10 @@ fn cri_inventory() -> Inventory {
         containers: vec![
             // Exited long ago: a Docker container this old would go, and free its image.
             managed("e", "exited-user", false, NOW - 90 * HOUR),
-            managed("c", "created-user", false, NOW - 80 * HOUR),
+            Container {
+                state: ContainerState::Created,
+                ..managed("c", "created-user", false, NOW - 80 * HOUR)
+            },
         ],
     }
 }
@@ -80,7 +83,7 @@ fn pinned_images_and_the_kubelet_s_containers_stay_under_pressure() {
         ));
         assert!(matches!(
             reason_of(&p, "exited-user"),
-            Some(Reason::InUse { container }) if container == "name-e"
+            Some(Reason::InUse { container, .. }) if container == "name-e"
         ));
         assert!(matches!(
             reason_of(&p, "created-user"),

@@ -119,7 +119,8 @@ impl Cleaner {
         self.dir.path().join("state")
     }
 
-    /// A command for the binary with `--config`, `--log stderr` and a clean environment: no stray
+    /// A command for the binary with `--config`, `--log stderr`, no environment file (never
+    /// the machine's `/etc/default/docker-image-cleaner`) and a clean environment: no stray
     /// `DOCKER_IMAGE_CLEANER_*`, `DOCKER_HOST` or `RUST_LOG` from the machine, and none of the
     /// variables a service manager may have handed the test process (`NOTIFY_SOCKET`, …; the
     /// runner sets its own). Run it with [`Daemon`].
@@ -129,6 +130,8 @@ impl Cleaner {
             .arg(self.config_path())
             .arg("--log")
             .arg("stderr")
+            .arg("--env-file")
+            .arg("")
             .args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("DOCKER_IMAGE_CLEANER_") || k == "DOCKER_HOST" || k == "RUST_LOG" {

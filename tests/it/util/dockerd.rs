@@ -180,6 +180,37 @@ impl PrivateDockerd {
         if self.containerd_root.is_some() { 2 } else { 1 }
     }
 
+    /// With the containerd image store, the root of the containerd that holds the images (on
+    /// the same filesystem as the data root); `None` with the classic store.
+    pub fn containerd_root(&self) -> Option<&Path> {
+        self.containerd_root.as_deref()
+    }
+
+    /// Runs containerd's own CLI (`ctr`, from the bed's root, in this daemon's namespace)
+    /// against this daemon's containerd; panics unless it succeeds, or when the daemon has no
+    /// containerd of the test's own (the classic store). Paths in `args` must be under this
+    /// daemon's dir (the namespace sees that and the filesystem, nothing else of /tmp).
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        assert!(
+            self.containerd_root.is_some(),
+            "ctr needs the containerd image store's containerd"
+        );
+        let mut cmd = bed::command_in(&self.dir, "/usr/bin/ctr");
+        cmd.arg("--address")
+            .arg(self.containerd_socket())
+            .args(args);
+        let out = host::run(cmd, COMMAND_BOUND);
+        assert!(
+            out.status.success(),
+            "ctr {} failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        out
+    }
+
     /// The payload that takes about `disk_mib` MiB of the disk in this daemon's store: the same
     /// with the classic store, half with the containerd image store (its blob and its
     /// snapshot). Tests whose watermarks are fractions of the disk size their images with it, so

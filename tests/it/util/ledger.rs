@@ -14,9 +14,9 @@
 //! na<TAB>podman<TAB>podman-host<TAB>podman::events::a_test<TAB>Podman 4.3 sends no build events
 //! engine<TAB>dockerd<TAB>docker-bed<TAB>-<TAB>Docker Engine 28.5.2+dfsg4, API 1.51, overlay2
 //! ```
-//! outcome (`ran`, `skipped`, `na`: the test does not apply to this engine and says why (none
-//! does today; the summary lists each), or `engine`: an engine of this flavour answered, with
-//! its version), service
+//! outcome (`ran`, `skipped`, `na`: the test does not apply to this engine and says why (the
+//! summary lists each), or `engine`: an engine of this flavour answered, with its version),
+//! service
 //! ([`super::require::Service::name`]), engine (the flavour of [`super::bed`], `-` for a service
 //! that is not an engine), test (libtest's thread name), reason (`-` when it ran; tabs and
 //! newlines become spaces). Each line is one `write` on a file opened with `O_APPEND`, so tests

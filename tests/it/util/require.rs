@@ -334,19 +334,6 @@ pub fn require(service: Service) -> bool {
     false
 }
 
-/// Records in the ledger that the current test does not apply to `service`'s engine of this
-/// run, and why; the test then returns. Use only where the engine cannot do what the test is
-/// about (not for a missing service: that is [`require`]'s).
-pub fn not_applicable(service: Service, why: &str) {
-    Ledger::current().record(&Entry {
-        outcome: Outcome::NotApplicable,
-        service: service.name().to_string(),
-        engine: service.engine().to_string(),
-        test: current_test(),
-        reason: why.to_string(),
-    });
-}
-
 /// [`require`] with everything explicit and no note on stderr, for the harness's own tests:
 /// records the outcome in `ledger`; `Err(why)` when something is missing, a panic then if `ci`.
 pub fn check(
@@ -384,6 +371,26 @@ pub fn check(
         panic!("CI is set, so this is a failure: {test} needs {service}; {why}");
     }
     Err(why)
+}
+
+/// Records that the running test, which has already passed [`require`] for `service`, does not
+/// apply to the engine of this run, and why (`na` in the ledger; `scripts/test.sh` lists each
+/// with its reason). The test must return at once. Only for something the engine does not have
+/// (a containerd of its own, a build cache endpoint), never to hide a fault of ours.
+pub fn not_applicable(service: Service, why: &str) {
+    let test = current_test();
+    Ledger::current().record(&Entry {
+        outcome: Outcome::NotApplicable,
+        service: service.name().to_string(),
+        engine: service.engine().to_string(),
+        test: test.clone(),
+        reason: why.to_string(),
+    });
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** N/A {test} on {}: {why} ***",
+        service.engine()
+    );
 }
 
 /// The running test's name: libtest names each test's thread after it (`clean::lru_order…`).

@@ -211,13 +211,13 @@ fn every_container_and_sandbox_is_the_kubelet_s_and_the_pins_are_kept() {
     assert!(inventory.containers.iter().all(|c| c.managed));
     assert_eq!(c("r").image_id, A);
     assert_eq!(c("r").name, "ci/job-1/build");
-    assert!(c("r").running);
+    assert_eq!(c("r").state, ContainerState::Running);
     assert_eq!(c("r").created, 1_700_000_000);
     assert_eq!(c("x").image_id, "sha256:bb");
-    assert!(!c("x").running);
+    assert_eq!(c("x").state, ContainerState::Exited);
     assert_eq!(c("x").finished, Some(1_700_000_100));
     assert_eq!(c("g").image_id, "sha256:gone");
     assert_eq!(c("sb").image_id, PAUSE);
     assert_eq!(c("sb").name, "sandbox ci/job-1");
-    assert!(!c("sb").running);
+    assert_eq!(c("sb").state, ContainerState::Exited);
 }
