@@ -179,6 +179,7 @@ fn engine_config(name: &str, path: &str, floor: Floor) -> EngineConfig {
     EngineConfig {
         name: name.into(),
         docker_host: None,
+        cri_endpoint: None,
         paths: vec![path.into()],
         floor,
     }
@@ -410,6 +411,7 @@ async fn the_delay_separates_image_removals_only() {
         state: ContainerState::Exited,
         created: 0,
         finished: None,
+        managed: false,
     });
     let disk = Disk::new(&engine, 59);
     let guard = Recorder::new(PassStart::Proceed);

@@ -1,6 +1,7 @@
 //! Stage 2 of a plan: each image's effective last use (a parent counts as used when any child
-//! is) and what protects an image (in use, the newest step of a build in progress, a keep rule,
-//! a keep label, too young, parent of a protected image). What is left is a candidate.
+//! is) and what protects an image (pinned by its runtime, in use, the newest step of a build in
+//! progress, a keep rule, a keep label, too young, parent of a protected image). What is left is
+//! a candidate.
 //!
 //! A classic (legacy) build meets a pass in three ways, and each is covered here whatever
 //! `min_age` says: while a step runs, its container (created or running) uses the previous
@@ -164,7 +165,9 @@ pub(super) fn protect<'a>(
     let mut kept = Vec::new();
     let mut unprotected = Vec::new();
     for image in &inventory.images {
-        let reason = if let Some((container, state)) = rules.users.get(image.id.as_str()) {
+        let reason = if let Some(why) = &image.pinned {
+            Some(Reason::Pinned { why: why.clone() })
+        } else if let Some((container, state)) = rules.users.get(image.id.as_str()) {
             Some(Reason::InUse {
                 container: container.to_string(),
                 state: *state,

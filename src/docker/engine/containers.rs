@@ -109,6 +109,7 @@ fn parse_containers(body: &str) -> Result<Vec<(Container, u64)>, serde_json::Err
             state,
             created: e.created,
             finished: None,
+            managed: false,
             id: e.id,
         };
         containers.push((container, size));

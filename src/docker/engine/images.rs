@@ -98,6 +98,7 @@ fn parse_images(body: &str) -> Result<Vec<Image>, serde_json::Error> {
             created: e.created,
             size_bytes: u64::try_from(e.size).unwrap_or(0),
             labels: e.labels.unwrap_or_default().into_iter().collect(),
+            pinned: None,
             layers: Vec::new(),
         });
     }
