@@ -12,10 +12,14 @@
 # The phases, in order (each one runs even when an earlier one failed, so a failing unit test
 # cannot hide the integration suite; the verdict names each phase that failed):
 #   unit         cargo test --lib --bins --examples, and the doc tests
-#   integration  cargo test --test it, on the host's engines: Docker 20.10 and Podman 4.3 (Debian 12)
+#   integration  cargo test --test it, on the host's engines: Docker 20.10, Podman 4.3 and
+#                containerd 1.6 with its CRI (Debian 12)
 #   matrix       the tests that ran against a real dockerd or Podman in "integration", again on
 #                Docker 28 (overlay2) with Podman 5.8, then on Docker 28 with the containerd image
-#                store (DIC_TEST_DOCKER, DIC_TEST_PODMAN: tests/it/util/bed.rs)
+#                store (DIC_TEST_DOCKER, DIC_TEST_PODMAN: tests/it/util/bed.rs); then the CRI
+#                tests (those that ran or did not apply on containerd 1.6) on the bed's
+#                containerd 2.1, with Docker 28 where a test has a Docker too (DIC_TEST_CRI:
+#                tests/it/util/cri.rs)
 #
 # The real-engine tests start their own private dockerd, or rootful `podman system service`, on a
 # loop-mounted ext4 filesystem; they never touch the machine's default daemon or Podman storage.
@@ -45,6 +49,8 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 dpkg -s containernetworking-plugins >/dev/null 2>&1 || missing+=(containernetworking-plugins)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
+# The CRI engine's tests run a private containerd 1.6 with its CRI plugin (and its ctr).
+[ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || missing+=(containerd)
 # The test images are FROM scratch around a static busybox.
 # The build generates containerd's gRPC client with protoc.
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
@@ -139,6 +145,17 @@ if [ "$host_only" = false ]; then
             phase "matrix: Docker 28 containerd store (${#docker_tests[@]} tests)" \
             cargo test --locked --test it -- --exact "${docker_tests[@]}" "${cargo_args[@]}"
     fi
+    # The CRI tests on containerd 2.1, those that did not apply to 1.6 included.
+    mapfile -t cri_tests < <(awk -F'\t' '($1 == "ran" || $1 == "na") && $2 == "cri" { print $4 }' \
+        "$DIC_TEST_LEDGER" | sort -u)
+    if [ ${#cri_tests[@]} -eq 0 ]; then
+        echo "no CRI test ran on the host's containerd: nothing for the matrix" >&2
+        failed+=("matrix: CRI")
+    else
+        DIC_TEST_CRI=bed DIC_TEST_DOCKER=bed \
+            phase "matrix: containerd 2.1 CRI (${#cri_tests[@]} tests)" \
+            cargo test --locked --test it -- --exact "${cri_tests[@]}" "${cargo_args[@]}"
+    fi
 fi
 
 # The summary: per service and engine, how many distinct tests ran, did not apply and were
@@ -176,7 +193,7 @@ summary="$(awk -F'\t' -v table="$matrix_table" '
             if (per_engine["ran", e] + 0 == 0) silent = silent " " e
         }
         printf "real-service tests: %d ran, %d did not apply, %d skipped; engines: %d\n", ran_total, na_total, skipped_total, engines
-        printf "ENGINES=%d SILENT=\"%s\" DOCKERD_RAN=%d PODMAN_RAN=%d SKIPPED=%d BAD=%d\n", engines, silent, per_engine["ran", "docker-host"] + 0, per_engine["ran", "podman-host"] + 0, skipped_total + 0, bad + 0
+        printf "ENGINES=%d SILENT=\"%s\" DOCKERD_RAN=%d PODMAN_RAN=%d CRI_RAN=%d SKIPPED=%d BAD=%d\n", engines, silent, per_engine["ran", "docker-host"] + 0, per_engine["ran", "podman-host"] + 0, per_engine["ran", "cri-host"] + 0, skipped_total + 0, bad + 0
     }' "$DIC_TEST_LEDGER")"
 # The last line is for this script, not for people.
 counts="${summary##*$'\n'}"
@@ -189,8 +206,9 @@ cat "$matrix_table"
 problems=()
 [ "$DOCKERD_RAN" -gt 0 ] || problems+=("no test ran against a real dockerd")
 [ "$PODMAN_RAN" -gt 0 ] || problems+=("no test ran against a real Podman")
+[ "$CRI_RAN" -gt 0 ] || problems+=("no test ran against a real containerd's CRI")
 if [ "$host_only" = false ]; then
-    [ "$ENGINES" -ge 5 ] || problems+=("only $ENGINES of the 5 engines of the matrix answered")
+    [ "$ENGINES" -ge 7 ] || problems+=("only $ENGINES of the 7 engines of the matrix answered")
 fi
 [ -z "$SILENT" ] || problems+=("engines that ran no test:$SILENT")
 [ "$SKIPPED" -eq 0 ] || problems+=("$SKIPPED real-service test(s) were skipped")

@@ -188,7 +188,7 @@ pub const KEYS: &[KeyDoc] = &[
         shown: r#"`[[engine]]`"#,
         env: r#"(file only: `DOCKER_IMAGE_CLEANER_ENGINE` is not read, and a warning says so)"#,
         default: r#"one engine, `default`"#,
-        meaning: r#"several engines on one node, one table each: `name` (lower-case letters, digits, `-`, `_`, `.`; unique), `docker_host` (as above; empty: the local socket), `paths` (its data, at least one absolute path), `floor` (as above). With tables, the top-level `docker_host`, `path_to_check` and `floor` must stay at their defaults"#,
+        meaning: r#"several engines on one node, one table each: `name` (lower-case letters, digits, `-`, `_`, `.`; unique), `kind` (`"docker"`, the default: the Docker Engine API, Docker or Podman; `"cri"`: the kubelet's runtime, see [The kubelet's image store](#the-kubelets-image-store-cri)), `docker_host` (kind `docker`, as above; empty: the local socket), `cri_endpoint` (kind `cri`: the runtime's socket, `unix:///absolute/path`; default `unix:///run/containerd/containerd.sock`, CRI-O's is `unix:///var/run/crio/crio.sock`), `paths` (its data, at least one absolute path), `floor` (as above). With tables, the top-level `docker_host`, `path_to_check` and `floor` must stay at their defaults"#,
     },
     KeyDoc {
         key: "metrics_textfile",

@@ -5,8 +5,9 @@
 //! In import order: a module uses only those listed above it (and the leaves).
 //! - [`config`]: the TOML file, `DOCKER_IMAGE_CLEANER_*` overrides and flags, validated into [`config::Config`].
 //! - [`usage`]: native measurement: [`usage::Measurement`], `statvfs` percentages and a `du -sx` walk.
-//! - [`docker`]: the only module that names bollard types; the [`docker::Engine`] trait, its
-//!   bollard implementation and an in-memory fake.
+//! - [`docker`]: the only module that names bollard and tonic types; the [`docker::Engine`]
+//!   trait, its implementations (the Docker Engine API through bollard, the kubelet's CRI
+//!   runtime through k8s-cri, either as [`docker::AnyEngine`]) and an in-memory fake.
 //! - [`lastuse`]: when each image was last used, per engine, fed with events; the state file.
 //! - [`policy`]: the pure decisions: the plan (what goes, in which order, what stays and why) and
 //!   the course of a running plan (what next, when to stop).

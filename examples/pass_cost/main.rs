@@ -340,6 +340,7 @@ fn pass_config(args: &Args, variant: Variant) -> Config {
     let engine = EngineConfig {
         name: "default".to_string(),
         docker_host: Some(args.docker_host.clone()),
+        cri_endpoint: None,
         paths: vec![args.data_root.clone()],
         floor: Floor::NONE,
     };

@@ -16,7 +16,8 @@
 //!
 //! - `rng`: the PRNG and distributions; `trace`: catalogs and uses;
 //! - `node`: the simulated disk and engine; `sim`: the event loop;
-//! - `ours`: our cleaner through the library; `peers`: kubelet, docuum, Belady;
+//! - `ours`: our cleaner through the library; `peers`: kubelet, ours beside the kubelet (a CRI
+//!   engine), docuum, Belady;
 //! - `report`: tables, CSV, sanity; `plot`: the PNGs.
 
 mod bench;
@@ -129,6 +130,8 @@ enum Policy {
     },
     Original,
     Kubelet,
+    /// Ours at today's defaults in front of the kubelet's GC at its own (a CRI engine).
+    BesideKubelet,
     Docuum,
     Belady,
 }
@@ -177,6 +180,7 @@ impl Policy {
             }
             Policy::Original => "original (prune)".into(),
             Policy::Kubelet => "kubelet 85/80".into(),
+            Policy::BesideKubelet => "ours defaults + kubelet 85/80".into(),
             Policy::Docuum => "docuum 80%".into(),
             Policy::Belady => "belady (optimum)".into(),
         }
@@ -214,6 +218,14 @@ impl Policy {
                 min_age_s: 120,
                 sizes: "reported",
                 ..Settings::default()
+            },
+            Policy::BesideKubelet => Settings {
+                strategy: "lru2+kubelet".into(),
+                high: OUR_DEFAULT_BAND.0,
+                low: OUR_DEFAULT_BAND.1,
+                min_age_s: CANDIDATE_MIN_AGE_S,
+                react: true,
+                sizes: "reported",
             },
             Policy::Docuum => Settings {
                 strategy: "docuum".into(),
@@ -255,6 +267,17 @@ impl Policy {
                 scale,
             )),
             Policy::Kubelet => Box::new(peers::Kubelet::new(scale)),
+            Policy::BesideKubelet => Box::new(peers::BesideKubelet::new(
+                ours::Ours::new(
+                    Strategy::Lru2,
+                    OUR_DEFAULT_BAND,
+                    Duration::from_secs(CANDIDATE_MIN_AGE_S),
+                    true,
+                    Sizes::Reported,
+                    scale,
+                ),
+                scale,
+            )),
             Policy::Docuum => Box::new(peers::Docuum::new(80)),
             Policy::Belady => Box::new(peers::Belady),
         }
@@ -266,6 +289,9 @@ impl Policy {
 /// earlier min age of an hour nearly every image was protected, each pass removed every
 /// candidate, and the order did not matter.
 const CANDIDATE_BAND: (f64, f64) = (82.0, 78.0);
+/// Today's defaults (`threshold_high` 82, `threshold_low` 4 below), whatever `--band` says: the
+/// cleaner beside the kubelet runs at them.
+const OUR_DEFAULT_BAND: (f64, f64) = (82.0, 78.0);
 const CANDIDATE_MIN_AGE_S: u64 = 120;
 
 /// The policies of the main table: lru at the earlier defaults; at `band` and `min_age_s`
@@ -296,6 +322,7 @@ fn main_policies(band: (f64, f64), min_age_s: u64) -> Vec<Policy> {
         ours(Strategy::Lru2, true, Sizes::Reported),
         Policy::Original,
         Policy::Kubelet,
+        Policy::BesideKubelet,
         Policy::Docuum,
         Policy::Belady,
     ]

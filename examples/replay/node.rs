@@ -549,6 +549,7 @@ impl<'t> Node<'t> {
                 state: ContainerState::Running,
                 created: started.div_euclid(1000),
                 finished: None,
+                managed: false,
             })
             .collect();
         Inventory { images, containers }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::node::Removal;
+use crate::ours::Ours;
 use crate::sim::{Cleaner, Notice, World};
 
 /// The kubelet's image garbage collector (peers.md §5, "The kubelet's image GC
@@ -107,6 +108,41 @@ impl Cleaner for Kubelet {
             // `lastUsed` is lost".
             Notice::Restart => self.records.clear(),
             _ => {}
+        }
+    }
+}
+
+/// Our cleaner in front of the kubelet's image GC on the same node, each at its own settings: a
+/// CRI engine (`kind = "cri"`) beside the kubelet, both removing through the one runtime. Both
+/// run every 5 minutes (our `interval_seconds` and the kubelet's `ImageGCPeriod`), ours first
+/// at each tick; ours also reacts to pulls. A restart restarts both: the kubelet forgets its
+/// last uses, ours keeps them (the state file).
+pub struct BesideKubelet {
+    ours: Ours,
+    kubelet: Kubelet,
+}
+
+impl BesideKubelet {
+    /// `ours` in front of a kubelet that has just started.
+    pub fn new(ours: Ours, scale: i64) -> Self {
+        BesideKubelet {
+            ours,
+            kubelet: Kubelet::new(scale),
+        }
+    }
+}
+
+impl Cleaner for BesideKubelet {
+    fn interval_ms(&self) -> Option<i64> {
+        // One tick drives both: the world has one interval, and both periods are 5 minutes.
+        debug_assert_eq!(self.ours.interval_ms(), Some(KUBELET_PERIOD_MS));
+        Some(KUBELET_PERIOD_MS)
+    }
+
+    fn notice(&mut self, w: &mut World<'_>, notice: Notice) {
+        self.ours.notice(w, notice);
+        if matches!(notice, Notice::Tick | Notice::Restart) {
+            self.kubelet.notice(w, notice);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Syntax checks of single values that go on to other systems: the Kubernetes node name (it
-//! becomes part of a request path) and the Docker endpoint (`DOCKER_HOST`). Pure functions of the
-//! text; they neither resolve nor connect to anything.
+//! becomes part of a request path), the Docker endpoint (`DOCKER_HOST`) and a CRI runtime's
+//! socket (`cri_endpoint`). Pure functions of the text; they neither resolve nor connect to
+//! anything.
 
 /// Longest Kubernetes object name that is a DNS subdomain (RFC 1123).
 pub const MAX_NODE_NAME_LEN: usize = 253;
@@ -110,6 +111,42 @@ pub fn check_docker_host(host: &str) -> Result<String, String> {
         )),
         _ => Err(format!(
             "unknown scheme {scheme:?}: use unix://, tcp:// or http://"
+        )),
+    }
+}
+
+/// containerd's CRI socket, the kubelet's default `--container-runtime-endpoint`.
+pub const DEFAULT_CRI_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+
+/// Checks a CRI runtime's endpoint as the kubelet's `--container-runtime-endpoint` names it:
+/// `unix:///absolute/path` (containerd's `unix:///run/containerd/containerd.sock`, CRI-O's
+/// `unix:///var/run/crio/crio.sock`). A bare absolute path, which crictl still accepts, is
+/// refused with the `unix://` form to write instead; so is any other scheme (the runtimes
+/// listen on unix sockets only).
+pub fn check_cri_endpoint(endpoint: &str) -> Result<String, String> {
+    if let Some(c) = endpoint
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(format!(
+            "contains {c:?}: a CRI endpoint has no spaces or control characters"
+        ));
+    }
+    if endpoint.starts_with('/') {
+        return Err(format!(
+            "write it as unix://{endpoint} (the form the kubelet's --container-runtime-endpoint takes)"
+        ));
+    }
+    match endpoint.split_once("://") {
+        Some(("unix", path)) if path.starts_with('/') && path.len() > 1 => Ok(endpoint.to_string()),
+        Some(("unix", path)) => Err(format!(
+            "the socket path {path:?} must be absolute, e.g. {DEFAULT_CRI_ENDPOINT}"
+        )),
+        Some((scheme, _)) => Err(format!(
+            "{scheme}:// is not supported: a CRI runtime listens on a unix socket, e.g. {DEFAULT_CRI_ENDPOINT} (containerd) or unix:///var/run/crio/crio.sock (CRI-O)"
+        )),
+        None => Err(format!(
+            "must be unix:///absolute/path, e.g. {DEFAULT_CRI_ENDPOINT} (containerd) or unix:///var/run/crio/crio.sock (CRI-O)"
         )),
     }
 }

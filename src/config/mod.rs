@@ -34,7 +34,10 @@ use std::time::Duration;
 
 use regex::Regex;
 
-pub use checks::{DEFAULT_DOCKER_TCP_PORT, check_docker_host, check_node_name};
+pub use checks::{
+    DEFAULT_CRI_ENDPOINT, DEFAULT_DOCKER_TCP_PORT, check_cri_endpoint, check_docker_host,
+    check_node_name,
+};
 pub use env::{CONFIG_ENV, Env};
 
 /// Every key of the file, in its order (what `check-config` prints).
@@ -48,8 +51,8 @@ pub use envfile::{DEFAULT_ENV_FILE, EnvFile};
 pub use file::MAX_FILE_BYTES;
 pub use load::{DEFAULT_PATH, Flags, Loaded, Source, load};
 pub use types::{
-    CordonMode, Delay, EngineConfig, Floor, KeepLabel, LogLevel, OnCordonFailure, Strategy,
-    ThresholdType, Watermarks,
+    CordonMode, Delay, EngineConfig, EngineKind, Floor, KeepLabel, LogLevel, OnCordonFailure,
+    Strategy, ThresholdType, Watermarks,
 };
 pub use units::{MAX_DURATION, MAX_DURATION_SECS, SizeError, parse_size};
 
@@ -225,6 +228,7 @@ impl Default for Config {
             engines: vec![EngineConfig {
                 name: DEFAULT_ENGINE.to_string(),
                 docker_host: None,
+                cri_endpoint: None,
                 paths: vec![PathBuf::from("/var/lib/docker")],
                 floor: Floor::NONE,
             }],

@@ -87,7 +87,11 @@ pub(crate) const FILE_ONLY_KEYS: &[&str] = &["engine"];
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEngine {
     pub name: String,
+    /// `docker` (the default) or `cri`; read as text so that a wrong one is named with the
+    /// table it is in.
+    pub kind: Option<String>,
     pub docker_host: Option<String>,
+    pub cri_endpoint: Option<String>,
     pub paths: Option<StringList>,
     pub floor: Option<Quantity>,
 }

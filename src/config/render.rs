@@ -106,9 +106,16 @@ pub(crate) fn render(c: &Config) -> Vec<(&'static str, String)> {
                 c.engines
                     .iter()
                     .map(|e| format!(
-                        "{{ name = {}, docker_host = {}, paths = {}, floor = {} }}",
+                        "{{ name = {}, {}, paths = {}, floor = {} }}",
                         string(&e.name),
-                        string(e.docker_host.as_deref().unwrap_or("")),
+                        match &e.cri_endpoint {
+                            Some(endpoint) =>
+                                format!("kind = \"cri\", cri_endpoint = {}", string(endpoint)),
+                            None => format!(
+                                "docker_host = {}",
+                                string(e.docker_host.as_deref().unwrap_or(""))
+                            ),
+                        },
                         list(e.paths.iter().map(|p| p.display().to_string()).collect()),
                         floor_value(e.floor)
                     ))

@@ -1054,6 +1054,7 @@ fn bad_fleet_values_name_the_key() {
     );
 }
 
+mod cri;
 mod headroom;
 mod reclaim;
 

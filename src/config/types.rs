@@ -259,10 +259,53 @@ pub struct EngineConfig {
     /// `_` and `.`, at most 63 characters.
     pub name: String,
     /// Its endpoint, as [`Config::docker_host`](super::Config::docker_host); `None` for the local
-    /// socket.
+    /// socket. Always `None` for a CRI engine.
     pub docker_host: Option<String>,
+    /// For an engine of kind `cri` (the kubelet's runtime: containerd, CRI-O), its CRI socket,
+    /// `unix:///absolute/path`; `None` for a Docker Engine API endpoint (Docker, Podman).
+    pub cri_endpoint: Option<String>,
     /// Its data, measured for its footprint (at least one absolute path).
     pub paths: Vec<PathBuf>,
     /// What pressure from outside never removes.
     pub floor: Floor,
+}
+
+/// What an engine speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// The Docker Engine API (Docker, docker-in-docker, Podman's compatible service).
+    Docker,
+    /// The Kubernetes CRI (the kubelet's containerd or CRI-O).
+    Cri,
+}
+
+impl EngineKind {
+    /// Its name in the configuration (`kind = "…"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "docker",
+            EngineKind::Cri => "cri",
+        }
+    }
+}
+
+impl EngineConfig {
+    /// What it speaks: CRI when it has a CRI endpoint.
+    pub fn kind(&self) -> EngineKind {
+        if self.cri_endpoint.is_some() {
+            EngineKind::Cri
+        } else {
+            EngineKind::Docker
+        }
+    }
+
+    /// Its endpoint as people read it: the CRI socket, the Docker endpoint, or Docker's
+    /// default socket.
+    pub fn endpoint(&self) -> &str {
+        self.cri_endpoint
+            .as_deref()
+            .or(self.docker_host.as_deref())
+            .unwrap_or("unix:///var/run/docker.sock")
+    }
 }

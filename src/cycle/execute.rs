@@ -194,7 +194,7 @@ fn count(step: &Step, r: &Removal, tally: &mut Tally, image: bool) -> StepResult
             return StepResult::Removed;
         }
         Removal::Gone => log::info!("{step}: already gone"),
-        Removal::Conflict(why) => log::warn!("{step}: refused by Docker, skipping: {why}"),
+        Removal::Conflict(why) => log::warn!("{step}: refused by the engine, skipping: {why}"),
         Removal::Changed(why) => log::warn!("{step}: changed since the plan, skipping: {why}"),
     }
     tally.skipped += 1;

@@ -49,28 +49,50 @@ pub fn storage_warnings(config: &EngineConfig, storage: &Storage) -> Vec<String>
             root.display()
         ));
     }
+    // Docker's containerd image store, or the kubelet's containerd behind a CRI engine.
+    let whose = match &storage.cri {
+        Some(cri) => format!(
+            "its runtime ({}) keeps its images in containerd",
+            cri.runtime
+        ),
+        None => "it keeps its images in containerd (the containerd image store)".to_string(),
+    };
     if let Some(c) = &storage.containerd {
+        // Those its paths hold are counted the same way, per namespace: nothing to say.
         let extra: Vec<String> = storage
             .places()
             .into_iter()
-            .filter(|p| !p.walked)
+            .filter(|p| !p.walked && !Storage::covered_by(&p.path, &config.paths))
             .map(|p| p.path.display().to_string())
             .collect();
         match &c.error {
             Some(why) => out.push(format!(
-                "engine {}: it keeps its images in containerd (the containerd image store, namespace {}), but containerd at {} cannot say where: {why}; the image bytes are not measured unless its paths hold containerd's root (where other namespaces, the kubelet's, are counted too)",
+                "engine {}: {whose}, namespace {}, but containerd at {} cannot say where: {why}; the image bytes are not measured unless its paths hold containerd's root (where other namespaces are counted too)",
                 config.name,
                 c.namespace,
                 c.address.display()
             )),
             None if !extra.is_empty() => out.push(format!(
-                "engine {}: it keeps its images in containerd (the containerd image store, namespace {}), not under {paths}: also measuring {} (their bytes counted by containerd for namespace {} only)",
+                "engine {}: {whose}, namespace {}, not under {paths}: also measuring {} (their bytes counted by containerd for namespace {} only)",
                 config.name,
                 c.namespace,
                 extra.join(" and "),
                 c.namespace
             )),
             None => {}
+        }
+    }
+    // A CRI runtime's own filesystems (CRI-O's store), walked: its footprint needs its paths.
+    if storage.cri.is_some() {
+        for place in storage.places().into_iter().filter(|p| p.walked) {
+            if !Storage::covered_by(&place.path, &config.paths) {
+                out.push(format!(
+                    "engine {}: {} is at {}, which its paths ({paths}) do not hold: its filesystem is watched, but its footprint (floors, absolute mode) counts only its paths; add it to them",
+                    config.name,
+                    place.holds,
+                    place.path.display()
+                ));
+            }
         }
     }
     out

@@ -179,6 +179,7 @@ fn engine_config(name: &str, path: &str, floor: Floor) -> EngineConfig {
     EngineConfig {
         name: name.into(),
         docker_host: None,
+        cri_endpoint: None,
         paths: vec![path.into()],
         floor,
     }
@@ -413,6 +414,7 @@ async fn the_delay_separates_image_removals_only() {
         state: ContainerState::Exited,
         created: 0,
         finished: None,
+        managed: false,
     });
     let disk = Disk::new(&engine, 59);
     let guard = Recorder::new(PassStart::Proceed);
@@ -1087,9 +1089,11 @@ async fn prune_strategy_spares_a_build_in_progress() {
         created: now_secs - 5,
         ..image("step", 10)
     };
+    // An import made a minute ago (within the commit window it could be a step whose parent
+    // Docker has not named yet, and would stay too).
     let dangling = Image {
         tags: Vec::new(),
-        created: now_secs - 5,
+        created: now_secs - 60,
         ..image("dangling", 10)
     };
     let engine = FakeEngine::new(vec![image("base", 10), step, dangling], Vec::new());

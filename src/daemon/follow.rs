@@ -13,7 +13,7 @@ use super::{Error, or_shutdown};
 use crate::clock::now_nanos;
 use crate::config::{Config, EngineConfig};
 use crate::cycle;
-use crate::docker::{self, DockerEngine, Engine, UseEvent};
+use crate::docker::{self, AnyEngine, Engine, UseEvent};
 use crate::error_chain;
 use crate::lastuse::LastUse;
 use crate::metrics::Reconnects;
@@ -24,7 +24,7 @@ pub(super) type Used = (String, UseEvent);
 /// The daemon's connection to Docker and its event follower.
 pub(super) struct Connection {
     /// The engine, connected.
-    pub(super) engine: DockerEngine,
+    pub(super) engine: AnyEngine,
     follower: tokio::task::JoinHandle<()>,
 }
 
@@ -38,7 +38,7 @@ impl Connection {
     /// Starts following `engine`'s events from `since` into `tx` (see [`follow`]).
     pub(super) fn follow(
         name: String,
-        engine: DockerEngine,
+        engine: AnyEngine,
         since: i64,
         tx: mpsc::UnboundedSender<Used>,
         reconnects: Reconnects,
@@ -52,12 +52,10 @@ impl Connection {
 pub(super) async fn connect(
     engine: &EngineConfig,
     timeout: Duration,
-) -> Result<DockerEngine, docker::Error> {
-    let connected = DockerEngine::connect(engine.docker_host.as_deref(), timeout).await;
+) -> Result<AnyEngine, docker::Error> {
+    let connected = AnyEngine::connect(engine, timeout).await;
     if let Ok(e) = &connected {
-        if e.is_podman() {
-            log::debug!("engine {}: Podman's Docker-compatible API", engine.name);
-        }
+        log::debug!("engine {}: {}", engine.name, e.describe());
         for warning in cycle::storage_warnings(engine, e.storage()) {
             log::warn!("{warning}");
         }
@@ -71,7 +69,7 @@ pub(super) async fn connect(
 pub(super) async fn connect_all(
     config: &Config,
     shutdown: &CancellationToken,
-) -> Result<Vec<(usize, DockerEngine)>, Error> {
+) -> Result<Vec<(usize, AnyEngine)>, Error> {
     let mut connected = Vec::new();
     let mut first_error = None;
     for (i, engine) in config.engines.iter().enumerate() {
@@ -99,7 +97,7 @@ pub(super) async fn connect_all(
 /// anyway); `None` on shutdown.
 pub(super) async fn catch_up(
     name: &str,
-    engine: &DockerEngine,
+    engine: &AnyEngine,
     last_use: &mut LastUse,
     shutdown: &CancellationToken,
 ) -> Option<()> {
@@ -118,7 +116,7 @@ pub(super) async fn catch_up(
 /// (Docker restarted), resuming from the last event seen.
 async fn follow(
     name: String,
-    engine: DockerEngine,
+    engine: AnyEngine,
     mut since: i64,
     tx: mpsc::UnboundedSender<Used>,
     reconnects: Reconnects,

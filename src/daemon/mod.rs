@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{now_ms, now_nanos};
 use crate::config::Config;
 use crate::cycle::{self, Member, Pass, Quiet, Report};
-use crate::docker::{self, DockerEngine, Engine};
+use crate::docker::{self, AnyEngine, Engine};
 use crate::lastuse::{self, Tables};
 use crate::metrics::{self, Exporter};
 use crate::node;
@@ -97,9 +97,9 @@ async fn or_shutdown<T>(shutdown: &CancellationToken, f: impl Future<Output = T>
 /// The members of a pass: each connected engine with its configuration and last-use table.
 fn members<'a>(
     config: &'a Config,
-    connected: &'a [(usize, DockerEngine)],
+    connected: &'a [(usize, AnyEngine)],
     tables: &'a mut Tables,
-) -> Vec<Member<'a, DockerEngine>> {
+) -> Vec<Member<'a, AnyEngine>> {
     let names: Vec<&str> = connected
         .iter()
         .map(|(i, _)| config.engines[*i].name.as_str())

@@ -6,8 +6,8 @@
 //!
 //! Fatal, because waiting cannot fix them: a kubeconfig that exists but cannot be used (it does
 //! not parse, asks for something refused, names a CA that is not there, or names none and the
-//! system has no CA certificates), a watched path that does not exist, a Docker endpoint that
-//! is not a socket. Not yet, so the daemon starts and waits: no kubeconfig yet (a node image
+//! system has no CA certificates), a watched path that does not exist, an engine's endpoint
+//! (Docker's or a CRI runtime's) that is not a socket. Not yet, so the daemon starts and waits: no kubeconfig yet (a node image
 //! baked before it joins a cluster), a credential file or plugin not there yet, Docker not
 //! started yet, an endpoint reached over the network. A warning, not fatal: a kubeconfig where
 //! the unit's `ProtectHome=yes` hides it.
@@ -17,12 +17,12 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::docker::{DockerEngine, Engine};
+use crate::config::{Config, EngineKind};
+use crate::docker::{AnyEngine, Engine};
 use crate::error_chain;
 use crate::node;
 
-/// How long a local Docker socket gets to answer the check.
+/// How long a local engine socket (Docker's, a CRI runtime's) gets to answer the check.
 const PING_BOUND: Duration = Duration::from_secs(5);
 
 /// What the checks found.
@@ -99,11 +99,13 @@ fn paths(config: &Config, p: &mut Preflight) {
 /// worth a warning (Docker may start after us).
 async fn engines(config: &Config, p: &mut Preflight) {
     for engine in &config.engines {
-        let host = engine
-            .docker_host
-            .clone()
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let host = engine.endpoint().to_string();
+        let key = match engine.kind() {
+            EngineKind::Docker => "docker_host",
+            EngineKind::Cri => "cri_endpoint",
+        };
         let Some(socket) = host.strip_prefix("unix://") else {
+            // Only a Docker engine may be remote: a CRI endpoint is a unix socket (config).
             p.notes.push(format!(
                 "engine {}: {host} is reached over the network: looked at once the daemon runs",
                 engine.name
@@ -127,7 +129,7 @@ async fn engines(config: &Config, p: &mut Preflight) {
             }
             Ok(m) if !m.file_type().is_socket() => {
                 p.fatal.push(format!(
-                    "engine {}: {socket} is not a socket: docker_host must name the engine's API socket",
+                    "engine {}: {socket} is not a socket: {key} must name the engine's API socket",
                     engine.name
                 ));
                 continue;
@@ -135,12 +137,15 @@ async fn engines(config: &Config, p: &mut Preflight) {
             Ok(_) => {}
         }
         let timeout = config.timeout.min(PING_BOUND);
-        match DockerEngine::connect(Some(&host), timeout).await {
+        match AnyEngine::connect(engine, timeout).await {
             Ok(e) => {
                 p.notes.push(format!(
                     "engine {}: {host} answers{}: {}",
                     engine.name,
-                    if e.is_podman() { " (Podman)" } else { "" },
+                    match &e {
+                        AnyEngine::Docker(d) if d.is_podman() => " (Podman)",
+                        _ => "",
+                    },
                     e.storage().describe()
                 ));
                 for place in e.storage().counted_in(&engine.paths) {

@@ -16,7 +16,7 @@ use super::{members, or_shutdown};
 use crate::clock::{now_ms, now_nanos};
 use crate::config::Config;
 use crate::cycle::{self, Pass, Progress, Quiet, Report};
-use crate::docker::DockerEngine;
+use crate::docker::AnyEngine;
 use crate::docker::Engine as _;
 use crate::error_chain;
 use crate::metrics::Exporter;
@@ -227,7 +227,7 @@ impl Daemon<'_> {
     }
 
     /// The connection of engine `name`, if connected.
-    fn connected(&self, name: &str) -> Option<&DockerEngine> {
+    fn connected(&self, name: &str) -> Option<&AnyEngine> {
         let i = self.config.engines.iter().position(|e| e.name == name)?;
         self.connections.get(i)?.as_ref().map(|c| &c.engine)
     }
@@ -270,7 +270,7 @@ impl Daemon<'_> {
 
     /// One pass over the engines connected now.
     async fn pass(&mut self) -> Result<Report, cycle::Error> {
-        let connected: Vec<(usize, DockerEngine)> = self
+        let connected: Vec<(usize, AnyEngine)> = self
             .connections
             .iter()
             .enumerate()

@@ -130,6 +130,23 @@ impl DockerEngine {
         self.call(op, docker.ping()).await
     }
 
+    /// [`DockerEngine::get_text`] for a list: the containerd image store fails a whole list
+    /// with 404 "NotFound: content digest …" when an image in it is being removed (seen on
+    /// Docker 28 while a pass and builds ran), so a 404 asks the list again, up to
+    /// [`LIST_ATTEMPTS`] times.
+    async fn get_list(&self, op: &str, path_and_query: &'static str) -> Result<String, Error> {
+        let mut attempt = 1;
+        loop {
+            match self.get_text(op, path_and_query).await {
+                Err(Error::Status { status: 404, .. }) if attempt < LIST_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(LIST_RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs one request under the timeout (bollard's covers only the response headers).
     async fn call<T>(
         &self,
@@ -172,6 +189,11 @@ impl DockerEngine {
 }
 
 /// Turns bollard's error into ours: an answer with a status keeps its status and message.
+/// How many times a list that failed with 404 is asked (see `DockerEngine::get_list`).
+const LIST_ATTEMPTS: u32 = 4;
+/// The pause before a list is asked again.
+const LIST_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 fn error(op: String, source: BollardError) -> Error {
     match source {
         BollardError::DockerResponseServerError {

@@ -1,8 +1,10 @@
-//! The container engines: the only module that names bollard types. The rest of the program sees
-//! the plain data of [`model`] and the [`Engine`] trait, implemented over the Docker Engine API
-//! by [`DockerEngine`] (Docker, docker-in-docker, and Podman's Docker-compatible service) and in
-//! memory by [`fake::FakeEngine`] for tests and simulations. It performs what it is asked to and
-//! never decides what to delete.
+//! The container engines: the only module that names bollard and tonic types. The rest of the
+//! program sees the plain data of [`model`] and the [`Engine`] trait, implemented over the
+//! Docker Engine API by [`DockerEngine`] (Docker, docker-in-docker, and Podman's
+//! Docker-compatible service), over the Kubernetes CRI by [`CriEngine`] (the kubelet's
+//! containerd or CRI-O), for either by [`AnyEngine`] (what the daemon, a pass and `status` hold),
+//! and in memory by [`fake::FakeEngine`] for tests and simulations. It performs what it is asked
+//! to and never decides what to delete.
 //!
 //! - `model`: images, containers, inventories, the build cache, removal results, use events.
 //! - `engine`: [`DockerEngine`], the Engine API through bollard over a transport of our own
@@ -12,11 +14,17 @@
 //!   events mean "used") read by `engine/stream` (each line bounded), `engine/cache` (the
 //!   build cache's df and prune) and `engine/storage` (where the engine keeps its bytes).
 //! - `storage`: where an engine keeps its bytes ([`Storage`], [`Place`]), as plain data;
-//! - `containerd`: containerd's own API (introspection, a namespace's content and snapshots),
-//!   for Docker's containerd image store; the only file that names tonic types.
+//! - `containerd`: containerd's own API (introspection, a namespace's content and snapshots,
+//!   pinned labels, task events), for Docker's containerd image store and the kubelet's
+//!   containerd;
+//! - `cri`: [`CriEngine`], the CRI through k8s-cri (`cri/list`, `cri/remove`, `cri/events`,
+//!   `cri/storage`); with `containerd`, the only files that name tonic types;
+//! - `any`: [`AnyEngine`], an engine of either kind, so that one pass holds both.
 //! - [`fake`]: a recording in-memory engine with scripted answers.
 
+mod any;
 mod containerd;
+mod cri;
 mod engine;
 pub mod fake;
 mod model;
@@ -27,11 +35,13 @@ use std::time::Duration;
 
 use futures_util::Stream;
 
+pub use any::AnyEngine;
+pub use cri::CriEngine;
 pub use engine::DockerEngine;
 pub use model::{
     BuildCache, CacheRecord, Container, ContainerState, Image, Inventory, Pruned, Removal, UseEvent,
 };
-pub use storage::{ContainerdStore, Place, Storage};
+pub use storage::{ContainerdStore, CriStore, Place, Storage};
 
 /// Errors talking to an engine.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +84,16 @@ pub enum Error {
         /// It answered "not found".
         not_found: bool,
     },
+    /// The CRI runtime (the kubelet's containerd or CRI-O) refused or failed a call.
+    #[error("CRI runtime: {op}: {message}")]
+    Cri {
+        /// What we asked, and where.
+        op: String,
+        /// Its status and message.
+        message: String,
+        /// It answered "not found".
+        not_found: bool,
+    },
     /// A request got no answer in time.
     #[error("request timed out after {}s: {op}", .after.as_secs())]
     Timeout {
@@ -92,7 +112,8 @@ impl Error {
             Error::Timeout { .. }
             | Error::Connect { .. }
             | Error::Request { .. }
-            | Error::Containerd { .. } => true,
+            | Error::Containerd { .. }
+            | Error::Cri { .. } => true,
             Error::Status { status, .. } => *status >= 500,
         }
     }

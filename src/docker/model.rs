@@ -20,8 +20,14 @@ pub struct Image {
     pub created: i64,
     /// Size Docker reports (shared layers included).
     pub size_bytes: u64,
-    /// Its labels (`LABEL` in the Dockerfile, `--label` of `docker build`).
+    /// Its labels (`LABEL` in the Dockerfile, `--label` of `docker build`; with the CRI, the
+    /// image config's labels).
     pub labels: BTreeMap<String, String>,
+    /// Why the runtime holds on to it, when it does: an image the runtime pins (CRI `pinned`,
+    /// containerd's `io.cri-containerd.pinned` label) or its sandbox (pause) image. Never
+    /// removed. Docker pins nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
     /// Its layers, bottom first (`RootFS.Layers`: diff ids); empty when unknown. An image
     /// whose layers begin another's is that one's ancestor even without a `ParentId`
     /// (BuildKit, loaded images, the containerd store, or a parent hidden between them).
@@ -51,6 +57,10 @@ pub struct Container {
     pub created: i64,
     /// When it stopped, unix seconds; only filled in when asked for (it costs one request each).
     pub finished: Option<i64>,
+    /// The kubelet's, through the CRI: never removed by a pass (the kubelet removes its
+    /// containers), and its image is in use whatever the container's state (an exited
+    /// container of a pod restarts from it).
+    pub managed: bool,
 }
 
 impl Container {
@@ -231,7 +241,8 @@ impl BuildCache {
     }
 }
 
-/// A Docker event that tells that an image was used.
+/// An engine's event that tells that an image was used: Docker's, or the CRI runtime's
+/// container events (or what a poll of its containers found) in Docker's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UseEvent {
     /// When, unix nanoseconds.

@@ -23,6 +23,7 @@ fn container(image_id: &str) -> Container {
         state: ContainerState::Exited,
         created: 0,
         finished: None,
+        managed: false,
     }
 }
 

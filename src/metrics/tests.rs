@@ -16,6 +16,7 @@ fn config() -> Config {
     let engine = |name: &str| EngineConfig {
         name: name.into(),
         docker_host: None,
+        cri_endpoint: None,
         paths: vec![PathBuf::from("/var/lib/docker")],
         floor: Floor::NONE,
     };

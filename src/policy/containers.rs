@@ -26,6 +26,7 @@ pub(super) struct Containers<'a> {
 
 /// Every stopped (exited or dead) container that finished at least `min_age_ms` before `now_ms`
 /// goes; every other container and the recently stopped ones stay and keep their images.
+/// A container the kubelet manages (CRI) never goes and keeps its image, whatever its state.
 pub(super) fn containers<'a>(
     engine: &str,
     inventory: &'a Inventory,
@@ -48,7 +49,7 @@ pub(super) fn containers<'a>(
         let build_step = images
             .get(c.image_id.as_str())
             .and_then(|i| building(i, now_ms));
-        if !c.is_stopped() {
+        if !c.is_stopped() || c.managed {
             users.insert(&c.image_id, (&c.name, c.state));
         } else if let Some(image_age_secs) = build_step {
             users.insert(&c.image_id, (&c.name, c.state));

@@ -123,6 +123,7 @@ impl fmt::Display for Kept {
             on(&self.engine)
         )?;
         match &self.reason {
+            Reason::Pinned { why } => f.write_str(why),
             Reason::InUse { container, state } => {
                 write!(f, "in use by container {container} ({state})")
             }

@@ -111,6 +111,12 @@ pub fn cordons(plan: &Plan, config: &Config) -> bool {
 /// builds: an untagged `docker commit`, and a build's untagged result, for this long.
 pub const BUILD_GRACE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
+/// How long an untagged image without a parent counts as a step of a classic build in
+/// progress: Docker's legacy builder stores a step's image, then names its parent, and a list
+/// in between shows it without one (seen on Docker 28: a pass took such a step and the build
+/// failed "failed to get digest"). An import or a load of a dangling image waits this long too.
+pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// True when `image` may be the newest step of a classic build in progress at `now_ms`, which
 /// no removal may take (see [`BUILD_GRACE`]); strategy `prune`'s prunes spare it too.
 pub fn is_build_step(image: &crate::docker::Image, now_ms: i64) -> bool {

@@ -1,6 +1,7 @@
 //! Stage 2 of a plan: each image's effective last use (a parent counts as used when any child
-//! is) and what protects an image (in use, the newest step of a build in progress, a keep rule,
-//! a keep label, too young, parent of a protected image). What is left is a candidate.
+//! is) and what protects an image (pinned by its runtime, in use, the newest step of a build in
+//! progress, a keep rule, a keep label, too young, parent of a protected image). What is left is
+//! a candidate.
 //!
 //! A classic (legacy) build meets a pass in three ways, and each is covered here whatever
 //! `min_age` says: while a step runs, its container (created or running) uses the previous
@@ -14,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use regex::Regex;
 
-use super::{BUILD_GRACE, Kept, Reason, millis};
+use super::{BUILD_GRACE, COMMIT_WINDOW, Kept, Reason, millis};
 use crate::config::KeepLabel;
 use crate::docker::{Image, Inventory};
 use crate::lastuse::LastUse;
@@ -109,15 +110,23 @@ pub(super) fn effective_last_use<'a>(
 }
 
 /// When `image` may be the newest step of a classic build in progress, its age in seconds:
-/// untagged, with a parent (only the classic builder and `docker commit` make such images; a
-/// pull, an import and a BuildKit build leave the parent empty), and created less than
-/// [`BUILD_GRACE`] before `now_ms` (or after it: a clock that was wrong).
+/// untagged, and either with a parent (only the classic builder and `docker commit` make such
+/// images; a pull, an import and a BuildKit build leave the parent empty) and created less than
+/// [`BUILD_GRACE`] before `now_ms`, or without one and created less than [`COMMIT_WINDOW`]
+/// before it (Docker stores a step's image first and names its parent a moment later: a list
+/// between the two shows a step without a parent). A time after `now_ms` (a clock that was
+/// wrong) counts as now.
 pub(super) fn building(image: &Image, now_ms: i64) -> Option<i64> {
-    if !image.tags.is_empty() || image.parent_id.is_none() {
+    if !image.tags.is_empty() {
         return None;
     }
+    let grace = if image.parent_id.is_some() {
+        BUILD_GRACE
+    } else {
+        COMMIT_WINDOW
+    };
     let age_ms = now_ms.saturating_sub(image.created.saturating_mul(1000));
-    (age_ms < millis(BUILD_GRACE)).then_some(age_ms.max(0).div_euclid(1000))
+    (age_ms < millis(grace)).then_some(age_ms.max(0).div_euclid(1000))
 }
 
 /// What the protection stage decided.
@@ -156,7 +165,9 @@ pub(super) fn protect<'a>(
     let mut kept = Vec::new();
     let mut unprotected = Vec::new();
     for image in &inventory.images {
-        let reason = if let Some((container, state)) = rules.users.get(image.id.as_str()) {
+        let reason = if let Some(why) = &image.pinned {
+            Some(Reason::Pinned { why: why.clone() })
+        } else if let Some((container, state)) = rules.users.get(image.id.as_str()) {
             Some(Reason::InUse {
                 container: container.to_string(),
                 state: *state,

@@ -37,6 +37,7 @@ fn container(id: &str, image_id: &str, running: bool, finished: i64) -> Containe
         state,
         created: finished - 10,
         finished: Some(finished),
+        managed: false,
     }
 }
 
@@ -572,5 +573,6 @@ fn critical_lowers_the_min_age_to_critical_min_age() {
     assert_eq!(removed_images(&p), vec!["a"], "b is younger than 120 s");
 }
 
+mod cri;
 mod reclaim;
 mod states;

@@ -97,6 +97,11 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
+    /// Its runtime pins it (CRI `pinned`), or it is the runtime's sandbox (pause) image.
+    Pinned {
+        /// Which, in words.
+        why: String,
+    },
     /// A remaining container uses it.
     InUse {
         /// The container's name.

@@ -65,6 +65,7 @@ fn names(names: &[String]) -> String {
 /// Why something stays, in words, with ages counted from now.
 fn why(reason: &Reason) -> String {
     match reason {
+        Reason::Pinned { why } => why.clone(),
         Reason::InUse { container, state } => {
             format!("in use by container {container} ({state})")
         }
@@ -244,7 +245,7 @@ impl fmt::Display for Status {
             .engines
             .iter()
             .map(|e| {
-                let mut row = vec![e.name.clone(), e.docker_host.clone()];
+                let mut row = vec![e.name.clone(), e.endpoint.clone()];
                 if let Some(why) = &e.error {
                     row.push(format!("down: {why}"));
                 }
@@ -459,6 +460,7 @@ mod tests {
         let storage = crate::docker::Storage {
             root: Some("/var/lib/docker".into()),
             driver: "overlayfs".into(),
+            cri: None,
             containerd: Some(crate::docker::ContainerdStore {
                 address: "/run/containerd/containerd.sock".into(),
                 namespace: "moby".into(),
@@ -484,6 +486,8 @@ mod tests {
             cordon: "node node-1: cordon ready (kubeconfig /etc/kubernetes/kubelet.conf)".into(),
             engines: vec![EngineStatus {
                 name: "default".into(),
+                kind: crate::config::EngineKind::Docker,
+                endpoint: "unix:///var/run/docker.sock".into(),
                 docker_host: "unix:///var/run/docker.sock".into(),
                 error: None,
                 footprint_bytes: Some(194 << 20),

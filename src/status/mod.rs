@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::clock::{now_ms, now_nanos};
 use crate::config::{Config, Strategy};
 use crate::cycle::{self, Member, Purpose, take_stock};
-use crate::docker::{self, DockerEngine, Engine, Place};
+use crate::docker::{self, AnyEngine, Engine, Place};
 use crate::error_chain;
 use crate::lastuse::{self, Store};
 use crate::node::Cordoner;
@@ -34,7 +34,13 @@ pub enum Error {
 pub struct EngineStatus {
     /// Its name.
     pub name: String,
-    /// Its endpoint (`unix:///var/run/docker.sock` when none is set).
+    /// What it speaks: `docker` or `cri`.
+    pub kind: crate::config::EngineKind,
+    /// Its endpoint, whatever its kind: `docker_host` (`unix:///var/run/docker.sock` when none
+    /// is set), or a CRI engine's `cri_endpoint`.
+    pub endpoint: String,
+    /// A Docker engine's endpoint (`unix:///var/run/docker.sock` when none is set); empty for a
+    /// CRI engine.
     pub docker_host: String,
     /// Why it could not be reached or listed; `None` when it answered.
     pub error: Option<String>,
@@ -143,7 +149,7 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
     let mut errors = Vec::new();
     let mut first_error = None;
     for engine in &config.engines {
-        match DockerEngine::connect(engine.docker_host.as_deref(), config.timeout).await {
+        match AnyEngine::connect(engine, config.timeout).await {
             Ok(e) => {
                 cycle::replay(&e, tables.engine_mut(&engine.name), now_nanos()).await?;
                 connected.push((engine, e));
@@ -164,7 +170,7 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
     let usage = meter.measure().await?;
     let filesystems = meter.filesystems().await?;
     let names: Vec<&str> = connected.iter().map(|(c, _)| c.name.as_str()).collect();
-    let mut members: Vec<Member<'_, DockerEngine>> = tables
+    let mut members: Vec<Member<'_, AnyEngine>> = tables
         .engines_mut(&names)
         .into_iter()
         .filter_map(|(name, last_use)| {
@@ -227,10 +233,12 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
             });
             EngineStatus {
                 name: e.name.clone(),
-                docker_host: e
-                    .docker_host
-                    .clone()
-                    .unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
+                kind: e.kind(),
+                endpoint: e.endpoint().to_string(),
+                docker_host: match e.kind() {
+                    crate::config::EngineKind::Docker => e.endpoint().to_string(),
+                    crate::config::EngineKind::Cri => String::new(),
+                },
                 error,
                 footprint_bytes: found.and_then(|s| s.footprint_bytes),
                 floor_bytes: found.map_or(0, |s| s.floor_bytes),

@@ -153,7 +153,9 @@ fn build_step_survives(strategy: &str) {
         .trim()
         .to_string();
     assert!(step.starts_with("sha256:"), "{step}");
-    let imported = d.dangling_image(5);
+    // Small enough that pruning it leaves usage above high (on the containerd store its
+    // bytes count twice, blob and snapshot): strategy `prune` then goes on to `old:1`.
+    let imported = d.dangling_image(0);
     let old = d.image("old:1", 10);
     let cleaner = cleaner_above_high(&d, &format!("strategy = {strategy:?}\n"));
     let (out, err) = cleaner.run_ok(&["once"]);
@@ -370,8 +372,22 @@ fn a_cached_step_in_use_by_a_build_survives_the_removal_of_its_child() {
         let _ = std::io::Read::read_to_string(&mut e, &mut err);
     }
     let (out, log) = &served.value;
+    // Docker 28's containerd image store has a race of its own: a classic build's cache probe
+    // reads every child of the cached step, and fails "unable to find image" when one of them
+    // (here app:1) is removed meanwhile, whoever removes it. The step itself must have stayed.
+    let cached_step = seen
+        .iter()
+        .skip_while(|l| !l.contains("Using cache"))
+        .nth(1)
+        .and_then(|l| l.trim().strip_prefix("---> "))
+        .map(|short| format!("sha256:{short}"));
+    let step_stayed = cached_step
+        .is_some_and(|step| d.image_ids().iter().any(|id| id.starts_with(step.as_str())));
+    let sibling_race = d.containerd_root().is_some()
+        && err.contains(&format!("unable to find image \"{app}\""))
+        && step_stayed;
     assert!(
-        status.success(),
+        status.success() || sibling_race,
         "the build failed: {err}\n{}\nstdout:\n{out}\nstderr:\n{log}",
         seen.join("\n")
     );

@@ -5,6 +5,7 @@ mod clean;
 mod config;
 mod cordon;
 mod credentials;
+mod cri;
 mod docker_harness;
 mod engines;
 mod fleet;

@@ -19,7 +19,7 @@ const HOUR: i64 = 3600;
 const OUTCOMES: [&str; 4] = [
     ": done",
     ": already gone",
-    ": refused by Docker",
+    ": refused by the engine",
     ": changed since the plan",
 ];
 
@@ -227,7 +227,7 @@ fn a_tag_added_after_the_check_is_refused_and_the_untagged_tag_comes_back() {
     );
     let (_, err) = &served.value;
     assert!(
-        outcome_of(err, &x).contains(": refused by Docker"),
+        outcome_of(err, &x).contains(": refused by the engine"),
         "{text}"
     );
     assert!(err.contains("put tag app:1 back"), "{text}");
@@ -269,7 +269,7 @@ fn a_container_created_during_the_removal_keeps_the_image_with_every_tag() {
     assert!(d.container_ids().contains(container), "{text}");
     let (_, err) = &served.value;
     assert!(
-        outcome_of(err, &x).contains(": refused by Docker"),
+        outcome_of(err, &x).contains(": refused by the engine"),
         "{text}"
     );
     assert!(err.contains("put tag app:1 back"), "{text}");
@@ -354,7 +354,7 @@ fn a_single_tag_image_used_during_the_pass_is_refused_with_its_tag() {
     assert!(d.container_ids().contains(container), "{text}");
     let (_, err) = &served.value;
     assert!(
-        outcome_of(err, &y).contains(": refused by Docker"),
+        outcome_of(err, &y).contains(": refused by the engine"),
         "{text}"
     );
     assert_eq!(served.image_deletes(), vec![y.clone()], "{text}");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::Invalid;
 use super::thresholds::percent;
-use crate::config::checks::check_docker_host;
+use crate::config::checks::{DEFAULT_CRI_ENDPOINT, check_cri_endpoint, check_docker_host};
 use crate::config::raw::{Quantity, Raw, RawEngine, StringList};
 use crate::config::units;
 use crate::config::{DEFAULT_ENGINE, EngineConfig, Error, Floor};
@@ -33,6 +33,7 @@ pub(super) fn engines(
         None => vec![EngineConfig {
             name: DEFAULT_ENGINE.to_string(),
             docker_host: top.docker_host.map(str::to_string),
+            cri_endpoint: None,
             paths: top.paths.to_vec(),
             floor: top.floor,
         }],
@@ -141,13 +142,53 @@ fn engine_name(name: &str) -> Result<(), String> {
 /// One `[[engine]]` table; on error the field, its value and why.
 fn engine(t: &RawEngine) -> Result<EngineConfig, (&'static str, String, String)> {
     engine_name(&t.name).map_err(|m| ("name", format!("{:?}", t.name), m))?;
+    let cri = match t.kind.as_deref().map(str::trim) {
+        None | Some("docker") => false,
+        Some("cri") => true,
+        Some(other) => {
+            return Err((
+                "kind",
+                format!("{other:?}"),
+                "must be \"docker\" (the Docker Engine API: Docker, Podman) or \"cri\" (the kubelet's runtime: containerd, CRI-O)".into(),
+            ));
+        }
+    };
     let docker_host = match t.docker_host.as_deref().map(str::trim) {
         None | Some("") => None,
+        Some(host) if cri => {
+            return Err((
+                "docker_host",
+                format!("{host:?}"),
+                "is for kind = \"docker\": a CRI engine's socket is cri_endpoint".into(),
+            ));
+        }
         Some(host) => {
             Some(check_docker_host(host).map_err(|m| ("docker_host", format!("{host:?}"), m))?)
         }
     };
+    let cri_endpoint = match t.cri_endpoint.as_deref().map(str::trim) {
+        Some(endpoint) if !cri => {
+            return Err((
+                "cri_endpoint",
+                format!("{endpoint:?}"),
+                "needs kind = \"cri\" in the same table".into(),
+            ));
+        }
+        None | Some("") if cri => Some(DEFAULT_CRI_ENDPOINT.to_string()),
+        None | Some("") => None,
+        Some(endpoint) => Some(
+            check_cri_endpoint(endpoint)
+                .map_err(|m| ("cri_endpoint", format!("{endpoint:?}"), m))?,
+        ),
+    };
     let paths = match &t.paths {
+        None if cri => {
+            return Err((
+                "paths",
+                "(missing)".into(),
+                "name the runtime's data root, e.g. paths = [\"/var/lib/containerd\"] (CRI-O: \"/var/lib/containers\")".into(),
+            ));
+        }
         None => {
             return Err((
                 "paths",
@@ -164,6 +205,7 @@ fn engine(t: &RawEngine) -> Result<EngineConfig, (&'static str, String, String)>
     Ok(EngineConfig {
         name: t.name.clone(),
         docker_host,
+        cri_endpoint,
         paths,
         floor,
     })

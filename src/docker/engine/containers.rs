@@ -36,7 +36,7 @@ struct Entry {
 impl DockerEngine {
     /// The engine's containers, their finish time not filled in yet.
     pub(super) async fn list_containers(&self) -> Result<Vec<Container>, Error> {
-        let body = self.get_text("list containers", CONTAINERS).await?;
+        let body = self.get_list("list containers", CONTAINERS).await?;
         Ok(parse_containers(&body)
             .map_err(list_error)?
             .into_iter()
@@ -49,7 +49,7 @@ impl DockerEngine {
     /// the list is refused by the engine (409) and stays.
     pub(super) async fn prune_stopped_containers(&self) -> Result<Pruned, Error> {
         let body = self
-            .get_text("list stopped containers", STOPPED_WITH_SIZES)
+            .get_list("list stopped containers", STOPPED_WITH_SIZES)
             .await?;
         let mut pruned = Pruned::default();
         for (c, size) in parse_containers(&body).map_err(list_error)? {
@@ -109,6 +109,7 @@ fn parse_containers(body: &str) -> Result<Vec<(Container, u64)>, serde_json::Err
             state,
             created: e.created,
             finished: None,
+            managed: false,
             id: e.id,
         };
         containers.push((container, size));

@@ -32,7 +32,7 @@ struct Entry {
 impl DockerEngine {
     /// The engine's images (`docker image ls`, dangling ones included), each with its layers.
     pub(super) async fn list_images(&self) -> Result<Vec<Image>, Error> {
-        let body = self.get_text("list images", IMAGES).await?;
+        let body = self.get_list("list images", IMAGES).await?;
         let mut images = parse_images(&body).map_err(|err| Error::Request {
             op: "list images (GET /images/json)".into(),
             source: BollardError::JsonSerdeError { err },
@@ -98,6 +98,7 @@ fn parse_images(body: &str) -> Result<Vec<Image>, serde_json::Error> {
             created: e.created,
             size_bytes: u64::try_from(e.size).unwrap_or(0),
             labels: e.labels.unwrap_or_default().into_iter().collect(),
+            pinned: None,
             layers: Vec::new(),
         });
     }

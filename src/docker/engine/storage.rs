@@ -74,6 +74,7 @@ fn parse_info(body: &str) -> Result<Storage, serde_json::Error> {
             .map(PathBuf::from),
         driver,
         containerd,
+        cri: None,
     })
 }
 

@@ -129,18 +129,22 @@ fn made(id: &str, tags: &[&str], parent: Option<&str>, secs_ago: i64) -> Image {
 }
 
 /// The newest step of a classic build (untagged, with a parent, made moments ago) stays with
-/// `min_age` 0, and so do its parents; an untagged image without a parent (an import, a pull
-/// that lost its tag) or made longer ago than the grace, and a tagged one, do not.
+/// `min_age` 0, and so do its parents; so does an untagged image without a parent made within
+/// the commit window (Docker names a step's parent a moment after storing it); an untagged
+/// image without a parent made before that window (an import, a pull that lost its tag) or
+/// made longer ago than the grace, and a tagged one, do not.
 #[test]
 fn the_newest_step_of_a_build_stays_whatever_the_min_age() {
     let grace = BUILD_GRACE.as_secs() as i64;
+    let commit = COMMIT_WINDOW.as_secs() as i64;
     let inv = Inventory {
         images: vec![
             made("base", &["base:1"], None, 100 * HOUR),
             made("step", &[], Some("base"), 2),
             made("other-step", &[], Some("base"), 3),
             made("future", &[], Some("elsewhere"), -30),
-            made("imported", &[], None, 2),
+            made("imported", &[], None, commit + 1),
+            made("mid-commit", &[], None, 2),
             made("finished", &[], Some("base"), grace + 1),
             made("tagged", &["app:1"], Some("base"), 2),
         ],
@@ -169,6 +173,11 @@ fn the_newest_step_of_a_build_stays_whatever_the_min_age() {
     assert_eq!(
         reason_of(&p, "future"),
         Some(&Reason::Building { age_secs: 0 })
+    );
+    assert_eq!(
+        reason_of(&p, "mid-commit"),
+        Some(&Reason::Building { age_secs: 2 }),
+        "{p}"
     );
     assert!(
         matches!(reason_of(&p, "base"), Some(Reason::Parent { .. })),

@@ -82,6 +82,33 @@ impl Cleaner {
         }
     }
 
+    /// A cleaner whose engines are the `[[engine]]` tables `tables` (TOML, written as given:
+    /// any kind, e.g. `kind = "cri"`), with `extra` top-level TOML lines. `delay_seconds` and
+    /// `min_age_seconds` are 0 unless `extra` sets them; no `DOCKER_HOST` is exported.
+    pub fn with_tables(tables: &str, extra: &str) -> Cleaner {
+        let dir = tempfile::Builder::new()
+            .prefix("dic-cleaner-")
+            .tempdir()
+            .expect("temp dir");
+        let mut text = format!(
+            "state_dir = {:?}\n",
+            dir.path().join("state").display().to_string(),
+        );
+        for (key, default) in [("delay_seconds", 0), ("min_age_seconds", 0)] {
+            if !extra.contains(key) {
+                text.push_str(&format!("{key} = {default}\n"));
+            }
+        }
+        text.push_str(extra);
+        text.push('\n');
+        text.push_str(tables);
+        std::fs::write(dir.path().join("config.toml"), text).expect("write config");
+        Cleaner {
+            dir,
+            host: String::new(),
+        }
+    }
+
     /// The configuration file.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.toml")

@@ -15,6 +15,9 @@ pub trait EngineCli {
     fn stopped_container(&self, image: &str) -> String {
         let id = self.created_container(image);
         self.cli(&["start", "--attach", &id]);
+        // The attach ends with the process; the engine records the container as exited a
+        // moment later (seen on Docker 28 under load: a pass listed it as running).
+        self.cli(&["wait", &id]);
         id
     }
 

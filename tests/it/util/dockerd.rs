@@ -260,7 +260,20 @@ impl PrivateDockerd {
     /// Runs the 20.10 CLI against this daemon; panics with the command, its stderr and the tail
     /// of the daemon log unless it succeeds.
     pub fn docker(&self, args: &[&str]) -> Output {
-        let out = self.try_docker(args);
+        let mut out = self.try_docker(args);
+        // The containerd image store lists an image being removed, then fails the whole list
+        // "NotFound: content digest …" (Docker 28): a listing is asked again.
+        let listing = matches!(args.first(), Some(&("images" | "ps")));
+        for _ in 0..5 {
+            if out.status.success()
+                || !listing
+                || !String::from_utf8_lossy(&out.stderr).contains("NotFound")
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            out = self.try_docker(args);
+        }
         if !out.status.success() {
             panic!(
                 "docker {} failed ({}):\nstdout: {}\nstderr: {}\n{}",

@@ -8,6 +8,8 @@
 //!   private rootful `podman system service` (Docker-compatible API) likewise; [`loopfs`]: those
 //!   filesystems, one per engine or one [`loopfs::SharedFs`] for several, and the temp dirs;
 //!   [`rootfs`]: the `FROM scratch` tarball both import; [`api`]: raw HTTP over their sockets;
+//! - [`cri`]: a private containerd with its CRI plugin (the kubelet's image store), driven
+//!   through the CRI, on a loop-mounted ext4 filesystem (`DIC_TEST_CRI`: 1.6 or 2.1);
 //! - [`cleaner`]: the built binary with its own configuration and state, and [`daemon`], the one
 //!   process runner for it;
 //! - [`notify`]: a fake systemd notification socket; [`interpose`]: a Docker API proxy that runs a
@@ -21,6 +23,7 @@ pub mod api;
 pub mod bed;
 pub mod cleaner;
 pub mod cli;
+pub mod cri;
 pub mod daemon;
 pub mod dockerd;
 pub mod host;

@@ -26,6 +26,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::bed::{self, DockerKind, PodmanKind};
+use super::cri::{CriKind, HOST_CONTAINERD, HOST_CTR};
 use super::dockerd::{BUSYBOX, DOCKER_CLI, DOCKERD};
 use super::host;
 use super::ledger::{Entry, Ledger, Outcome};
@@ -49,6 +50,10 @@ pub enum Service {
     NodeExporter,
     /// `promtool`, checking the metrics' exposition format.
     Promtool,
+    /// A private containerd with its CRI plugin ([`super::cri::PrivateCri`]): root, containerd
+    /// and ctr (the host's 1.6, or the bed's 2.1 with `DIC_TEST_CRI=bed`), runc, a static
+    /// busybox for the images, and the tools for a loop-mounted ext4 filesystem.
+    Cri,
 }
 
 /// What a service needs of the machine.
@@ -70,13 +75,14 @@ pub struct Needs {
 
 impl Service {
     /// Every service, for the harness's own tests.
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Dockerd,
         Service::Kubectl,
         Service::Root,
         Service::Podman,
         Service::NodeExporter,
         Service::Promtool,
+        Service::Cri,
     ];
 
     /// The name in the ledger and the summary of `scripts/test.sh`.
@@ -88,6 +94,7 @@ impl Service {
             Service::Podman => "podman",
             Service::NodeExporter => "node-exporter",
             Service::Promtool => "promtool",
+            Service::Cri => "cri",
         }
     }
 
@@ -97,6 +104,7 @@ impl Service {
         match self {
             Service::Dockerd => DockerKind::current().label(),
             Service::Podman => PodmanKind::current().label(),
+            Service::Cri => CriKind::current().label(),
             _ => "-",
         }
     }
@@ -198,6 +206,43 @@ impl Service {
                 tools: &["prometheus-node-exporter"],
                 engines_root: false,
                 hint: "install prometheus-node-exporter",
+            },
+            Service::Cri if CriKind::current() == CriKind::Bed => Needs {
+                root: true,
+                files: NONE,
+                static_files: &[BUSYBOX],
+                tools: &[
+                    "unshare",
+                    "nsenter",
+                    "mkfs.ext4",
+                    "losetup",
+                    "mount",
+                    "umount",
+                    "tar",
+                    "sha256sum",
+                    "stat",
+                    "kill",
+                ],
+                engines_root: true,
+                hint: "run as root with busybox-static, e2fsprogs and mount installed, after tests/engines/bed.sh ensure; scripts/test.sh does both",
+            },
+            Service::Cri => Needs {
+                root: true,
+                files: &[HOST_CONTAINERD, HOST_CTR],
+                static_files: &[BUSYBOX],
+                tools: &[
+                    "runc",
+                    "mkfs.ext4",
+                    "losetup",
+                    "mount",
+                    "umount",
+                    "tar",
+                    "sha256sum",
+                    "stat",
+                    "kill",
+                ],
+                engines_root: false,
+                hint: "run as root with containerd (it brings ctr), runc, busybox-static, e2fsprogs and mount installed",
             },
             Service::Promtool => Needs {
                 root: false,

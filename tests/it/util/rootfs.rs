@@ -95,6 +95,26 @@ impl ImageArchive {
     /// `/busybox` (default command `/busybox true`), a nonce and `payload_mib` MiB of random
     /// bytes.
     pub fn build(parent: &Path, tag: &str, payload_mib: u64, created_secs: i64) -> ImageArchive {
+        Self::build_with(
+            parent,
+            tag,
+            payload_mib,
+            created_secs,
+            &["/busybox", "true"],
+            &[],
+        )
+    }
+
+    /// [`ImageArchive::build`] with a default command of `cmd` and image labels `labels` (a CRI
+    /// pod sandbox runs its image's own command: the sandbox image must keep running).
+    pub fn build_with(
+        parent: &Path,
+        tag: &str,
+        payload_mib: u64,
+        created_secs: i64,
+        cmd: &[&str],
+        labels: &[(&str, &str)],
+    ) -> ImageArchive {
         let layer = RootfsTar::build(parent, payload_mib, 0);
         let stage = parent.join(format!("archive-{}", next_id()));
         let content = stage.join("content");
@@ -120,7 +140,10 @@ impl ImageArchive {
             "architecture": arch,
             "os": "linux",
             "created": created,
-            "config": {"Cmd": ["/busybox", "true"]},
+            "config": {
+                "Cmd": cmd,
+                "Labels": labels.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            },
             "rootfs": {
                 "type": "layers",
                 "diff_ids": [format!("sha256:{}", sha256(&content.join("layer.tar")))],

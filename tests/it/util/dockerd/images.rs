@@ -8,6 +8,10 @@ use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BUSYBOX, PrivateDockerd};
+
+/// The cleaner's commit window (`policy::COMMIT_WINDOW`, 10 s), with a second for `Created`'s
+/// whole seconds.
+const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(11);
 use crate::util::cli::{EngineCli, stdout_line};
 use crate::util::loopfs::MIB;
 use crate::util::rootfs::{CMD_CHANGE, RootfsTar};
@@ -34,9 +38,14 @@ impl PrivateDockerd {
         self.import(Some(tag), 0, files)
     }
 
-    /// An untagged (dangling) image of `payload_mib` MiB; returns its id.
+    /// An untagged (dangling) image of `payload_mib` MiB; returns its id once the image is
+    /// older than the cleaner's commit window (an untagged image without a parent made less
+    /// than 10 s ago may be a classic build's step whose parent Docker has not named yet, and
+    /// stays): what a pass finds of an import or a load made a while ago.
     pub fn dangling_image(&self, payload_mib: u64) -> String {
-        self.import(None, payload_mib, 0)
+        let id = self.import(None, payload_mib, 0);
+        std::thread::sleep(COMMIT_WINDOW);
+        id
     }
 
     /// Like [`PrivateDockerd::image`], with `labels` (`key=value`) set on the image.
