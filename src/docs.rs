@@ -47,8 +47,8 @@ pub const KEYS: &[KeyDoc] = &[
         key: "delay_seconds",
         shown: r#"`delay_seconds`"#,
         env: r#"`DOCKER_IMAGE_CLEANER_DELAY_SECONDS`"#,
-        default: r#"`1`"#,
-        meaning: r#"pause between two image removals: seconds, 0 or more; or `"adaptive"`: no pause after a removal Docker answered within 250 ms, after a slower one a pause as long as it took (at most 10 s); see the pass-cost benchmark under [Development](#development)"#,
+        default: r#"`"adaptive"`"#,
+        meaning: r#"pause between two image removals: seconds, 0 or more (the original's setting, `1` there); or `"adaptive"`: no pause after a removal Docker answered within 250 ms, after a slower one a pause as long as it took (at most 10 s); see the pass-cost benchmark under [Development](#development)"#,
     },
     KeyDoc {
         key: "threshold_type",

@@ -201,7 +201,7 @@ impl Default for Config {
             node_name: None,
             paths: vec![PathBuf::from("/var/lib/docker")],
             interval: Duration::from_secs(300),
-            delay: Delay::Fixed(Duration::from_secs(1)),
+            delay: Delay::Adaptive,
             watermarks: Watermarks::Relative {
                 high_pct: DEFAULT_HIGH_PCT,
                 low_pct: DEFAULT_HIGH_PCT - DEFAULT_BAND_PCT,

@@ -207,7 +207,8 @@ type DelayCase<'a> = (&'a str, &'a [(&'a str, &'a str)], Delay, &'a str);
 fn delay_is_seconds_or_adaptive_from_file_and_environment_and_rendered_back() {
     const VAR: &str = "DOCKER_IMAGE_CLEANER_DELAY_SECONDS";
     let cases: &[DelayCase] = &[
-        ("", &[], Delay::Fixed(Duration::from_secs(1)), "1"),
+        ("", &[], Delay::Adaptive, "\"adaptive\""),
+        ("", &[(VAR, "1")], Delay::Fixed(Duration::from_secs(1)), "1"),
         (
             "delay_seconds = 0\n",
             &[],
