@@ -47,6 +47,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 
 use super::api;
 use super::bed;
+use super::dockerd;
 use super::host;
 use super::ledger::{Entry, Ledger, Outcome};
 use super::loopfs::{SharedFs, next_id, scratch_dir};
@@ -742,30 +743,15 @@ impl DockerOnCri {
             .try_clone()
             .unwrap_or_else(|e| panic!("dup of dockerd.log: {e}"));
         let mut cmd = bed::command_in(&self.dir, "/usr/sbin/dockerd");
-        cmd.arg(format!("--containerd={}", c.socket().display()))
-            .arg(format!("--data-root={}", self.data_root.display()))
-            .arg(format!(
-                "--exec-root={}",
-                self.dir.join("docker-exec").display()
-            ))
-            .arg(format!(
-                "--pidfile={}",
-                self.dir.join("docker.pid").display()
-            ))
-            .arg(format!(
-                "--config-file={}",
-                self.dir.join("daemon.json").display()
-            ))
-            .arg(format!("--host={}", self.host()))
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err);
+        cmd.arg(format!("--containerd={}", c.socket().display()));
+        dockerd::private_daemon_args(
+            &mut cmd,
+            &self.data_root,
+            &self.dir.join("docker-exec"),
+            &self.dir,
+            &self.host(),
+        );
+        cmd.stdin(Stdio::null()).stdout(log).stderr(err);
         self.child = Some(
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("spawning dockerd: {e}")),

@@ -474,25 +474,14 @@ impl PrivateDockerd {
                 ));
             }
         }
+        private_daemon_args(
+            &mut cmd,
+            &self.data_root,
+            &self.dir.join("exec"),
+            &self.dir,
+            &self.host(),
+        );
         let child = cmd
-            .arg(format!("--data-root={}", self.data_root.display()))
-            .arg(format!("--exec-root={}", self.dir.join("exec").display()))
-            .arg(format!(
-                "--pidfile={}",
-                self.dir.join("docker.pid").display()
-            ))
-            .arg(format!(
-                "--config-file={}",
-                self.dir.join("daemon.json").display()
-            ))
-            .arg(format!("--host={}", self.host()))
-            // No docker0 bridge, no iptables or sysctl changes: nothing shared with other daemons.
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-            ])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -548,4 +537,30 @@ impl Drop for PrivateDockerd {
         }
         // Then `fs` drops: the filesystem goes if this was its last engine.
     }
+}
+
+/// The flags that keep a test's dockerd to itself: its data root, exec root, pidfile (in `dir`),
+/// `dir/daemon.json` and socket `host`; no docker0 bridge, no iptables or sysctl changes, so
+/// nothing is shared with other daemons.
+pub(crate) fn private_daemon_args(
+    cmd: &mut Command,
+    data_root: &Path,
+    exec_root: &Path,
+    dir: &Path,
+    host: &str,
+) {
+    cmd.arg(format!("--data-root={}", data_root.display()))
+        .arg(format!("--exec-root={}", exec_root.display()))
+        .arg(format!("--pidfile={}", dir.join("docker.pid").display()))
+        .arg(format!(
+            "--config-file={}",
+            dir.join("daemon.json").display()
+        ))
+        .arg(format!("--host={host}"))
+        .args([
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-forward=false",
+            "--ip-masq=false",
+        ]);
 }

@@ -7,11 +7,9 @@ use std::io::Read;
 use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BUSYBOX, PrivateDockerd};
+use docker_image_cleaner::policy::COMMIT_WINDOW;
 
-/// The cleaner's commit window (`policy::COMMIT_WINDOW`, 10 s), with a second for `Created`'s
-/// whole seconds.
-const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(11);
+use super::{BUSYBOX, PrivateDockerd};
 use crate::util::cli::{EngineCli, stdout_line};
 use crate::util::loopfs::MIB;
 use crate::util::rootfs::{CMD_CHANGE, RootfsTar};
@@ -44,7 +42,8 @@ impl PrivateDockerd {
     /// stays): what a pass finds of an import or a load made a while ago.
     pub fn dangling_image(&self, payload_mib: u64) -> String {
         let id = self.import(None, payload_mib, 0);
-        std::thread::sleep(COMMIT_WINDOW);
+        // A second more for `Created`'s whole seconds.
+        std::thread::sleep(COMMIT_WINDOW + std::time::Duration::from_secs(1));
         id
     }
 
