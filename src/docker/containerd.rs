@@ -207,6 +207,18 @@ impl Containerd {
         Ok(roots)
     }
 
+    /// The bytes an image store's namespace holds (content and snapshots), as
+    /// [`crate::docker::Engine::containerd_bytes`] counts them.
+    pub(crate) async fn store_bytes(
+        &self,
+        store: &crate::docker::storage::ContainerdStore,
+    ) -> Result<u64, Error> {
+        Ok(self
+            .namespace_bytes(&store.namespace, &store.snapshotter)
+            .await?
+            .total())
+    }
+
     /// The bytes `namespace` holds: its content, and its snapshots in `snapshotter`. A blob
     /// that two namespaces hold is stored once but counted in each (it belongs to both).
     pub(crate) async fn namespace_bytes(

@@ -38,6 +38,7 @@ use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use bollard::{BollardRequest, Docker};
 use futures_util::Stream;
 
+use super::containerd::Containerd;
 use super::{BuildCache, Engine, Error, Image, Inventory, Pruned, Removal, Storage, UseEvent};
 use transport::Endpoint;
 
@@ -56,6 +57,9 @@ pub struct DockerEngine {
     /// The layers of each image id seen (they never change for an id), so that a pass
     /// inspects only the images it has not seen before.
     layers: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// The containerd of its image store, once connected (at discovery, or again after a
+    /// failure): kept, so that each measurement does not connect anew.
+    containerd: Arc<Mutex<Option<Containerd>>>,
 }
 
 impl DockerEngine {
@@ -81,6 +85,7 @@ impl DockerEngine {
             podman: false,
             storage: Storage::default(),
             layers: Arc::default(),
+            containerd: Arc::default(),
         };
         let docker = engine
             .call(

@@ -121,10 +121,7 @@ impl CriEngine {
         let (Some(containerd), Some(store)) = (&self.containerd, &self.storage.containerd) else {
             return Ok(None);
         };
-        let bytes = containerd
-            .namespace_bytes(&store.namespace, &store.snapshotter)
-            .await?;
-        Ok(Some(bytes.total()))
+        Ok(Some(containerd.store_bytes(store).await?))
     }
 }
 

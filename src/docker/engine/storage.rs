@@ -5,6 +5,7 @@
 //! containerd ([`DockerEngine::namespace_bytes`]).
 
 use std::path::PathBuf;
+use std::sync::PoisonError;
 
 use serde::Deserialize;
 
@@ -99,7 +100,7 @@ impl DockerEngine {
 
     /// Fills in containerd's roots for `store`.
     async fn containerd_roots(&self, store: &mut ContainerdStore) -> Result<(), Error> {
-        let containerd = Containerd::connect(&store.address, self.timeout).await?;
+        let containerd = self.containerd_client(store).await?;
         let roots = containerd.roots().await?;
         store.content_root = roots.content;
         store.snapshots_root = roots.snapshotters.get(&store.snapshotter).cloned();
@@ -118,11 +119,36 @@ impl DockerEngine {
         let Some(store) = &self.storage.containerd else {
             return Ok(None);
         };
+        let containerd = self.containerd_client(store).await?;
+        match containerd.store_bytes(store).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) => {
+                // A client that failed is dropped: the next call connects anew.
+                *self
+                    .containerd
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The client of `store`'s containerd: the one kept, or a new connection, then kept.
+    async fn containerd_client(&self, store: &ContainerdStore) -> Result<Containerd, Error> {
+        let kept = self
+            .containerd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(containerd) = kept {
+            return Ok(containerd);
+        }
         let containerd = Containerd::connect(&store.address, self.timeout).await?;
-        let bytes = containerd
-            .namespace_bytes(&store.namespace, &store.snapshotter)
-            .await?;
-        Ok(Some(bytes.total()))
+        *self
+            .containerd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(containerd.clone());
+        Ok(containerd)
     }
 }
 
