@@ -6,7 +6,8 @@
 //! another sets the size of the other files. Only the cleaner removes images.
 //!
 //! Bytes are counted per layer, as the replay counts them: a pull writes the layers no image
-//! on the node holds; a layer written before counts as re-pulled. A pull that found the disk
+//! on the node holds; a layer written before (and removed since) counts as re-pulled, one that
+//! another pod's load wrote meanwhile counts for that load only. A pull that found the disk
 //! full is charged what there was room for (at most what the image lacked), which a real pull
 //! would have downloaded and thrown away; a lost use is charged its pull (another node makes
 //! it).
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use docker_image_cleaner::policy::headroom::KUBELET_EVICTION_PCT;
 use docker_image_cleaner::usage::statvfs;
 
 use crate::engine::{Engine, Loaded};
@@ -78,6 +80,9 @@ pub struct Outcome {
     pub peak_pct: f64,
     /// Time-weighted mean usage over the run, percent.
     pub mean_pct: f64,
+    /// Share of the run the usage was above the kubelet's default image-filesystem eviction
+    /// threshold (`imagefs.available<15%`), percent: on a node, time its pods may be evicted.
+    pub above_eviction_pct: f64,
     /// Cordons, cordon seconds and node PATCHes seen by the fake API.
     pub cordons: u64,
     /// Seconds cordoned.
@@ -119,7 +124,10 @@ pub struct Setup {
 struct Shared {
     measure: PathBuf,
     stats: Mutex<Stats>,
-    ever: Mutex<Vec<bool>>,
+    /// The loads that succeeded so far (an epoch), and per layer the epoch of the load that
+    /// last wrote it: a layer written by another pod's load after this pod looked is not
+    /// re-pulled (two pods of one family loading at once both found the base layer missing).
+    written: Mutex<(u64, Vec<Option<u64>>)>,
     locks: Vec<Mutex<()>>,
 }
 
@@ -145,7 +153,7 @@ pub fn run(setup: Setup) -> anyhow::Result<Outcome> {
     let shared = Arc::new(Shared {
         measure: setup.measure.clone(),
         stats: Mutex::new(Stats::default()),
-        ever: Mutex::new(vec![false; trace.layers.len()]),
+        written: Mutex::new((0, vec![None; trace.layers.len()])),
         locks: trace.images.iter().map(|_| Mutex::new(())).collect(),
     });
     let stop = Arc::new(AtomicBool::new(false));
@@ -179,7 +187,7 @@ pub fn run(setup: Setup) -> anyhow::Result<Outcome> {
     }
     let run_s = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    let (peak_pct, mean_pct) = sampler.join().unwrap_or((0.0, 0.0));
+    let (peak_pct, mean_pct, above_eviction_pct) = sampler.join().unwrap_or((0.0, 0.0, 0.0));
     let _ = others.join();
     let cleaner_alive = matches!(child.try_wait(), Ok(None));
     stop_cleaner(&mut child);
@@ -190,6 +198,7 @@ pub fn run(setup: Setup) -> anyhow::Result<Outcome> {
         stats,
         peak_pct,
         mean_pct,
+        above_eviction_pct,
         cordons: record.cordons,
         cordon_s: record.cordoned_s,
         patches: record.patches,
@@ -251,6 +260,7 @@ fn pod(
         }
         let mut failed = None;
         if !present {
+            let seen = lock(&shared.written).0;
             let (missing, room) = missing(trace, engine, u.image, &shared.measure);
             let (loaded, took) = match registry.tarball(u.image) {
                 Ok(tar) => {
@@ -265,15 +275,21 @@ fn pod(
             match loaded {
                 Loaded::Ok => {
                     let mut s = lock(&shared.stats);
-                    let mut ever = lock(&shared.ever);
+                    let mut written = lock(&shared.written);
                     s.pulls += 1;
                     s.load_ms += u64::try_from(took.as_millis()).unwrap_or(0);
+                    written.0 += 1;
+                    let epoch = written.0;
                     for l in &missing {
                         let bytes = trace.layers[*l];
-                        if std::mem::replace(&mut ever[*l], true) {
-                            s.again_bytes += bytes;
-                        } else {
-                            s.cold_bytes += bytes;
+                        match written.1[*l].replace(epoch) {
+                            None => s.cold_bytes += bytes,
+                            // Written before this pod looked, and missing when it did: removed
+                            // since, so loaded again.
+                            Some(at) if at <= seen => s.again_bytes += bytes,
+                            // Written by a load that finished after this pod looked: that load
+                            // wrote it (and counted it), not this one.
+                            Some(_) => {}
                         }
                     }
                 }
@@ -363,18 +379,21 @@ fn sleep_until(t0: Instant, at_ms: i64) {
     }
 }
 
-/// Samples usage every 200 ms until `stop`; returns the peak and the time-weighted mean.
-fn sample(path: &Path, stop: &AtomicBool) -> (f64, f64) {
-    let (mut peak, mut sum, mut n) = (0f64, 0f64, 0u64);
+/// Samples usage every 200 ms until `stop`; returns the peak, the time-weighted mean and the
+/// share of the samples above the kubelet's image-filesystem eviction threshold, percent.
+fn sample(path: &Path, stop: &AtomicBool) -> (f64, f64, f64) {
+    let (mut peak, mut sum, mut n, mut above) = (0f64, 0f64, 0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
         if let Ok(u) = statvfs(path) {
             peak = peak.max(u.blocks_used_pct);
             sum += u.blocks_used_pct;
             n += 1;
+            above += u64::from(u.blocks_used_pct > KUBELET_EVICTION_PCT);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    (peak, sum / n.max(1) as f64)
+    let n = n.max(1) as f64;
+    (peak, sum / n, 100.0 * above as f64 / n)
 }
 
 /// Keeps the filler at the trace's size of other files (as much as fits).

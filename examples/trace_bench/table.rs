@@ -17,7 +17,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 const HEADER: &str = "engine,policy,seed,disk_mib,uses,served,hits,lost,pulls,cold_mib,again_mib,\
 wasted_mib,lost_mib,repulled_mib,full,load_errors,run_errors,waited,wait_s,cordons,cordon_s,\
 patches,left_cordoned,peak_pct,mean_pct,images_end,removed,cleaner_alive,run_s,load_before,load_after,\
-load_s_mean";
+load_s_mean,above_eviction_pct";
 
 /// One run as a row.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +71,7 @@ impl Row {
             format!("{load_before:.2}"),
             format!("{load_after:.2}"),
             format!("{:.2}", s.load_ms as f64 / 1000.0 / s.pulls.max(1) as f64),
+            format!("{:.1}", o.above_eviction_pct),
         ];
         Row {
             cells: HEADER.split(',').map(str::to_string).zip(values).collect(),
@@ -88,7 +89,7 @@ impl Row {
     /// One line for the log.
     pub fn summary(&self) -> String {
         format!(
-            "{} on {} MiB, seed {}: re-pulled {} MiB (again {}, failed pulls {}, lost {}), {} full-disk pulls, served {} of {}, {} cordons ({} s), usage peak {} % mean {} %{}",
+            "{} on {} MiB, seed {}: re-pulled {} MiB (again {}, failed pulls {}, lost {}), {} full-disk pulls, served {} of {}, {} cordons ({} s), usage peak {} % mean {} %, above 85 % {} % of the time{}",
             self.get("policy"),
             self.get("disk_mib"),
             self.get("seed"),
@@ -103,6 +104,7 @@ impl Row {
             self.get("cordon_s"),
             self.get("peak_pct"),
             self.get("mean_pct"),
+            self.get("above_eviction_pct"),
             if self.get("cleaner_alive") == "true" {
                 ""
             } else {
@@ -159,7 +161,7 @@ pub fn render(rows: &[Row]) -> String {
         let mean = |k: &str| r.iter().map(|x| x.num(k)).sum::<f64>() / n;
         let _ = writeln!(
             out,
-            "  {:<22} {:>9.0} {:>7.0} {:>7.0} {:>6.1} {:>8.1}/{:<4.0} {:>5.1} {:>8.1} {:>8.1} {:>6.1} {:>6.1}",
+            "  {:<22} {:>9.0} {:>7.0} {:>7.0} {:>6.1} {:>8.1}/{:<4.0} {:>5.1} {:>8.1} {:>8.1} {:>6.1} {:>6.1} {:>6.1}",
             label,
             mean("repulled_mib"),
             mean("again_mib"),
@@ -172,10 +174,11 @@ pub fn render(rows: &[Row]) -> String {
             mean("cordon_s"),
             mean("peak_pct"),
             mean("mean_pct"),
+            mean("above_eviction_pct"),
         );
     };
     let head = format!(
-        "  {:<22} {:>9} {:>7} {:>7} {:>6} {:>13} {:>5} {:>8} {:>8} {:>6} {:>6}\n",
+        "  {:<22} {:>9} {:>7} {:>7} {:>6} {:>13} {:>5} {:>8} {:>8} {:>6} {:>6} {:>6}\n",
         "policy",
         "re-pulled",
         "again",
@@ -186,7 +189,8 @@ pub fn render(rows: &[Row]) -> String {
         "cordons",
         "cordon s",
         "peak%",
-        "mean%"
+        "mean%",
+        ">85%"
     );
     let mut groups: BTreeMap<(String, i64, i64), Vec<&Row>> = BTreeMap::new();
     for r in rows {
@@ -232,7 +236,8 @@ pub fn render(rows: &[Row]) -> String {
          full would have downloaded and the pulls of lost uses (failed). full: loads that found the\n\
          disk full. lost: uses given up after ten scaled minutes of those. cordon s: seconds the\n\
          node was cordoned (the fake API's record). peak%, mean%: the filesystem's usage, sampled\n\
-         every 200 ms.\n",
+         every 200 ms. >85%: share of the run above 85 %, the kubelet's default image-filesystem\n\
+         eviction threshold (imagefs.available<15%): on a node, time its pods may be evicted.\n",
     );
     out
 }
