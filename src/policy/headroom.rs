@@ -45,7 +45,9 @@ pub struct Rule {
 
 /// Arrivals count for this many intervals (an hour at the default 300 s).
 pub const WINDOW_INTERVALS: u32 = 12;
-/// Room a pull needs, as a multiple of the largest arrival ([`Rule::factor`]).
+/// Room a pull needs, as a multiple of the largest arrival ([`Rule::factor`]). Measured: a
+/// `docker load` grows the filesystem by twice the image at its peak on Docker 20.10 and 28.5
+/// (`scripts/bench-load-room.sh`); a registry pull holds its compressed layers, less.
 pub const PULL_FACTOR: f64 = 2.0;
 /// However large what arrives, the low watermark stays at or above this, percent.
 pub const FLOOR_PCT: f64 = 50.0;
