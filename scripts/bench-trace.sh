@@ -255,10 +255,12 @@ for disk in $DISKS; do
                     ;;
             esac
             say "run $n: $label, disk $disk MiB, seed $seed ($engine_label; load average $(cut -d' ' -f1-3 /proc/loadavg))"
+            # setpriv: the cleaner gets SIGTERM when the driver dies, even of a signal of its own.
             "$driver" run --trace "$traces/trace-s$seed-d$disk.json" --tars "$TARS/s$seed" \
                 --docker-host "$host" --data-root "$data_root" --filler "$run/fs/other.bin" \
                 --work "$run" --policy "$label" --engine "$engine_label" --csv "$CSV" \
-                "${env_args[@]}" -- "${cmd[@]}" || say "run $n failed (its log: kept below)"
+                "${env_args[@]}" -- setpriv --pdeathsig TERM -- "${cmd[@]}" ||
+                say "run $n failed (its log: kept below)"
             tail -n 3 "$run/cleaner.log" | sed 's/^/    cleaner: /' >&2 || true
             mkdir -p "$target/bench/trace-logs"
             cp "$run/cleaner.log" "$target/bench/trace-logs/run-$n-$policy-d$disk-s$seed.log" 2>/dev/null || true
