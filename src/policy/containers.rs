@@ -3,12 +3,13 @@
 //! dead: a created container is about to be started (`docker create` then `start`, the kubelet
 //! through cri-dockerd), and a running, paused, restarting or unknown one is in use. A stopped
 //! container whose image is the newest step of a build in progress is that build's `RUN` step,
-//! about to be committed: it stays too.
+//! about to be committed: it stays too, and so does any container of an untagged image for its
+//! first `COMMIT_WINDOW` stopped (a `RUN` on a cached step made long ago).
 
 use std::collections::HashMap;
 
 use super::protect::building;
-use super::{Kept, Reason, Step};
+use super::{COMMIT_WINDOW, Kept, Reason, Step, millis};
 use crate::docker::{ContainerState, Image, Inventory};
 
 /// Image id → a container that stays and uses it: its name and its state.
@@ -46,9 +47,24 @@ pub(super) fn containers<'a>(
         // creation.
         let when = c.finished.unwrap_or(c.created);
         let age_ms = now_ms.saturating_sub(when.saturating_mul(1000));
-        let build_step = images
-            .get(c.image_id.as_str())
-            .and_then(|i| building(i, now_ms));
+        let image = images.get(c.image_id.as_str());
+        let build_step = image.and_then(|i| building(i, now_ms)).or_else(|| {
+            // A classic build commits its `RUN` container right after it exits, also when the
+            // step before it was a cached one made long ago (on the containerd image store an
+            // `ENV` step's image shows no parent): a container of an untagged image stays its
+            // first COMMIT_WINDOW stopped.
+            (c.is_stopped()
+                && image.is_none_or(|i| i.tags.is_empty())
+                && age_ms < millis(COMMIT_WINDOW))
+            .then(|| {
+                image.map_or(0, |i| {
+                    now_ms
+                        .saturating_sub(i.created.saturating_mul(1000))
+                        .max(0)
+                        .div_euclid(1000)
+                })
+            })
+        });
         if !c.is_stopped() || c.managed {
             users.insert(&c.image_id, (&c.name, c.state));
         } else if let Some(image_age_secs) = build_step {

@@ -147,11 +147,18 @@ fn the_newest_step_of_a_build_stays_whatever_the_min_age() {
             made("mid-commit", &[], None, 2),
             made("finished", &[], Some("base"), grace + 1),
             made("tagged", &["app:1"], Some("base"), 2),
+            // A cached step reused by a later build: on the containerd image store an `ENV`
+            // step's image shows no parent, and it was made long before.
+            made("cached-env", &[], None, commit + 5),
         ],
         containers: vec![
             // A `RUN` step that just exited, about to be committed by its build.
             in_state("run-step", "step", ContainerState::Exited, NOW - 1),
-            in_state("ran", "imported", ContainerState::Exited, NOW - 1),
+            // One run on the cached step: committed next too (seen on Docker 28's containerd
+            // store: a pass removed it mid-commit and the build failed "snapshot … does not
+            // exist").
+            in_state("cached-run", "cached-env", ContainerState::Exited, NOW - 1),
+            in_state("ran", "imported", ContainerState::Exited, NOW - commit - 1),
         ],
     };
     let mut cfg = config();
@@ -191,6 +198,17 @@ fn the_newest_step_of_a_build_stays_whatever_the_min_age() {
     assert_eq!(
         reason_of(&p, "run-step"),
         Some(&Reason::BuildStep { image_age_secs: 2 })
+    );
+    assert_eq!(
+        reason_of(&p, "cached-run"),
+        Some(&Reason::BuildStep {
+            image_age_secs: commit + 5
+        }),
+        "{p}"
+    );
+    assert!(
+        matches!(reason_of(&p, "cached-env"), Some(Reason::InUse { .. })),
+        "{p}"
     );
     assert!(
         p.to_string()
