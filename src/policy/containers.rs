@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::protect::building;
+use super::protect::{building, made_secs_ago};
 use super::{COMMIT_WINDOW, Kept, Reason, Step, millis};
 use crate::docker::{ContainerState, Image, Inventory};
 
@@ -48,23 +48,14 @@ pub(super) fn containers<'a>(
         let when = c.finished.unwrap_or(c.created);
         let age_ms = now_ms.saturating_sub(when.saturating_mul(1000));
         let image = images.get(c.image_id.as_str());
-        let build_step = image.and_then(|i| building(i, now_ms)).or_else(|| {
-            // A classic build commits its `RUN` container right after it exits, also when the
-            // step before it was a cached one made long ago (on the containerd image store an
-            // `ENV` step's image shows no parent): a container of an untagged image stays its
-            // first COMMIT_WINDOW stopped.
-            (c.is_stopped()
-                && image.is_none_or(|i| i.tags.is_empty())
-                && age_ms < millis(COMMIT_WINDOW))
-            .then(|| {
-                image.map_or(0, |i| {
-                    now_ms
-                        .saturating_sub(i.created.saturating_mul(1000))
-                        .max(0)
-                        .div_euclid(1000)
-                })
-            })
-        });
+        // A classic build commits its `RUN` container right after it exits, also when the step
+        // before it was a cached one made long ago (on the containerd image store an `ENV`
+        // step's image shows no parent): a container of an untagged image stays its first
+        // COMMIT_WINDOW stopped.
+        let committing = age_ms < millis(COMMIT_WINDOW) && image.is_none_or(|i| i.tags.is_empty());
+        let build_step = image
+            .and_then(|i| building(i, now_ms))
+            .or_else(|| committing.then(|| image.map_or(0, |i| made_secs_ago(i, now_ms))));
         if !c.is_stopped() || c.managed {
             users.insert(&c.image_id, (&c.name, c.state));
         } else if let Some(image_age_secs) = build_step {

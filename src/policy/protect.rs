@@ -126,7 +126,16 @@ pub(super) fn building(image: &Image, now_ms: i64) -> Option<i64> {
         COMMIT_WINDOW
     };
     let age_ms = now_ms.saturating_sub(image.created.saturating_mul(1000));
-    (age_ms < millis(grace)).then_some(age_ms.max(0).div_euclid(1000))
+    (age_ms < millis(grace)).then(|| made_secs_ago(image, now_ms))
+}
+
+/// How long before `now_ms` `image` was created, whole seconds; a time after `now_ms` (a clock
+/// that was wrong) counts as now.
+pub(super) fn made_secs_ago(image: &Image, now_ms: i64) -> i64 {
+    now_ms
+        .saturating_sub(image.created.saturating_mul(1000))
+        .max(0)
+        .div_euclid(1000)
 }
 
 /// What the protection stage decided.
